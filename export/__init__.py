@@ -1,0 +1,1 @@
+"""ONNX export, TensorRT build and the engine manifest."""

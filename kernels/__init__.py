@@ -1,0 +1,1 @@
+"""Custom kernels (Triton on CUDA) with plain PyTorch references beside them."""

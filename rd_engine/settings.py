@@ -1,0 +1,101 @@
+"""Presets are data; explicit values override them and every override is reported."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+import torch
+
+from .errors import UserError
+
+ALIGN_SOLVERS = ("reference", "fast", "robust")
+
+
+@dataclass
+class Settings:
+    """Everything that decides what a run computes (SPEC section 7 for the presets)."""
+
+    res: int = 768
+    dilations: list[int] = field(default_factory=lambda: [1, 25])
+    cap_dilation: bool = True
+    dtype: str = "fp16"
+    refine_step: int = 0
+    snippet_len: int = 3
+    refine_snippet_len: int = 3
+    refine_start_dilation: int = 6
+    init_steps: int = 1
+    align: str = "reference"
+    align_iters: int = 2000
+    seed: int | None = None
+    start_frame: int = 0
+    frame_count: int = 0
+    snippet_batch: int = 8
+    vae_batch: int = 4
+
+    def validate(self) -> "Settings":
+        def need(cond: bool, msg: str) -> None:
+            if not cond:
+                raise UserError(msg)
+
+        need(self.res >= 0, f"--res must be >= 0 (0 keeps the input size), got {self.res}")
+        need(len(self.dilations) > 0 and all(d >= 1 for d in self.dilations),
+             f"--dilations must be positive integers, got {self.dilations}")
+        need(1 in self.dilations, f"--dilations must include 1 (got {self.dilations})")
+        need(self.dtype in ("fp16", "bf16", "fp32"), f"--dtype must be fp16, bf16 or fp32, got {self.dtype}")
+        need(self.refine_step >= 0, f"--refine-step must be >= 0, got {self.refine_step}")
+        need(self.refine_step <= 500, f"--refine-step must be <= 500, got {self.refine_step}")
+        need(2 <= self.snippet_len <= 8, f"--snippet-len must be in 2..8, got {self.snippet_len}")
+        need(2 <= self.refine_snippet_len <= 8, f"--refine-snippet-len must be in 2..8, got {self.refine_snippet_len}")
+        need(self.refine_start_dilation >= 1, f"--refine-start-dilation must be >= 1, got {self.refine_start_dilation}")
+        need(1 <= self.init_steps <= 1000, f"--init-steps must be in 1..1000, got {self.init_steps}")
+        need(self.align in ALIGN_SOLVERS, f"--align must be one of {', '.join(ALIGN_SOLVERS)}, got {self.align}")
+        need(self.align_iters >= 1, f"--align-iters must be >= 1, got {self.align_iters}")
+        need(self.start_frame >= 0, f"--start-frame must be >= 0, got {self.start_frame}")
+        need(self.frame_count >= 0, f"--frame-count must be >= 0 (0 = to the end), got {self.frame_count}")
+        need(self.snippet_batch >= 1, f"--snippet-batch must be >= 1, got {self.snippet_batch}")
+        need(self.vae_batch >= 1, f"--vae-batch must be >= 1, got {self.vae_batch}")
+        need(self.seed is None or 0 <= self.seed < 2**63, f"--seed must be a non-negative integer, got {self.seed}")
+        return self
+
+    def torch_dtype(self) -> torch.dtype:
+        return {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}[self.dtype]
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+PRESETS: dict[str, dict] = {
+    "fast": dict(res=768, dilations=[1, 25], cap_dilation=True, dtype="fp16", refine_step=0),
+    "fast1024": dict(res=1024, dilations=[1, 25], cap_dilation=True, dtype="fp16", refine_step=0),
+    "full": dict(res=1024, dilations=[1, 10, 25], cap_dilation=True, dtype="fp16", refine_step=10),
+    "paper": dict(res=768, dilations=[1, 10, 25], cap_dilation=False, dtype="fp32", refine_step=10),
+}
+
+
+def resolve(preset: str, overrides: dict, device: torch.device | None = None) -> tuple[Settings, list[str]]:
+    """Settings of `preset` with `overrides` (keys of Settings; None = not given).
+
+    Returns the settings and one human-readable line per value that differs
+    from the preset. On a CPU device a half-precision preset runs in fp32
+    unless --dtype was given: CPU half-precision convolutions are many times
+    slower, and the reference's fp16 exists for GPU memory and speed.
+    """
+    if preset not in PRESETS:
+        raise UserError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    s = Settings(**PRESETS[preset])
+    notes = []
+    for key, value in overrides.items():
+        if value is None:
+            continue
+        if not hasattr(s, key):
+            raise UserError(f"unknown setting {key}")
+        old = getattr(s, key)
+        if value != old:
+            if key in PRESETS[preset]:
+                notes.append(f"override: {key} = {value} (preset {preset}: {old})")
+            setattr(s, key, value)
+    if device is not None and device.type == "cpu" and overrides.get("dtype") is None and s.dtype != "fp32":
+        notes.append(f"dtype: fp32 on CPU (preset {preset}: {s.dtype}; pass --dtype to force)")
+        s.dtype = "fp32"
+    return s.validate(), notes
