@@ -46,6 +46,20 @@ class Models:
         return self
 
 
+def quiet_libraries() -> None:
+    """Silence diffusers/transformers chatter (accelerate hints, weight-loading bars): our
+    users get one line per problem from us instead."""
+    import diffusers
+    import transformers
+
+    diffusers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.set_verbosity_error()
+    try:
+        transformers.utils.logging.disable_progress_bar()
+    except AttributeError:
+        pass
+
+
 def _reference_config(name: str) -> dict:
     return json.loads(resources.files("rd_engine.configs").joinpath(name).read_text())
 
@@ -121,6 +135,7 @@ def load_checkpoint(spec: str | os.PathLike, empty_embed: torch.Tensor | None = 
     """Load UNet, VAE, DDIM config and the empty-prompt embedding from a checkpoint (fp32, CPU)."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
 
+    quiet_libraries()
     path = resolve_checkpoint(spec)
     check_checkpoint_folder(path)
     try:
@@ -217,6 +232,18 @@ def _write_tiny_tokenizer(folder: Path) -> int:
     return len(vocab)
 
 
+def _save_text_encoder(text, folder: Path) -> None:
+    # Write the key layout that published SD2 checkpoints use ("text_model." prefix): newer
+    # transformers save without it, which older ones (and the reference pipeline) cannot load.
+    from safetensors.torch import save_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    text.config.save_pretrained(folder)
+    state = {k if k.startswith("text_model.") else f"text_model.{k}": v.contiguous()
+             for k, v in text.state_dict().items()}
+    save_file(state, str(folder / "model.safetensors"), metadata={"format": "pt"})
+
+
 def make_tiny_checkpoint(folder: str | os.PathLike, seed: int = 0) -> Path:
     """Write a seeded, few-hundred-kB random-weight checkpoint with the real layout and
     architecture family (8-channel SD UNet with cross-frame-capable transformer
@@ -236,7 +263,7 @@ def make_tiny_checkpoint(folder: str | os.PathLike, seed: int = 0) -> Path:
         text = CLIPTextModel(CLIPTextConfig(vocab_size=vocab_size, **TINY_TEXT))
     unet.save_pretrained(folder / "unet", safe_serialization=True)
     vae.save_pretrained(folder / "vae", safe_serialization=True)
-    text.save_pretrained(folder / "text_encoder", safe_serialization=True)
+    _save_text_encoder(text, folder / "text_encoder")
     (folder / "scheduler").mkdir(exist_ok=True)
     (folder / "scheduler" / "scheduler_config.json").write_text(json.dumps(_reference_config("scheduler_config.json"), indent=2))
     (folder / "model_index.json").write_text(json.dumps(_reference_config("model_index.json"), indent=2))

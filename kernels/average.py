@@ -1,0 +1,313 @@
+"""Merging overlapping snippets into per-frame averages.
+
+A video of ``N`` frames is covered by ``K`` snippets of ``L`` frames each;
+snippet ``k`` holds frame ``index[k, j]`` as the map ``x[k, j]`` (``[C, H, W]``)
+together with an affine ``(s_k, t_k)`` and a weight ``w_k``. Every frame ``f``
+becomes the weighted mean of the affinely corrected maps that cover it::
+
+    out[f] = sum_{k,j: index[k,j]==f} w_k * (s_k * x[k,j] + t_k)
+             / sum_{k,j: index[k,j]==f} w_k
+
+A snippet that holds the same frame twice counts twice. Accumulation is fp32
+whatever the input dtype (fp64 inputs use fp64 on the reference path).
+
+Frames whose total weight is zero (no covering entry, or only zero weights)
+come out as NaN: there is no value to give them, and NaN makes a coverage gap
+visible instead of silently black. Weights are expected to be >= 0.
+
+Two entry points:
+
+* :func:`average_frames`: one call, whole result.
+* :func:`accumulate_frames` + :func:`finalize_frames`: the streaming form; a
+  caller keeps an fp32 ``acc [F, C, H, W]`` and ``count [F]`` window, adds
+  chunks of snippets into it (indices relative to the window; out-of-range
+  indices such as ``-1`` are skipped), and divides the frames it is done with.
+
+The Triton kernel runs one program per (frame, block of pixels) and walks a CSR
+list of the entries covering that frame, so each output pixel is summed by one
+program in a fixed order: deterministic, no atomics.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import torch
+
+from ._dispatch import select_impl
+
+__all__ = [
+    "average_frames",
+    "average_frames_ref",
+    "accumulate_frames",
+    "accumulate_frames_ref",
+    "finalize_frames",
+]
+
+# Upper bound on the temporary a reference chunk materialises (elements);
+# keeps the CPU path from doubling the memory of a long video at once.
+_REF_CHUNK_ELEMS = 1 << 24
+
+
+# ---------------------------------------------------------------------------
+# Validation and coefficients
+# ---------------------------------------------------------------------------
+
+
+def _check_inputs(x: torch.Tensor, index: torch.Tensor, scale, shift, weight) -> Tuple[int, int]:
+    if x.dim() != 5:
+        raise ValueError(f"x must be [K, L, C, H, W], got shape {tuple(x.shape)}")
+    if not x.is_floating_point():
+        raise TypeError(f"x must be floating point, got {x.dtype}")
+    K, L = x.shape[:2]
+    if index.shape != (K, L):
+        raise ValueError(f"index must be [K, L] = {(K, L)}, got {tuple(index.shape)}")
+    if index.dtype not in (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8):
+        raise TypeError(f"index must be an integer tensor, got {index.dtype}")
+    for name, v in (("scale", scale), ("shift", shift), ("weight", weight)):
+        if v is not None and (not torch.is_tensor(v) or v.shape != (K,)):
+            raise ValueError(f"{name} must be a [K] = [{K}] tensor or None")
+    return K, L
+
+
+def _snippet_coefficients(
+    K: int, device: torch.device, dtype: torch.dtype, scale, shift, weight
+) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-snippet (w*s, w*t, w): folding the affine into the weight saves a
+    multiply per pixel and per entry."""
+    w = weight.to(device=device, dtype=dtype) if weight is not None else torch.ones(K, device=device, dtype=dtype)
+    s = scale.to(device=device, dtype=dtype) if scale is not None else torch.ones(K, device=device, dtype=dtype)
+    t = shift.to(device=device, dtype=dtype) if shift is not None else torch.zeros(K, device=device, dtype=dtype)
+    return w * s, w * t, w
+
+
+def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
+    # fp32 accumulation for half/bfloat/fp32; fp64 stays fp64 (reference only).
+    return torch.promote_types(dtype, torch.float32)
+
+
+# ---------------------------------------------------------------------------
+# PyTorch reference
+# ---------------------------------------------------------------------------
+
+
+def accumulate_frames_ref(
+    acc: torch.Tensor,
+    count: torch.Tensor,
+    x: torch.Tensor,
+    index: torch.Tensor,
+    scale: Optional[torch.Tensor] = None,
+    shift: Optional[torch.Tensor] = None,
+    weight: Optional[torch.Tensor] = None,
+) -> None:
+    """Reference of :func:`accumulate_frames` (``index_add_`` based, in place).
+
+    Args:
+        acc: ``[F, C, H, W]`` floating accumulator (fp32, or fp64), updated in place.
+        count: ``[F]`` accumulated weight per frame, same dtype as ``acc``, updated in place.
+        x: ``[K, L, C, H, W]`` snippet maps, any float dtype and strides.
+        index: ``[K, L]`` integer frame index into ``acc``; entries outside ``[0, F)`` are skipped.
+        scale: ``[K]`` per-snippet scale ``s_k`` or ``None`` (1).
+        shift: ``[K]`` per-snippet shift ``t_k`` or ``None`` (0).
+        weight: ``[K]`` per-snippet weight ``w_k`` or ``None`` (1).
+    """
+    K, L = _check_inputs(x, index, scale, shift, weight)
+    F = acc.shape[0]
+    if tuple(acc.shape[1:]) != tuple(x.shape[2:]) or count.shape != (F,):
+        raise ValueError("acc must be [F, C, H, W] matching x and count must be [F]")
+    dt = acc.dtype
+    a, b, w = _snippet_coefficients(K, acc.device, dt, scale, shift, weight)
+    index = index.to(acc.device)
+    pix = x[0, 0].numel() if K * L else 1
+    kstep = max(1, _REF_CHUNK_ELEMS // max(pix, 1))
+    view = (-1,) + (1,) * (x.dim() - 2)
+    for j in range(L):
+        for k0 in range(0, K, kstep):
+            k1 = min(K, k0 + kstep)
+            idx = index[k0:k1, j]
+            keep = (idx >= 0) & (idx < F)
+            if not bool(keep.any()):
+                continue
+            sel = keep.nonzero().squeeze(1)
+            src = x[k0:k1, j].to(device=acc.device)[sel].to(dt)
+            src = src * a[k0:k1][sel].view(view) + b[k0:k1][sel].view(view)
+            acc.index_add_(0, idx[sel], src)
+            count.index_add_(0, idx[sel], w[k0:k1][sel])
+
+
+def finalize_frames(
+    acc: torch.Tensor, count: torch.Tensor, out_dtype: Optional[torch.dtype] = None
+) -> torch.Tensor:
+    """Turn accumulated sums into averages: ``acc / count``, NaN where ``count == 0``.
+
+    Args:
+        acc: ``[F, C, H, W]`` accumulated weighted sums.
+        count: ``[F]`` accumulated weights.
+        out_dtype: dtype of the result (default: ``acc.dtype``).
+
+    Returns:
+        ``[F, C, H, W]`` tensor of averages.
+    """
+    covered = (count > 0).view(-1, *([1] * (acc.dim() - 1)))
+    denom = torch.where(covered, count.view_as(covered), torch.ones_like(count).view_as(covered))
+    out = torch.where(covered, acc / denom, torch.full_like(acc, float("nan")))
+    return out.to(out_dtype or acc.dtype)
+
+
+def average_frames_ref(
+    x: torch.Tensor,
+    index: torch.Tensor,
+    num_frames: int,
+    scale: Optional[torch.Tensor] = None,
+    shift: Optional[torch.Tensor] = None,
+    weight: Optional[torch.Tensor] = None,
+    out_dtype: Optional[torch.dtype] = None,
+) -> torch.Tensor:
+    """Reference of :func:`average_frames` in plain PyTorch (``index_add_``).
+
+    Args:
+        x: ``[K, L, C, H, W]`` snippet maps.
+        index: ``[K, L]`` frame index of every entry; entries outside ``[0, num_frames)`` are skipped.
+        num_frames: number of output frames ``F``.
+        scale: ``[K]`` or ``None``.
+        shift: ``[K]`` or ``None``.
+        weight: ``[K]`` or ``None``.
+        out_dtype: result dtype (default ``x.dtype``).
+
+    Returns:
+        ``[F, C, H, W]`` per-frame weighted average, NaN for uncovered frames.
+    """
+    _check_inputs(x, index, scale, shift, weight)
+    dt = _acc_dtype(x.dtype)
+    acc = torch.zeros((num_frames,) + tuple(x.shape[2:]), dtype=dt, device=x.device)
+    count = torch.zeros(num_frames, dtype=dt, device=x.device)
+    accumulate_frames_ref(acc, count, x, index, scale, shift, weight)
+    return finalize_frames(acc, count, out_dtype or x.dtype)
+
+
+# ---------------------------------------------------------------------------
+# Triton path
+# ---------------------------------------------------------------------------
+
+
+def _csr_tables(x: torch.Tensor, index: torch.Tensor, num_frames: int, scale, shift, weight):
+    """Entries grouped by frame (CSR), built on the device without host syncs.
+
+    Returns (entry_off, entry_a, entry_b, entry_w, frame_start). Within a
+    frame, entries keep their (k, j) order (stable sort), which fixes the
+    summation order.
+    """
+    K, L = index.shape
+    device = x.device
+    flat = index.to(device=device, dtype=torch.int64).reshape(-1)
+    valid = (flat >= 0) & (flat < num_frames)
+    # Skipped entries get the sentinel frame F and sort behind every real row.
+    key = torch.where(valid, flat, torch.full_like(flat, num_frames))
+    order = torch.sort(key, stable=True).indices
+    counts = torch.bincount(key, minlength=num_frames + 1)[: num_frames + 1]
+    frame_start = torch.zeros(num_frames + 2, dtype=torch.int64, device=device)
+    torch.cumsum(counts, 0, out=frame_start[1:])
+    k = order // L
+    j = order - k * L
+    entry_off = k * x.stride(0) + j * x.stride(1)
+    a, b, w = _snippet_coefficients(K, device, torch.float32, scale, shift, weight)
+    tables = [entry_off, a[k], b[k], w[k]]
+    if flat.numel() == 0:
+        # Some backends reject null pointers even when never dereferenced.
+        tables = [torch.zeros(1, dtype=t.dtype, device=device) for t in tables]
+    return (*tables, frame_start.contiguous())
+
+
+def _average_triton(x, index, acc_or_out, count, scale, shift, weight) -> None:
+    from ._triton_kernels import launch_frame_average  # lazy: triton only when chosen
+
+    tables = _csr_tables(x, index, acc_or_out.shape[0], scale, shift, weight)
+    launch_frame_average(x, *tables, acc_or_out, count)
+
+
+# ---------------------------------------------------------------------------
+# Public ops
+# ---------------------------------------------------------------------------
+
+
+def average_frames(
+    x: torch.Tensor,
+    index: torch.Tensor,
+    num_frames: int,
+    scale: Optional[torch.Tensor] = None,
+    shift: Optional[torch.Tensor] = None,
+    weight: Optional[torch.Tensor] = None,
+    out_dtype: Optional[torch.dtype] = None,
+    impl: str = "auto",
+) -> torch.Tensor:
+    """Weighted per-frame average of overlapping snippets (see module docstring).
+
+    Args:
+        x: ``[K, L, C, H, W]`` snippet maps (fp16/bf16/fp32 on the Triton path;
+            any strides, no copy is made).
+        index: ``[K, L]`` integer frame index of every entry; entries outside
+            ``[0, num_frames)`` (e.g. ``-1``) are skipped.
+        num_frames: number of output frames ``F``.
+        scale: ``[K]`` per-snippet scale, or ``None`` for 1.
+        shift: ``[K]`` per-snippet shift, or ``None`` for 0.
+        weight: ``[K]`` per-snippet weight (>= 0), or ``None`` for 1.
+        out_dtype: dtype of the result; default ``x.dtype``.
+        impl: ``"auto"`` (Triton on CUDA, PyTorch otherwise), ``"triton"`` or
+            ``"torch"``; see :mod:`._dispatch`.
+
+    Returns:
+        Contiguous ``[F, C, H, W]`` tensor; frames with zero total weight are NaN.
+        Accumulation is fp32 (fp64 for fp64 inputs on the reference path).
+    """
+    _check_inputs(x, index, scale, shift, weight)
+    if num_frames < 0:
+        raise ValueError("num_frames must be >= 0")
+    if select_impl(impl, (x, scale, shift, weight)) == "torch":
+        return average_frames_ref(x, index, num_frames, scale, shift, weight, out_dtype)
+    out = torch.empty((num_frames,) + tuple(x.shape[2:]), dtype=out_dtype or x.dtype, device=x.device)
+    _average_triton(x, index, out, None, scale, shift, weight)
+    return out
+
+
+def accumulate_frames(
+    acc: torch.Tensor,
+    count: torch.Tensor,
+    x: torch.Tensor,
+    index: torch.Tensor,
+    scale: Optional[torch.Tensor] = None,
+    shift: Optional[torch.Tensor] = None,
+    weight: Optional[torch.Tensor] = None,
+    impl: str = "auto",
+) -> None:
+    """Add a chunk of snippets into caller-owned sums, in place (streaming merge).
+
+    ``acc[f] += sum w_k (s_k x[k,j] + t_k)`` and ``count[f] += sum w_k`` over
+    the entries with ``index[k, j] == f``. Call :func:`finalize_frames` on the
+    frames that no later chunk touches.
+
+    Args:
+        acc: contiguous fp32 ``[F, C, H, W]`` accumulator (the current window).
+        count: contiguous fp32 ``[F]`` weight accumulator.
+        x: ``[K, L, C, H, W]`` snippet maps, any strides.
+        index: ``[K, L]`` integer index into ``acc`` (window-relative); entries
+            outside ``[0, F)``, e.g. ``-1``, are skipped.
+        scale: ``[K]`` or ``None`` (1).
+        shift: ``[K]`` or ``None`` (0).
+        weight: ``[K]`` (>= 0) or ``None`` (1).
+        impl: ``"auto"``, ``"triton"`` or ``"torch"``.
+    """
+    _check_inputs(x, index, scale, shift, weight)
+    F = acc.shape[0]
+    if tuple(acc.shape[1:]) != tuple(x.shape[2:]) or count.shape != (F,):
+        raise ValueError("acc must be [F, C, H, W] matching x and count must be [F]")
+    if acc.dtype != torch.float32 or count.dtype != torch.float32:
+        raise TypeError("acc and count must be float32")
+    if not (acc.is_contiguous() and count.is_contiguous()):
+        # Updated in place: a silent contiguous copy would drop the update.
+        raise ValueError("acc and count must be contiguous")
+    if acc.device != x.device or count.device != x.device:
+        raise ValueError("acc, count and x must be on the same device")
+    if select_impl(impl, (acc, count, x, scale, shift, weight)) == "torch":
+        accumulate_frames_ref(acc, count, x, index, scale, shift, weight)
+        return
+    _average_triton(x, index, acc, count, scale, shift, weight)

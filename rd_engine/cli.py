@@ -1,0 +1,266 @@
+"""`rd-engine`: command-line entry point."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+from . import __version__
+from .errors import UserError
+
+log = logging.getLogger("rd_engine")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0: {text}")
+    return v
+
+
+def _fps(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not (v >= 0 and v < 10000):
+        raise argparse.ArgumentTypeError(f"must be in [0, 10000): {text}")
+    return v
+
+
+def _add_run_parser(sub) -> None:
+    p = sub.add_parser(
+        "run", help="estimate depth for videos",
+        description="Estimate temporally consistent (relative inverse) depth for one or more videos.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("inputs", nargs="*", help="video files, folders of videos, or .txt lists of paths")
+    p.add_argument("--demo", action="store_true",
+                   help="run on a generated clip with a tiny RANDOM-weight model (needs no downloads)")
+    p.add_argument("-o", "--output-dir", type=Path, default=None, help="output folder (default: ./rd-output)")
+    src = p.add_argument_group("model")
+    src.add_argument("-c", "--checkpoint", default=None,
+                     help="diffusers-layout checkpoint folder or hub id (default: prs-eth/rollingdepth-v1-0)")
+    src.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    src.add_argument("--backend", default="auto", choices=["auto", "pytorch"], help="inference backend")
+
+    m = p.add_argument_group("method (explicit values override the preset and are reported)")
+    m.add_argument("-p", "--preset", default="fast", choices=["fast", "fast1024", "full", "paper"])
+    m.add_argument("--res", type=_positive_int, default=None, help="longer edge of the processed frames; 0 = input size")
+    m.add_argument("-d", "--dilations", type=_positive_int, nargs="+", default=None, help="snippet dilations (must include 1)")
+    m.add_argument("--cap-dilation", action=argparse.BooleanOptionalAction, default=None,
+                   help="cap dilations for short videos as the reference does")
+    m.add_argument("--snippet-len", type=_positive_int, default=None, help="frames per snippet")
+    m.add_argument("--refine-step", type=_positive_int, default=None, help="refinement steps (0 = off)")
+    m.add_argument("--refine-snippet-len", type=_positive_int, default=None)
+    m.add_argument("--refine-start-dilation", type=_positive_int, default=None)
+    m.add_argument("--dtype", choices=["fp16", "bf16", "fp32"], default=None,
+                   help="precision (preset value on GPU; fp32 on CPU unless given)")
+    m.add_argument("--align", choices=["reference", "fast", "robust"], default=None, help="co-alignment solver")
+    m.add_argument("--align-iters", type=_positive_int, default=None, help="Adam iterations of the reference solver")
+    m.add_argument("--seed", type=_positive_int, default=None, help="seed of the initial noise (random if unset)")
+    m.add_argument("--start-frame", type=_positive_int, default=None, help="first frame to process")
+    m.add_argument("--frame-count", type=_positive_int, default=None, help="frames to process (0 = to the end)")
+    m.add_argument("--snippet-batch", type=_positive_int, default=None, help="snippets per UNet call")
+    m.add_argument("--vae-batch", type=_positive_int, default=None, help="frames per VAE call")
+
+    o = p.add_argument_group("outputs")
+    o.add_argument("--npy", action=argparse.BooleanOptionalAction, default=True, help="<stem>_pred.npy [N,H,W] float32")
+    o.add_argument("--npz", action=argparse.BooleanOptionalAction, default=True,
+                   help="<stem>.npz: depth, timestamps and metadata")
+    o.add_argument("--cmap", nargs="*", default=None,
+                   help="colormaps for colorized mp4s (default: Spectral_r Greys_r; give none to skip)")
+    o.add_argument("--sbs", action=argparse.BooleanOptionalAction, default=True,
+                   help="side-by-side RGB|depth mp4 (first colormap)")
+    o.add_argument("--png16", action="store_true", help="16-bit PNG sequence + normalization JSON")
+    o.add_argument("--save-snippets", action="store_true", help="raw snippet depth, indices, scales and shifts")
+    o.add_argument("--restore-res", action="store_true", help="resize outputs back to the input resolution")
+    o.add_argument("--fps", type=_fps, default=0.0, help="output video fps (0 = input fps)")
+
+    v = p.add_argument_group("messages")
+    v.add_argument("-q", "--quiet", action="store_true", help="errors and the summary only, no progress bars")
+    v.add_argument("-v", "--verbose", action="store_true", help="debug messages and tracebacks")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rd-engine", description="RollingDepth video depth as a fast, streaming inference engine.")
+    parser.add_argument("--version", action="version", version=f"rd-engine {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_run_parser(sub)
+    return parser
+
+
+def _setup_logging(quiet: bool, verbose: bool) -> None:
+    level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("rd-engine: %(message)s"))
+    log.handlers[:] = [handler]
+    log.setLevel(level)
+    log.propagate = False
+    # third-party chatter (weight-loading bars, deprecation notes) is noise to our users
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    import warnings
+
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=UserWarning, module="diffusers")
+
+
+def _check_output_dir(path: Path) -> None:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".rd-engine-write-test-"):
+            pass
+    except OSError as e:
+        raise UserError(f"output folder {path} is not writable ({e.strerror or e})") from None
+
+
+def cmd_run(args) -> int:
+    import torch
+
+    from .backends.torch_backend import TorchBackend
+    from .models import DEFAULT_CHECKPOINT, load_checkpoint, tiny_checkpoint_cached
+    from .outputs import DEFAULT_CMAPS, OutputOptions, write_outputs
+    from .pipeline import Pipeline
+    from .progress import StageClock, human_bytes, peak_host_bytes
+    from .settings import resolve
+    from .video import list_inputs
+
+    if not args.inputs and not args.demo:
+        raise UserError("no input videos given (pass files, folders or .txt lists, or --demo)")
+    out_dir = args.output_dir or Path("rd-demo-output" if args.demo else "rd-output")
+    _check_output_dir(out_dir)
+
+    checkpoint = args.checkpoint
+    inputs = list_inputs([str(p) for p in args.inputs]) if args.inputs else []
+    if args.demo:
+        from .media import write_test_video
+
+        if checkpoint is None:
+            log.warning("DEMO: the model has RANDOM weights, so its depth is meaningless; "
+                        "this run only shows that the installation works end to end")
+            checkpoint = str(tiny_checkpoint_cached())
+        if not inputs:
+            clip = out_dir / "demo_clip.mp4"
+            write_test_video(clip, n_frames=24, width=160, height=96, fps=12)
+            inputs = [clip]
+
+    device = _pick_device(args.device)
+    overrides = {k: getattr(args, k) for k in (
+        "res", "dilations", "cap_dilation", "snippet_len", "refine_step", "refine_snippet_len",
+        "refine_start_dilation", "dtype", "align", "align_iters", "seed", "start_frame", "frame_count",
+        "snippet_batch", "vae_batch")}
+    if args.demo and args.res is None:
+        overrides["res"] = 0  # the generated clip is already small
+    settings, notes = resolve(args.preset, overrides, device)
+    for note in notes:
+        log.info(note)
+
+    cmaps = list(DEFAULT_CMAPS) if args.cmap is None else [c for c in args.cmap if c.lower() != "none"]
+    _check_cmaps(cmaps)  # fail on an unknown colormap before any work
+
+    t0 = time.perf_counter()
+    models = load_checkpoint(checkpoint or DEFAULT_CHECKPOINT)
+    backend = TorchBackend(models, device, settings.torch_dtype())
+    log.info("backend: %s on %s (%s), model %s, loaded in %.1f s", backend.name, device, settings.dtype,
+             models.name, time.perf_counter() - t0)
+    pipe = Pipeline(backend, progress=not args.quiet)
+    opts = OutputOptions(npy=args.npy, npz=args.npz, cmaps=cmaps, sbs=args.sbs and bool(cmaps),
+                         png16=args.png16, snippets=args.save_snippets, restore_res=args.restore_res, fps=args.fps)
+
+    failures = 0
+    stems: dict[str, int] = {}
+    for path in inputs:
+        stem = path.stem
+        stems[stem] = stems.get(stem, 0) + 1
+        if stems[stem] > 1:
+            stem = f"{stem}_{stems[stem]}"  # two inputs with one name must not overwrite each other
+        try:
+            pred = pipe.predict(path, settings, keep_snippets=opts.snippets)
+            clock = StageClock(not args.quiet)
+            write_outputs(pred, out_dir, stem, opts, models.name, backend.name, clock)
+            secs = {**pred.stage_seconds, **clock.seconds}
+            stages = " ".join(f"{k} {v:.1f}s" for k, v in secs.items())
+            mem = f"peak host {human_bytes(peak_host_bytes())}"
+            if pred.peak_device_bytes:
+                mem += f", peak device {human_bytes(pred.peak_device_bytes)}"
+            print(f"{path.name}: {pred.num_frames} frames {pred.size[0]}x{pred.size[1]} | {stages} | {mem} "
+                  f"| -> {out_dir}/{stem}*", flush=True)
+        except UserError as e:
+            failures += 1
+            print(f"rd-engine: error: {e}", file=sys.stderr, flush=True)
+        except (MemoryError, torch.cuda.OutOfMemoryError) as e:
+            failures += 1
+            print(f"rd-engine: error: {path}: out of memory ({type(e).__name__}); "
+                  "lower --res, --snippet-batch or --vae-batch", file=sys.stderr, flush=True)
+        except KeyboardInterrupt:
+            raise
+        except Exception as e:  # a bug: report it, keep going with the other videos
+            failures += 1
+            print(f"rd-engine: error: {path}: internal error: {type(e).__name__}: {e}"
+                  + ("" if args.verbose else " (run with --verbose for the traceback)"), file=sys.stderr, flush=True)
+            if args.verbose:
+                traceback.print_exc()
+    if args.demo:
+        log.warning("DEMO finished: outputs in %s (random-weight model: the depth is NOT meaningful)", out_dir)
+    if failures:
+        print(f"rd-engine: {failures} of {len(inputs)} videos failed", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _check_cmaps(cmaps: list[str]) -> None:
+    import numpy as np
+
+    from .writers import colorize
+
+    for c in cmaps:
+        colorize(np.zeros((1, 1), np.float32), 0.0, 1.0, c)
+
+
+def _pick_device(spec: str):
+    import torch
+
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(spec)
+    except RuntimeError:
+        raise UserError(f"--device {spec!r} is not a device (use auto, cpu, cuda or cuda:N)") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda requested but no CUDA device is available")
+    if dev.type not in ("cpu", "cuda"):
+        raise UserError(f"--device {spec!r} is not supported (use auto, cpu, cuda or cuda:N)")
+    return dev
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _setup_logging(getattr(args, "quiet", False), getattr(args, "verbose", False))
+    try:
+        if args.command == "run":
+            return cmd_run(args)
+        parser.error(f"unknown command {args.command}")
+    except UserError as e:
+        print(f"rd-engine: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("rd-engine: interrupted; no partial outputs were left behind", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,128 @@
+"""Per-video outputs. Every file appears atomically under its final name."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from . import __version__
+from .pipeline import Prediction
+from .progress import StageClock
+from .video import iter_frames, preprocess
+from .writers import (VideoWriter, colorize, save_npy_atomic, save_npz_atomic, side_by_side,
+                      write_png16_sequence)
+
+DEFAULT_CMAPS = ("Spectral_r", "Greys_r")
+
+
+@dataclass
+class OutputOptions:
+    """Which files a run writes for each video."""
+
+    npy: bool = True
+    npz: bool = True
+    cmaps: list[str] = field(default_factory=lambda: list(DEFAULT_CMAPS))
+    sbs: bool = True
+    png16: bool = False
+    snippets: bool = False
+    restore_res: bool = False
+    fps: float = 0.0  # 0 = the input's frame rate
+
+
+def output_depth(pred: Prediction, restore_res: bool) -> np.ndarray:
+    """The depth to write, `[N, H, W]` float32, optionally resized back to the input size."""
+    depth = pred.depth
+    if restore_res and (pred.info.width, pred.info.height) != pred.size:
+        # bilinear, like the reference's --restore-res
+        depth = F.interpolate(depth[:, None], size=(pred.info.height, pred.info.width), mode="bilinear",
+                              align_corners=False, antialias=True)[:, 0]
+    return depth.numpy().astype(np.float32, copy=False)
+
+
+def metadata(pred: Prediction, model_name: str, backend: str, depth_shape) -> dict:
+    return {
+        "rd_engine_version": __version__,
+        "source": str(pred.info.path),
+        "model": model_name,
+        "backend": backend,
+        "frames": int(depth_shape[0]),
+        "height": int(depth_shape[1]),
+        "width": int(depth_shape[2]),
+        "processed_size": list(pred.size),
+        "input_size": [pred.info.width, pred.info.height],
+        "fps": pred.info.fps,
+        "settings": pred.settings.to_dict(),
+        "effective_dilations": pred.dilations,
+        "seed": pred.seed,
+        "depth_kind": "relative inverse depth (affine-invariant; near = large), normalized to [-1, 1]",
+    }
+
+
+def write_outputs(pred: Prediction, out_dir: Path, stem: str, opts: OutputOptions, model_name: str,
+                  backend: str, clock: StageClock) -> list[Path]:
+    """Write every requested output of one video; returns the paths written."""
+    written: list[Path] = []
+    depth = output_depth(pred, opts.restore_res)
+    n, h, w = depth.shape
+    fps = opts.fps or pred.info.fps
+    meta = metadata(pred, model_name, backend, depth.shape)
+    with clock.stage("write", total=n * (len(opts.cmaps) + int(opts.sbs and bool(opts.cmaps)))) as tick:
+        if opts.npy:
+            p = out_dir / f"{stem}_pred.npy"
+            save_npy_atomic(p, depth)
+            written.append(p)
+        if opts.npz:
+            p = out_dir / f"{stem}.npz"
+            save_npz_atomic(p, depth=depth, timestamps=np.asarray(pred.timestamps, dtype=np.float64),
+                            fps=np.float64(pred.info.fps), metadata=np.asarray(json.dumps(meta)))
+            written.append(p)
+        vmin, vmax = float(depth.min()), float(depth.max())
+        if opts.png16:
+            p = out_dir / f"{stem}_png16"
+            write_png16_sequence(p, iter(depth), vmin, vmax, stem)
+            written.append(p)
+        if opts.snippets and pred.snippets:
+            p = out_dir / f"{stem}_snippets.npz"
+            arrays = {}
+            for g in pred.snippets:
+                arrays[f"dilation{g.dilation}"] = g.depth.float().numpy()
+                arrays[f"dilation{g.dilation}_indices"] = g.indices.numpy()
+                arrays[f"dilation{g.dilation}_weight"] = np.int64(g.weight)
+            for g, (s, t) in zip(pred.snippets, pred.params):
+                arrays[f"dilation{g.dilation}_scale"] = s.float().numpy()
+                arrays[f"dilation{g.dilation}_shift"] = t.float().numpy()
+            save_npz_atomic(p, **arrays)
+            written.append(p)
+        for i, cmap in enumerate(opts.cmaps):
+            p = out_dir / f"{stem}_{cmap}.mp4"
+            with VideoWriter(p, fps) as vw:
+                for f in range(n):
+                    vw.write(colorize(depth[f], vmin, vmax, cmap))
+                    tick(1)
+            written.append(p)
+            if i == 0 and opts.sbs:
+                p = out_dir / f"{stem}_rgbd.mp4"
+                _write_side_by_side(pred, p, depth, vmin, vmax, cmap, fps, opts.restore_res, tick)
+                written.append(p)
+    return written
+
+
+def _write_side_by_side(pred: Prediction, path: Path, depth: np.ndarray, vmin: float, vmax: float, cmap: str,
+                        fps: float, restore_res: bool, tick) -> None:
+    # The decoded video is never held whole: decode the input a second time, frame by frame.
+    s = pred.settings
+    h, w = depth.shape[1:]
+    with VideoWriter(path, fps) as vw:
+        for i, fr in enumerate(iter_frames(pred.info.path, s.start_frame, depth.shape[0])):
+            if restore_res:
+                rgb = fr.rgb
+            else:
+                x = preprocess(torch.from_numpy(fr.rgb)[None], (w, h), torch.device("cpu"), torch.float32)
+                rgb = ((x[0].permute(1, 2, 0) + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).numpy()
+            vw.write(side_by_side(rgb, colorize(depth[i], vmin, vmax, cmap)))
+            tick(1)
