@@ -262,7 +262,8 @@ def average_frames(
     _check_inputs(x, index, scale, shift, weight)
     if num_frames < 0:
         raise ValueError("num_frames must be >= 0")
-    if select_impl(impl, (x, scale, shift, weight)) == "torch":
+    # Only the big operand decides: the [K] coefficients are moved/cast anyway.
+    if select_impl(impl, (x,)) == "torch":
         return average_frames_ref(x, index, num_frames, scale, shift, weight, out_dtype)
     out = torch.empty((num_frames,) + tuple(x.shape[2:]), dtype=out_dtype or x.dtype, device=x.device)
     _average_triton(x, index, out, None, scale, shift, weight)
@@ -307,7 +308,7 @@ def accumulate_frames(
         raise ValueError("acc and count must be contiguous")
     if acc.device != x.device or count.device != x.device:
         raise ValueError("acc, count and x must be on the same device")
-    if select_impl(impl, (acc, count, x, scale, shift, weight)) == "torch":
+    if select_impl(impl, (acc, count, x)) == "torch":
         accumulate_frames_ref(acc, count, x, index, scale, shift, weight)
         return
     _average_triton(x, index, acc, count, scale, shift, weight)

@@ -218,8 +218,8 @@ def irls_moments(
     """
     _check_kind(kind, delta, eps)
     x, y, weight = _prepare(x, y, weight)
-    st = [v for v in (scale, shift) if torch.is_tensor(v)]
-    if select_impl(impl, (x, y, weight, *st)) == "torch":
+    # scale/shift are [K] and get moved/cast below: only the big operands decide.
+    if select_impl(impl, (x, y, weight)) == "torch":
         return irls_moments_ref(x, y, scale, shift, kind, delta, weight, eps)
     from ._triton_kernels import launch_moments  # lazy: triton only when chosen
 

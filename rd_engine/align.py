@@ -125,9 +125,9 @@ def align_reference(groups: list[AlignGroup], num_frames: int, iters: int = 2000
     return out
 
 
-def objective_value(groups: list[AlignGroup], params: list[tuple[torch.Tensor, torch.Tensor]],
-                    num_frames: int) -> float:
-    """The reference objective at given per-group parameters (for comparing solvers)."""
+def dense_objective_value(groups: list[AlignGroup], params: list[tuple[torch.Tensor, torch.Tensor]],
+                          num_frames: int) -> float:
+    """The reference objective at per-group parameters, computed the reference's dense way."""
     scales, shifts = [], []
     for g, (s, t) in zip(groups, params):
         for _ in range(g.weight):
@@ -136,3 +136,11 @@ def objective_value(groups: list[AlignGroup], params: list[tuple[torch.Tensor, t
     with torch.no_grad():
         data, prior = reference_objective_parts(groups, scales, shifts, num_frames)
     return float(data + prior)
+
+
+def objective_value(groups: list[AlignGroup], params: list[tuple[torch.Tensor, torch.Tensor]],
+                    num_frames: int) -> float:
+    """The reference objective at per-group parameters (sparse: no dense array; equal to the dense value)."""
+    from .solvers import objective_value as sparse
+
+    return sparse(groups, params, num_frames)

@@ -200,7 +200,7 @@ class Pipeline:
             return align_reference(groups, n, iters=s.align_iters, progress=tick)
         from .solvers import solve  # fast / robust solvers
 
-        return solve(groups, n, s.align)
+        return solve(groups, n, s.align, progress=tick)
 
     def _refine(self, rgb_latent, noise, coaligned, n, size, padded, s: Settings, clock: StageClock):
         be = self.backend

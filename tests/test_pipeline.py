@@ -18,7 +18,7 @@ def pipe(tiny_models):
 
 
 def _settings(**kw):
-    base = dict(res=64, dilations=[1, 3], seed=7, align_iters=30)
+    base = dict(res=64, dilations=[1, 3], seed=7, align="reference", align_iters=30)
     base.update(kw)
     return resolve(kw.pop("preset", "fast"), base, CPU)[0]
 

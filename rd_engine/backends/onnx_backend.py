@@ -1,0 +1,188 @@
+"""ONNX Runtime backend: the engine's ONNX graphs on the CPU or CUDA execution provider.
+
+Inputs and outputs are torch tensors bound to the session by address
+(`IOBinding` with `data_ptr()`): on CUDA nothing goes through host memory, on
+the CPU nothing is copied into numpy. The session runs on torch's current CUDA
+stream (`user_compute_stream`), so ordering with the surrounding torch work
+needs no host synchronization.
+
+Precision: the CPU runs the fp32 graphs. On CUDA an engine built with
+`--precision fp16` has fp16 graphs, used when the run asks for fp16; bf16
+engines run their fp32 graphs here (the CUDA execution provider covers bf16
+only partially; TensorRT runs them).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..ddim import DDIMStep
+from ..errors import UserError
+from ..export.manifest import Engine, open_engine
+
+log = logging.getLogger("rd_engine")
+
+_NP = {torch.float32: np.float32, torch.float16: np.float16, torch.int64: np.int64}
+_PRECISION = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
+_DTYPE = {v: k for k, v in _PRECISION.items()}
+
+
+def onnxruntime_unavailable_reason(device: torch.device | str = "cpu") -> str | None:
+    """Why the ONNX Runtime backend cannot run on `device` here (None: it can)."""
+    try:
+        import onnxruntime as ort
+    except Exception as e:
+        return f"onnxruntime is not importable ({type(e).__name__}: {e}); pip install onnxruntime (or onnxruntime-gpu)"
+    if torch.device(device).type == "cuda" and "CUDAExecutionProvider" not in ort.get_available_providers():
+        return "this onnxruntime has no CUDA execution provider (pip install onnxruntime-gpu, or run with --device cpu)"
+    if torch.device(device).type not in ("cpu", "cuda"):
+        return f"device {device} is not supported (cpu or cuda)"
+    return None
+
+
+class OrtBackend:
+    """Runs an engine folder's ONNX graphs with ONNX Runtime (the Backend protocol).
+
+    Args:
+        engine_dir: The engine folder (ignored when `engine` is given).
+        device: "cpu" or a CUDA device (CUDA execution provider).
+        dtype: Requested run precision; the CPU always runs fp32, CUDA runs fp16 graphs when the
+            engine has them and fp16 is asked for, otherwise fp32. `self.dtype` says what runs.
+        engine: An already opened `Engine`.
+        threads: CPU intra-op threads (default: torch's thread count).
+    """
+
+    name = "onnxruntime"
+
+    def __init__(self, engine_dir: str | os.PathLike | None, device: torch.device | str = "cpu",
+                 dtype: torch.dtype | None = None, *, engine: Engine | None = None, threads: int | None = None):
+        why = onnxruntime_unavailable_reason(device)
+        if why:
+            raise UserError(f"onnxruntime backend: {why}")
+        import onnxruntime as ort
+
+        self.engine = engine if engine is not None else open_engine(Path(engine_dir))
+        dev = torch.device(device)
+        if dev.type == "cuda" and dev.index is None:
+            dev = torch.device("cuda", torch.cuda.current_device())
+        self.device = dev
+        precision = "fp32"
+        if dev.type == "cuda" and dtype == torch.float16 and "fp16" in self.engine.onnx_precisions:
+            precision = "fp16"
+        elif dtype is not None and dtype != torch.float32:
+            log.info("onnxruntime runs the engine's fp32 graphs on %s (%s was asked for)",
+                     dev.type, _PRECISION.get(dtype, dtype))
+        self.precision = precision
+        self.dtype = _DTYPE[precision]
+        self.engine.verify_files(self.engine.onnx_files(precision))
+        self.ddim = self.engine.ddim()
+
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3  # errors only: ORT's per-node placement warnings are noise here
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if dev.type == "cpu":
+            opts.intra_op_num_threads = threads or max(1, torch.get_num_threads())
+            # no busy-waiting workers between calls: they would compete with torch's own threads
+            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+            providers = ["CPUExecutionProvider"]
+            self._ort_device, self._device_id = "cpu", 0
+            self._stream = None
+            self._run_options = None
+        else:
+            self._stream = torch.cuda.current_stream(dev)
+            cuda_opts = {
+                "device_id": dev.index,
+                # torch's stream: ORT's kernels are ordered with the torch work around them
+                "user_compute_stream": str(self._stream.cuda_stream),
+                # ORT's arena next to torch's caching allocator: grow by what is asked, no doubling
+                "arena_extend_strategy": "kSameAsRequested",
+                "cudnn_conv_algo_search": "EXHAUSTIVE",
+            }
+            providers = [("CUDAExecutionProvider", cuda_opts), "CPUExecutionProvider"]
+            self._ort_device, self._device_id = "cuda", dev.index
+            self._run_options = ort.RunOptions()
+            # same stream as torch: no need for ORT to block the host at the end of every run
+            self._run_options.add_run_config_entry("disable_synchronize_execution_providers", "1")
+        self.sessions: dict[str, object] = {}
+        for name in self.engine.contracts:
+            path = self.engine.onnx_graph(name, precision)
+            try:
+                sess = ort.InferenceSession(str(path), opts, providers=providers)
+            except Exception as e:
+                raise UserError(f"onnxruntime cannot load {path} ({type(e).__name__}: {e}); rebuild: "
+                                f"{self.engine.rebuild_command()}") from None
+            if dev.type == "cuda" and "CUDAExecutionProvider" not in sess.get_providers():
+                raise UserError(f"onnxruntime could not start its CUDA execution provider for {path.name} "
+                                "(CUDA/cuDNN libraries matching onnxruntime-gpu installed?); or run with --device cpu")
+            self.sessions[name] = sess
+        self._steps: dict[tuple, tuple[torch.Tensor, ...]] = {}
+
+    # -- the Backend protocol -------------------------------------------------
+    @torch.no_grad()
+    def encode(self, frames: torch.Tensor) -> torch.Tensor:
+        b, _, h, w = frames.shape
+        self._check_pixels(w, h)
+        c = self.engine.component("vae_encoder")
+        return self._run(c.name, {"frames": frames}, {"latents": (b, 4, h // 8, w // 8)})["latents"]
+
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        b, _, h, w = latents.shape
+        self._check_pixels(8 * w, 8 * h)
+        c = self.engine.component("vae_decoder")
+        return self._run(c.name, {"latents": latents}, {"depth": (b, 1, 8 * h, 8 * w)})["depth"]
+
+    @torch.no_grad()
+    def denoise(self, rgb: torch.Tensor, depth: torch.Tensor, step: DDIMStep) -> torch.Tensor:
+        s, l, c, h, w = depth.shape
+        self._check_pixels(8 * w, 8 * h)
+        comp = self.engine.component("unet_step", l)
+        t, a, ap = self._step_tensors(step)
+        feeds = {"rgb_latent": rgb, "depth_latent": depth, "timestep": t, "alpha_t": a, "alpha_prev": ap}
+        return self._run(comp.name, feeds, {"depth_latent_next": (s, l, c, h, w)})["depth_latent_next"]
+
+    # -- internals --------------------------------------------------------------
+    def _check_pixels(self, w: int, h: int) -> None:
+        if not self.engine.profile.covers((w, h)):
+            self.engine.check_size((w, h))
+
+    def _step_tensors(self, step: DDIMStep) -> tuple[torch.Tensor, ...]:
+        # cached per step: on CUDA, no host-to-device copy per call
+        a, ap = step.as_floats()
+        key = (step.t, a, ap)
+        got = self._steps.get(key)
+        if got is None:
+            got = (torch.tensor([step.t], dtype=torch.int64, device=self.device),
+                   step.alpha_t.reshape(1).to(self.device, torch.float32),
+                   step.alpha_prev.reshape(1).to(self.device, torch.float32))
+            self._steps[key] = got
+        return got
+
+    def _run(self, name: str, feeds: dict[str, torch.Tensor], outputs: dict[str, tuple[int, ...]]):
+        sess = self.sessions[name]
+        contract = self.engine.contracts[name]
+        binding = sess.io_binding()
+        keep = []  # the converted inputs must outlive the run
+        for spec in contract.inputs:
+            t = feeds[spec.name].to(self.device, spec.torch_dtype(self.dtype)).contiguous()
+            keep.append(t)
+            binding.bind_input(spec.name, self._ort_device, self._device_id, _NP[t.dtype], tuple(t.shape),
+                               t.data_ptr())
+        result = {}
+        for spec in contract.outputs:
+            out = torch.empty(outputs[spec.name], dtype=spec.torch_dtype(self.dtype), device=self.device)
+            result[spec.name] = out
+            binding.bind_output(spec.name, self._ort_device, self._device_id, _NP[out.dtype], tuple(out.shape),
+                                out.data_ptr())
+        if self._stream is not None and torch.cuda.current_stream(self.device) != self._stream:
+            # the caller switched streams since the session was made: order by waiting for it
+            torch.cuda.current_stream(self.device).synchronize()
+            sess.run_with_iobinding(binding)  # synchronous: outputs are ready for any stream
+        else:
+            sess.run_with_iobinding(binding, self._run_options)
+        return result

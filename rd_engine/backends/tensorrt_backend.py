@@ -1,0 +1,302 @@
+"""TensorRT backend: the engine's plans, with every buffer owned by torch.
+
+- Inputs, outputs and the plans' activation memory (one workspace shared by all
+  plans, `ExecutionContextAllocationStrategy.USER_MANAGED`) are torch tensors;
+  TensorRT gets their addresses. No pycuda, no host copies.
+- `execute_async_v3` runs on torch's current stream when that is a non-default
+  stream, else on a side stream ordered with it by stream waits (TensorRT
+  synchronizes extra on the legacy default stream).
+- Shapes that repeat (full snippet batches at one resolution: nearly every call
+  of a run) are captured once into a CUDA graph on their own execution context
+  and replayed; a call then costs one graph launch plus the input/output copies.
+- Calls larger than a plan's batch profile are split.
+
+The module imports without tensorrt; `TrtBackend` raises a UserError if it is
+missing or the plans were built for another GPU or TensorRT version.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import Counter, OrderedDict
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+
+from ..ddim import DDIMStep
+from ..errors import UserError
+from ..export.manifest import Engine, open_engine
+
+log = logging.getLogger("rd_engine")
+
+_LOGGER = None
+MAX_GRAPHS_PER_PLAN = 8
+
+
+def trt_logger():
+    """The process-wide TensorRT logger (warnings and errors)."""
+    global _LOGGER
+    if _LOGGER is None:
+        import tensorrt as trt
+
+        _LOGGER = trt.Logger(trt.Logger.WARNING)
+    return _LOGGER
+
+
+def _torch_dtype(trt, dt) -> torch.dtype:
+    table = {trt.float32: torch.float32, trt.float16: torch.float16, trt.int32: torch.int32,
+             trt.int8: torch.int8, trt.bool: torch.bool}
+    for name, td in (("bfloat16", torch.bfloat16), ("int64", torch.int64), ("uint8", torch.uint8)):
+        if hasattr(trt, name):
+            table[getattr(trt, name)] = td
+    if dt not in table:
+        raise UserError(f"TensorRT tensor type {dt} is not supported by rd-engine")
+    return table[dt]
+
+
+class _Workspace:
+    """Activation memory shared by every execution context (they never run concurrently)."""
+
+    def __init__(self, size: int, device: torch.device):
+        self.size = max(int(size), 1)
+        self.buffer = torch.empty(self.size, dtype=torch.uint8, device=device)
+
+    def bind(self, ctx) -> None:
+        if hasattr(ctx, "set_device_memory"):  # TensorRT >= 10.1
+            ctx.set_device_memory(self.buffer.data_ptr(), self.size)
+        else:
+            ctx.device_memory = self.buffer.data_ptr()
+
+
+class _Plan:
+    """One deserialized plan: its eager context, and CUDA graphs for repeating shapes."""
+
+    def __init__(self, trt, runtime, path: Path, name: str, device: torch.device, cuda_graphs: bool):
+        self.trt = trt
+        self.name = name
+        self.device = device
+        self.engine = runtime.deserialize_cuda_engine(path.read_bytes())
+        if self.engine is None:
+            raise UserError(f"TensorRT could not load {path} (corrupt, or built by another TensorRT version)")
+        names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
+        self.inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+        self.outputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
+        self.dtypes = {n: _torch_dtype(trt, self.engine.get_tensor_dtype(n)) for n in names}
+        lo, _opt, hi = self.engine.get_tensor_profile_shape(self.inputs[0], 0)
+        self.max_batch = int(hi[0])
+        self.cuda_graphs = cuda_graphs
+        self.workspace: _Workspace | None = None
+        self.ctx = None
+        self.graphs: OrderedDict[tuple, _Graph] = OrderedDict()
+        self.seen: Counter = Counter()
+        self.no_graph: set[tuple] = set()
+
+    @property
+    def memory_size(self) -> int:
+        e = self.engine
+        return int(e.device_memory_size_v2 if hasattr(e, "device_memory_size_v2") else e.device_memory_size)
+
+    def new_context(self):
+        trt = self.trt
+        if hasattr(trt, "ExecutionContextAllocationStrategy"):
+            ctx = self.engine.create_execution_context(trt.ExecutionContextAllocationStrategy.USER_MANAGED)
+        else:
+            ctx = self.engine.create_execution_context_without_device_memory()
+        if ctx is None:
+            raise RuntimeError(f"TensorRT could not create an execution context for {self.name}")
+        self.workspace.bind(ctx)
+        return ctx
+
+    def bind(self, ctx, feeds: dict[str, torch.Tensor], outs: dict[str, torch.Tensor]) -> None:
+        for n in self.inputs:
+            t = feeds[n]
+            if not ctx.set_input_shape(n, tuple(t.shape)):
+                raise UserError(f"{self.name}: input {n} of shape {tuple(t.shape)} is outside the plan's profile")
+            ctx.set_tensor_address(n, t.data_ptr())
+        for n in self.outputs:
+            ctx.set_tensor_address(n, outs[n].data_ptr())
+
+    def run(self, feeds: dict[str, torch.Tensor], out_shapes: dict[str, tuple[int, ...]]) -> dict[str, torch.Tensor]:
+        feeds = {n: feeds[n].to(self.device, self.dtypes[n]).contiguous() for n in self.inputs}
+        key = tuple(tuple(feeds[n].shape) for n in self.inputs)
+        if self.cuda_graphs and key not in self.no_graph:
+            graph = self.graphs.get(key)
+            if graph is None:
+                self.seen[key] += 1
+                if self.seen[key] >= 2:  # the shape repeats: capture it
+                    graph = self._capture(key, feeds, out_shapes)
+            if graph is not None:
+                self.graphs.move_to_end(key)
+                return graph.replay(feeds)
+        outs = {n: torch.empty(out_shapes[n], dtype=self.dtypes[n], device=self.device) for n in self.outputs}
+        if self.ctx is None:
+            self.ctx = self.new_context()
+        with _trt_stream(self.device) as stream:
+            self.bind(self.ctx, feeds, outs)
+            if not self.ctx.execute_async_v3(stream.cuda_stream):
+                raise RuntimeError(f"TensorRT failed to run {self.name}")
+        return outs
+
+    def _capture(self, key, feeds, out_shapes) -> _Graph | None:
+        try:
+            graph = _Graph(self, feeds, out_shapes)
+        except Exception as e:  # some plans cannot be captured; run them eagerly
+            log.debug("%s: no CUDA graph for shapes %s (%s)", self.name, key, e)
+            self.no_graph.add(key)
+            return None
+        self.graphs[key] = graph
+        while len(self.graphs) > MAX_GRAPHS_PER_PLAN:
+            self.graphs.popitem(last=False)
+        return graph
+
+
+class _Graph:
+    """A CUDA graph of one plan at one set of input shapes, on its own execution context."""
+
+    def __init__(self, plan: _Plan, feeds: dict[str, torch.Tensor], out_shapes: dict[str, tuple[int, ...]]):
+        dev = plan.device
+        self.ctx = plan.new_context()  # shapes fixed for this context's lifetime
+        self.inputs = {n: torch.empty_like(t) for n, t in feeds.items()}
+        self.outputs = {n: torch.empty(out_shapes[n], dtype=plan.dtypes[n], device=dev) for n in plan.outputs}
+        for n, t in feeds.items():
+            self.inputs[n].copy_(t)
+        plan.bind(self.ctx, self.inputs, self.outputs)
+        side = torch.cuda.Stream(dev)
+        side.wait_stream(torch.cuda.current_stream(dev))
+        with torch.cuda.stream(side):
+            # one eager run first: TensorRT finishes shape-dependent setup outside the capture
+            if not self.ctx.execute_async_v3(side.cuda_stream):
+                raise RuntimeError("warm-up run failed")
+        torch.cuda.current_stream(dev).wait_stream(side)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph, stream=side, capture_error_mode="thread_local"):
+            if not self.ctx.execute_async_v3(side.cuda_stream):
+                raise RuntimeError("captured run failed")
+
+    def replay(self, feeds: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        for n, t in feeds.items():
+            self.inputs[n].copy_(t, non_blocking=True)
+        self.graph.replay()
+        # the static outputs are overwritten by the next replay: hand out copies
+        return {n: t.clone() for n, t in self.outputs.items()}
+
+
+@contextmanager
+def _trt_stream(device: torch.device):
+    """Torch's current stream if it is not the default one; else a side stream ordered with it."""
+    current = torch.cuda.current_stream(device)
+    if current.cuda_stream != torch.cuda.default_stream(device).cuda_stream:
+        yield current
+        return
+    side = _side_stream(device)
+    side.wait_stream(current)
+    with torch.cuda.stream(side):
+        yield side
+    current.wait_stream(side)
+
+
+_SIDE: dict[torch.device, torch.cuda.Stream] = {}
+
+
+def _side_stream(device: torch.device) -> torch.cuda.Stream:
+    if device not in _SIDE:
+        _SIDE[device] = torch.cuda.Stream(device)
+    return _SIDE[device]
+
+
+class TrtBackend:
+    """Runs an engine folder's TensorRT plans (the Backend protocol).
+
+    Args:
+        engine_dir: The engine folder (ignored when `engine` is given).
+        device: A CUDA device.
+        engine: An already opened `Engine`.
+        cuda_graphs: Capture repeating shapes into CUDA graphs.
+    """
+
+    name = "tensorrt"
+
+    def __init__(self, engine_dir: str | os.PathLike | None, device: torch.device | str = "cuda", *,
+                 engine: Engine | None = None, cuda_graphs: bool = True):
+        try:
+            import tensorrt as trt
+        except Exception as e:
+            raise UserError(f"tensorrt backend: the tensorrt package is not importable ({type(e).__name__}: {e})") \
+                from None
+        dev = torch.device(device)
+        if dev.type != "cuda" or not torch.cuda.is_available():
+            raise UserError(f"tensorrt backend: needs a CUDA device (got {dev})")
+        if dev.index is None:
+            dev = torch.device("cuda", torch.cuda.current_device())
+        self.device = dev
+        self.engine = engine if engine is not None else open_engine(Path(engine_dir))
+        self.engine.check_tensorrt_machine(dev)
+        self.engine.verify_files(self.engine.plan_files())
+        precision = self.engine.tensorrt["precision"]
+        self.dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
+        self.ddim = self.engine.ddim()
+        with torch.cuda.device(dev):
+            self._runtime = trt.Runtime(trt_logger())
+            self.plans = {name: _Plan(trt, self._runtime, self.engine.plan_file(name), name, dev, cuda_graphs)
+                          for name in self.engine.contracts}
+            self._workspace = _Workspace(max(p.memory_size for p in self.plans.values()), dev)
+            for p in self.plans.values():
+                p.workspace = self._workspace
+        self._steps: dict[tuple, tuple[torch.Tensor, ...]] = {}
+
+    # -- the Backend protocol -------------------------------------------------
+    @torch.no_grad()
+    def encode(self, frames: torch.Tensor) -> torch.Tensor:
+        b, _, h, w = frames.shape
+        self._check_pixels(w, h)
+        plan = self.plans[self.engine.component("vae_encoder").name]
+        return self._batched(plan, {"frames": frames}, lambda n: {"latents": (n, 4, h // 8, w // 8)}, [])["latents"]
+
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        b, _, h, w = latents.shape
+        self._check_pixels(8 * w, 8 * h)
+        plan = self.plans[self.engine.component("vae_decoder").name]
+        return self._batched(plan, {"latents": latents}, lambda n: {"depth": (n, 1, 8 * h, 8 * w)}, [])["depth"]
+
+    @torch.no_grad()
+    def denoise(self, rgb: torch.Tensor, depth: torch.Tensor, step: DDIMStep) -> torch.Tensor:
+        s, l, c, h, w = depth.shape
+        self._check_pixels(8 * w, 8 * h)
+        plan = self.plans[self.engine.component("unet_step", l).name]
+        t, a, ap = self._step_tensors(step)
+        out = self._batched(plan, {"rgb_latent": rgb, "depth_latent": depth, "timestep": t, "alpha_t": a,
+                                   "alpha_prev": ap},
+                            lambda n: {"depth_latent_next": (n, l, c, h, w)}, ["timestep", "alpha_t", "alpha_prev"])
+        return out["depth_latent_next"]
+
+    # -- internals --------------------------------------------------------------
+    def _check_pixels(self, w: int, h: int) -> None:
+        if not self.engine.profile.covers((w, h)):
+            self.engine.check_size((w, h))
+
+    def _batched(self, plan: _Plan, feeds: dict[str, torch.Tensor], out_shapes, shared: list[str]):
+        """Run in chunks of at most the plan's max batch (inputs in `shared` are not split)."""
+        first = next(n for n in feeds if n not in shared)
+        total = feeds[first].shape[0]
+        if total <= plan.max_batch:
+            return plan.run(feeds, out_shapes(total))
+        parts = []
+        for a in range(0, total, plan.max_batch):
+            b = min(total, a + plan.max_batch)
+            chunk = {n: (t if n in shared else t[a:b]) for n, t in feeds.items()}
+            parts.append(plan.run(chunk, out_shapes(b - a)))
+        return {n: torch.cat([p[n] for p in parts]) for n in parts[0]}
+
+    def _step_tensors(self, step: DDIMStep) -> tuple[torch.Tensor, ...]:
+        a, ap = step.as_floats()
+        key = (step.t, a, ap)
+        got = self._steps.get(key)
+        if got is None:
+            got = (torch.tensor([step.t], dtype=torch.int64, device=self.device),
+                   step.alpha_t.reshape(1).to(self.device, torch.float32),
+                   step.alpha_prev.reshape(1).to(self.device, torch.float32))
+            self._steps[key] = got
+        return got
