@@ -189,7 +189,10 @@ def cmd_run(args) -> int:
         try:
             pred = pipe.predict(path, settings, keep_snippets=opts.snippets)
             clock = StageClock(not args.quiet)
-            write_outputs(pred, out_dir, stem, opts, models.name, backend.name, clock)
+            try:
+                write_outputs(pred, out_dir, stem, opts, models.name, backend.name, clock)
+            finally:
+                pred.close()
             secs = {**pred.stage_seconds, **clock.seconds}
             stages = " ".join(f"{k} {v:.1f}s" for k, v in secs.items())
             mem = f"peak host {human_bytes(peak_host_bytes())}"

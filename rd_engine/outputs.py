@@ -14,7 +14,7 @@ from . import __version__
 from .pipeline import Prediction
 from .progress import StageClock
 from .video import iter_frames, preprocess
-from .writers import (VideoWriter, colorize, save_npy_atomic, save_npz_atomic, side_by_side,
+from .writers import (VideoWriter, colorize, open_npy_memmap_atomic, save_npz_atomic, side_by_side,
                       write_png16_sequence)
 
 DEFAULT_CMAPS = ("Spectral_r", "Greys_r")
@@ -35,13 +35,41 @@ class OutputOptions:
 
 
 def output_depth(pred: Prediction, restore_res: bool) -> np.ndarray:
-    """The depth to write, `[N, H, W]` float32, optionally resized back to the input size."""
-    depth = pred.depth
-    if restore_res and (pred.info.width, pred.info.height) != pred.size:
-        # bilinear, like the reference's --restore-res
-        depth = F.interpolate(depth[:, None], size=(pred.info.height, pred.info.width), mode="bilinear",
-                              align_corners=False, antialias=True)[:, 0]
-    return depth.numpy().astype(np.float32, copy=False)
+    """The depth to write, `[N, H, W]` float32, optionally resized back to the input size (lazily per chunk)."""
+    if not restore_res or (pred.info.width, pred.info.height) == pred.size:
+        return pred.depth
+    return _Resized(pred.depth, (pred.info.height, pred.info.width))
+
+
+class _Resized:
+    """A read-only `[N, H, W]` view that resizes frames on access (bilinear, as the reference's --restore-res)."""
+
+    def __init__(self, depth: np.ndarray, hw: tuple[int, int]):
+        self.depth, self.hw = depth, hw
+        self.shape = (depth.shape[0], *hw)
+        self.dtype = np.dtype(np.float32)
+
+    def __len__(self):
+        return self.shape[0]
+
+    def __getitem__(self, i):
+        sl = i if isinstance(i, slice) else slice(i, i + 1)
+        x = torch.from_numpy(np.ascontiguousarray(self.depth[sl]))[:, None]
+        y = F.interpolate(x, size=self.hw, mode="bilinear", align_corners=False, antialias=True)[:, 0].numpy()
+        return y if isinstance(i, slice) else y[0]
+
+    def __iter__(self):
+        for i in range(self.shape[0]):
+            yield self[i]
+
+    def __array__(self, dtype=None, copy=None):
+        return np.concatenate([self[a:a + 64] for a in range(0, self.shape[0], 64)]).astype(dtype or np.float32)
+
+    def min(self):
+        return min(float(self[a:a + 64].min()) for a in range(0, self.shape[0], 64))
+
+    def max(self):
+        return max(float(self[a:a + 64].max()) for a in range(0, self.shape[0], 64))
 
 
 def metadata(pred: Prediction, model_name: str, backend: str, depth_shape) -> dict:
@@ -74,11 +102,13 @@ def write_outputs(pred: Prediction, out_dir: Path, stem: str, opts: OutputOption
     with clock.stage("write", total=n * (len(opts.cmaps) + int(opts.sbs and bool(opts.cmaps)))) as tick:
         if opts.npy:
             p = out_dir / f"{stem}_pred.npy"
-            save_npy_atomic(p, depth)
+            with open_npy_memmap_atomic(p, depth.shape, np.float32) as arr:  # streams, never a second copy in RAM
+                for a in range(0, n, 64):
+                    arr[a:a + 64] = depth[a:a + 64]
             written.append(p)
         if opts.npz:
             p = out_dir / f"{stem}.npz"
-            save_npz_atomic(p, depth=depth, timestamps=np.asarray(pred.timestamps, dtype=np.float64),
+            save_npz_atomic(p, depth=np.asarray(depth), timestamps=np.asarray(pred.timestamps, dtype=np.float64),
                             fps=np.float64(pred.info.fps), metadata=np.asarray(json.dumps(meta)))
             written.append(p)
         vmin, vmax = float(depth.min()), float(depth.max())
