@@ -73,6 +73,15 @@ def _add_run_parser(sub) -> None:
     m.add_argument("--snippet-batch", type=_positive_int, default=None, help="snippets per UNet call")
     m.add_argument("--vae-batch", type=_positive_int, default=None, help="frames per VAE call")
 
+    st = p.add_argument_group("online mode")
+    st.add_argument("--stream", action="store_true",
+                    help="online: depth for each frame as soon as its lag has passed (inputs may be live sources: "
+                         "/dev/videoN, rtsp://..., http(s)://..., pipe:)")
+    st.add_argument("--lag", type=_positive_int, default=0,
+                    help="frames of look-ahead before a frame is finished (0 = causal)")
+    st.add_argument("--max-memory", type=float, default=None,
+                    help="GiB of host memory for snippet depth before it spills to disk (offline)")
+
     o = p.add_argument_group("outputs")
     o.add_argument("--npy", action=argparse.BooleanOptionalAction, default=True, help="<stem>_pred.npy [N,H,W] float32")
     o.add_argument("--npz", action=argparse.BooleanOptionalAction, default=True,
@@ -132,7 +141,7 @@ def cmd_run(args) -> int:
     from .backends.torch_backend import TorchBackend
     from .models import DEFAULT_CHECKPOINT, load_checkpoint, tiny_checkpoint_cached
     from .outputs import DEFAULT_CMAPS, OutputOptions, write_outputs
-    from .pipeline import Pipeline
+    from .pipeline import Budgets, Pipeline
     from .progress import StageClock, human_bytes, peak_host_bytes
     from .settings import resolve
     from .video import list_inputs
@@ -143,7 +152,13 @@ def cmd_run(args) -> int:
     _check_output_dir(out_dir)
 
     checkpoint = args.checkpoint
-    inputs = list_inputs([str(p) for p in args.inputs]) if args.inputs else []
+    if args.stream:
+        inputs = [p if ("://" in p or p.startswith(("/dev/video", "pipe:")) or p == "-") else Path(p)
+                  for p in args.inputs]
+        inputs = [p if isinstance(p, str) else q for p in inputs for q in ([p] if isinstance(p, str) else
+                                                                               list_inputs([str(p)]))]
+    else:
+        inputs = list_inputs([str(p) for p in args.inputs]) if args.inputs else []
     if args.demo:
         from .media import write_test_video
 
@@ -175,18 +190,27 @@ def cmd_run(args) -> int:
     backend = TorchBackend(models, device, settings.torch_dtype())
     log.info("backend: %s on %s (%s), model %s, loaded in %.1f s", backend.name, device, settings.dtype,
              models.name, time.perf_counter() - t0)
-    pipe = Pipeline(backend, progress=not args.quiet)
+    budgets = Budgets()
+    if args.max_memory is not None:
+        budgets.host_snippets = int(args.max_memory * (1 << 30))
+    pipe = Pipeline(backend, progress=not args.quiet, budgets=budgets)
     opts = OutputOptions(npy=args.npy, npz=args.npz, cmaps=cmaps, sbs=args.sbs and bool(cmaps),
                          png16=args.png16, snippets=args.save_snippets, restore_res=args.restore_res, fps=args.fps)
 
     failures = 0
     stems: dict[str, int] = {}
     for path in inputs:
-        stem = path.stem
+        stem = Path(str(path)).stem or "stream"
         stems[stem] = stems.get(stem, 0) + 1
         if stems[stem] > 1:
             stem = f"{stem}_{stems[stem]}"  # two inputs with one name must not overwrite each other
         try:
+            if args.stream:
+                from .stream_io import run_stream
+
+                line = run_stream(pipe, settings, args.lag, path, out_dir, stem, opts, models.name, not args.quiet)
+                print(line, flush=True)
+                continue
             pred = pipe.predict(path, settings, keep_snippets=opts.snippets)
             clock = StageClock(not args.quiet)
             try:
@@ -198,7 +222,7 @@ def cmd_run(args) -> int:
             mem = f"peak host {human_bytes(peak_host_bytes())}"
             if pred.peak_device_bytes:
                 mem += f", peak device {human_bytes(pred.peak_device_bytes)}"
-            print(f"{path.name}: {pred.num_frames} frames {pred.size[0]}x{pred.size[1]} | {stages} | {mem} "
+            print(f"{Path(str(path)).name}: {pred.num_frames} frames {pred.size[0]}x{pred.size[1]} | {stages} | {mem} "
                   f"| -> {out_dir}/{stem}*", flush=True)
         except UserError as e:
             failures += 1

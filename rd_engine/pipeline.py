@@ -174,7 +174,9 @@ class Pipeline:
         temp_files: list[Path] = []
         sched = RollingScheduler(s.dilations, s.snippet_len, s.cap_dilation)
         steps = be.ddim.schedule(s.init_steps)
-        store = SnippetStore((s.snippet_len, h, w), be.dtype, be.device, self.budgets.device_snippets,
+        # on a CPU device the "device" tier would just be host memory under another name
+        device_budget = self.budgets.device_snippets if be.device.type != "cpu" else 0
+        store = SnippetStore((s.snippet_len, h, w), be.dtype, be.device, device_budget,
                              self.budgets.host_snippets, self.budgets.spill_dir)
         try:
             latents = LatentStore()

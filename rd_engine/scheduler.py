@@ -110,7 +110,7 @@ class RollingScheduler:
                 out = [Snippet(1, 0, tuple(min(j, n - 1) for j in range(self.L)))]
                 self._next_start[1] = 1
         for d in self.weights:
-            if self._next_start[d] == 0 and n >= self.L:
+            if self._next_start[d] == 0:
                 raise UserError(
                     f"dilation {d} needs at least {window_span(self.L, d)} frames per snippet but the video has "
                     f"{n}; turn dilation capping on or lower --dilations"
@@ -147,7 +147,7 @@ class SnippetStore:
         self.dtype = dtype
         self.device = device
         self.item_bytes = int(np.prod(shape)) * torch.empty((), dtype=dtype).element_size()
-        self.device_budget = device_budget if device.type != "cpu" else 0
+        self.device_budget = device_budget
         self.host_budget = host_budget
         self.device_bytes = 0
         self.host_bytes = 0

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import math
+from dataclasses import dataclass
 
 import torch
 
@@ -58,39 +59,72 @@ def _frame_mean(values: list[torch.Tensor], groups: list[AlignGroup], n: int,
     return acc[:, 0, 0] / wacc[:, 0, 0].clamp_min(1e-12)
 
 
-def _dense_rows(groups: list[AlignGroup]) -> int:
-    return groups[0].depth.shape[1] * sum(g.weight for g in groups)
+@dataclass
+class _Flat:
+    """All groups concatenated along the snippet axis, so each pass is a handful of big ops."""
+
+    x: torch.Tensor  # [K, L, P] float32
+    idx: torch.Tensor  # [K, L] frame of each snippet frame
+    w: torch.Tensor  # [K] weight of the snippet's dilation (2 = listed twice)
+    prior_w: torch.Tensor  # [K] weight / (snippets in its dilation): the priors are means per dilation
+    sizes: list[int]
+    n: int
+    denom: float  # elements of the reference's dense [L * entries, N, P] mean
+
+    @classmethod
+    def of(cls, groups: list[AlignGroup], n: int) -> "_Flat":
+        L, P = groups[0].depth.shape[1:]
+        sizes = [g.depth.shape[0] for g in groups]
+        w = torch.cat([torch.full((k,), float(g.weight)) for g, k in zip(groups, sizes)])
+        pw = torch.cat([torch.full((k,), float(g.weight) / k) for g, k in zip(groups, sizes)])
+        rows = L * sum(g.weight for g in groups)
+        return cls(torch.cat([g.depth.float() for g in groups]), torch.cat([g.indices for g in groups]).long(),
+                   w, pw, sizes, n, float(rows * n * P))
+
+    def coarse(self, step: int) -> "_Flat":
+        """The same problem on every `step`-th solver pixel (the objective is a mean over pixels)."""
+        x = self.x[:, :, ::step].contiguous()
+        return _Flat(x, self.idx, self.w, self.prior_w, self.sizes, self.n, self.denom * x.shape[-1] / self.x.shape[-1])
+
+    def split(self, s: torch.Tensor, t: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        return list(zip(s.split(self.sizes), t.split(self.sizes)))
+
+    def frame_mean(self, v: torch.Tensor, differentiable: bool = False) -> torch.Tensor:
+        """Per frame and pixel, the weighted mean of the snippet values covering it: `[N, P]`."""
+        K, L, P = v.shape
+        if differentiable:  # plain index_add keeps autograd
+            flat_idx = self.idx.reshape(-1)
+            acc = v.new_zeros(self.n, P).index_add(0, flat_idx, (v * self.w[:, None, None]).reshape(-1, P))
+            cnt = v.new_zeros(self.n).index_add(0, flat_idx, self.w.repeat_interleave(L))
+            return acc / cnt[:, None]
+        acc = torch.zeros(self.n, 1, 1, P)
+        cnt = torch.zeros(self.n)
+        accumulate_frames(acc, cnt, v[:, :, None, None, :], self.idx, weight=self.w)
+        return acc[:, 0, 0] / cnt[:, None]
+
+    def objective(self, s: torch.Tensor, t: torch.Tensor, differentiable: bool = False):
+        """The reference objective (SPEC section 5) and its intermediates."""
+        a = self.x * s[:, None, None] + t[:, None, None]
+        inv = a.clamp_min(CLIP).reciprocal()
+        T, Ti = self.frame_mean(a, differentiable), self.frame_mean(inv, differentiable)
+        norm, norm_i = T.abs().mean(-1), Ti.abs().mean(-1)
+        r1 = (a - T[self.idx]).abs() / norm[self.idx][..., None]
+        r2 = (inv - Ti[self.idx]).abs() / norm_i[self.idx][..., None]
+        data = ((r1.sum((1, 2)) + r2.sum((1, 2))) * self.w).sum() / self.denom
+        prior = (self.prior_w * (LMDA_SCALE * torch.clamp(1 - s, min=0) ** 2 + LMDA_SHIFT * t**2)).sum()
+        return data + prior, (a, inv, T, Ti, norm, norm_i)
 
 
 class _Objective:
     """The reference objective evaluated sparsely (equal to the dense formula)."""
 
     def __init__(self, groups: list[AlignGroup], n: int):
-        self.groups, self.n = groups, n
-        self.P = groups[0].depth.shape[-1]
-        self.denom = float(_dense_rows(groups) * n * self.P)  # elements of the dense mean
+        self.flat = _Flat.of(groups, n)
 
-    def terms(self, params):
-        g_, n = self.groups, self.n
-        a = [g.depth * s[:, None, None] + t[:, None, None] for g, (s, t) in zip(g_, params)]
-        inv = [x.clamp_min(CLIP).reciprocal() for x in a]
-        T = _frame_mean(a, g_, n)
-        Ti = _frame_mean(inv, g_, n)
-        norm = T.abs().mean(-1)
-        norm_i = Ti.abs().mean(-1)
-        return a, inv, T, Ti, norm, norm_i
-
-    def value(self, params, terms=None) -> float:
-        a, inv, T, Ti, norm, norm_i = terms if terms is not None else self.terms(params)
-        data = 0.0
-        prior = 0.0
-        for g, x, xi, (s, t) in zip(self.groups, a, inv, params):
-            idx = g.indices
-            r1 = (x - T[idx]).abs() / norm[idx][..., None]
-            r2 = (xi - Ti[idx]).abs() / norm_i[idx][..., None]
-            data += g.weight * float(r1.sum() + r2.sum())
-            prior += g.weight * float(LMDA_SCALE * (torch.clamp(1 - s, min=0) ** 2).mean() + LMDA_SHIFT * (t**2).mean())
-        return data / self.denom + prior
+    def value(self, params) -> float:
+        s = torch.cat([p[0].reshape(-1).float() for p in params])
+        t = torch.cat([p[1].reshape(-1).float() for p in params])
+        return float(self.flat.objective(s, t)[0])
 
 
 def _solve_2x2(m: torch.Tensor, lam_s: torch.Tensor, lam_t: torch.Tensor, s_prior_active: torch.Tensor,
@@ -114,43 +148,63 @@ def _solve_2x2(m: torch.Tensor, lam_s: torch.Tensor, lam_t: torch.Tensor, s_prio
     return s.float(), t.float()
 
 
-def solve_fast(groups: list[AlignGroup], n: int, max_iters: int = 300, tol: float = 1e-7,
-               polish_iters: int = 300, progress=None) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """Minimize the reference objective by IRLS / Gauss-Newton with monotone acceptance."""
-    obj = _Objective(groups, n)
-    params = [(torch.ones(g.depth.shape[0]), torch.zeros(g.depth.shape[0])) for g in groups]
-    terms = obj.terms(params)
-    f = obj.value(params, terms)
-    f0 = f
-    stall = 0
+def solve_fast(groups: list[AlignGroup], n: int, max_iters: int = 30, tol: float = 1e-4, rounds: int = 4,
+               polish_iters: int = 30, coarse_pixels: int = 1 << 17, progress=None
+               ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Minimize the reference objective: IRLS / Gauss-Newton with monotone acceptance, a search along
+    the global scale, then L-BFGS; coarse to fine over the solver pixels."""
+    full = _Flat.of(groups, n)
+    K = full.x.shape[0]
+    s, t = torch.ones(K), torch.zeros(K)
+    # most iterations run on a pixel subsample small enough to be cheap, the last ones on all pixels
+    step = max(1, int(full.x.numel() // coarse_pixels))
+    levels = [(full.coarse(step), rounds, polish_iters, max_iters)] if step > 1 else []
+    levels.append((full, 1, 10, 8) if step > 1 else (full, rounds, polish_iters, max_iters))
+    f0 = float(full.objective(s, t)[0])
+    it = 0
+    for fl, n_rounds, n_polish, n_iters in levels:
+        with torch.no_grad():
+            f = float(fl.objective(s, t)[0])
+            for _round in range(n_rounds):
+                s, t, f, k = _irls(fl, s, t, f, n_iters, tol, progress)
+                it += k
+                # Per-snippet steps hold the targets fixed (as the reference's gradient does), which
+                # leaves the objective's shallow valley along a global scale unexplored; search it.
+                s, t, f_new = _scale_search(fl, s, t, f)
+                if f_new >= f * (1 - tol):
+                    break
+                f = f_new
+        # what descent remains lies along directions that move the targets too: follow the true
+        # gradient with L-BFGS for a few steps, keeping the best point seen
+        s, t, f = _polish(fl, s, t, f, n_polish)
+        with torch.no_grad():
+            s, t, f = _scale_search(fl, s, t, f, lo=-0.2, hi=0.3, evals=8)
+    log.debug("fast co-alignment: objective %.6g -> %.6g (%d IRLS iterations, pixel step %d)", f0, f, it, step)
+    return full.split(s, t)
+
+
+def _irls(fl: _Flat, s, t, f: float, max_iters: int, tol: float, progress):
+    """IRLS / Gauss-Newton steps with targets held fixed; a step is kept only if the true objective drops."""
+    terms = fl.objective(s, t)[1]
+    it = 0
     for it in range(max_iters):
         a, inv, T, Ti, norm, norm_i = terms
-        proposal = []
-        for g, x, xi, (s, t) in zip(groups, a, inv, params):
-            idx = g.indices
-            K = x.shape[0]
-            c1 = g.weight / (obj.denom * norm[idx])[..., None]  # [K, L, 1]
-            c2 = g.weight / (obj.denom * norm_i[idx])[..., None]
-            r1 = x - T[idx]
-            eps1 = 1e-6 * norm[idx][..., None]
-            w1 = c1 / (2 * r1.abs().clamp_min(eps1))
-            r2 = xi - Ti[idx]
-            eps2 = 1e-6 * norm_i[idx][..., None]
-            live = (x > CLIP).float()  # clipped values have a constant reciprocal
-            w2 = live * c2 / (2 * r2.abs().clamp_min(eps2) * x.clamp_min(CLIP) ** 4)
-            y2 = x + x * x * r2
-            mom = weighted_moments(g.depth, T[idx], w1) + weighted_moments(g.depth, y2, w2)
-            lam_s = torch.full((K,), g.weight * LMDA_SCALE / K)
-            lam_t = torch.full((K,), g.weight * LMDA_SHIFT / K)
-            s_new, t_new = _solve_2x2(mom, lam_s, lam_t, s < 1, s)
-            proposal.append((s_new, t_new))
-        # monotone acceptance on the true objective (targets recomputed)
-        step = 1.0
-        accepted = False
-        for _ in range(8):
-            cand = [(s + step * (sn - s), t + step * (tn - t)) for (s, t), (sn, tn) in zip(params, proposal)]
-            cand_terms = obj.terms(cand)
-            fc = obj.value(cand, cand_terms)
+        c1 = fl.w[:, None, None] / (fl.denom * norm[fl.idx])[..., None]  # [K, L, 1]
+        c2 = fl.w[:, None, None] / (fl.denom * norm_i[fl.idx])[..., None]
+        r1 = a - T[fl.idx]
+        w1 = c1 / (2 * r1.abs().clamp_min(1e-6 * norm[fl.idx][..., None]))
+        r2 = inv - Ti[fl.idx]
+        # the reciprocal term, linearized around the current a (clipped values are constant)
+        live = (a > CLIP).float()
+        w2 = live * c2 / (2 * r2.abs().clamp_min(1e-6 * norm_i[fl.idx][..., None]) * a.clamp_min(CLIP) ** 4)
+        y2 = a + a * a * r2
+        mom = weighted_moments(fl.x, T[fl.idx], w1) + weighted_moments(fl.x, y2, w2)
+        s_new, t_new = _solve_2x2(mom, LMDA_SCALE * fl.prior_w, LMDA_SHIFT * fl.prior_w, s < 1, s)
+        step, accepted = 1.0, False
+        for _ in range(6):
+            sc, tc = s + step * (s_new - s), t + step * (t_new - t)
+            fc, cand_terms = fl.objective(sc, tc)
+            fc = float(fc)
             if math.isfinite(fc) and fc <= f:
                 accepted = True
                 break
@@ -160,78 +214,59 @@ def solve_fast(groups: list[AlignGroup], n: int, max_iters: int = 300, tol: floa
         if not accepted:
             break
         rel = (f - fc) / max(abs(f), 1e-30)
-        params, terms, f = cand, cand_terms, fc
-        stall = stall + 1 if rel < tol else 0
-        if stall >= 3:
+        s, t, f, terms = sc, tc, fc, cand_terms
+        if rel < tol:
             break
-    f_irls = f
-    params, f = _polish(groups, n, params, f, obj.denom, polish_iters)
-    log.debug("fast co-alignment: objective %.6g -> %.6g (IRLS, %d iterations) -> %.6g (L-BFGS polish)",
-              f0, f_irls, it + 1, f)
-    return params
+    return s, t, f, it + 1
 
 
-def _true_objective(groups: list[AlignGroup], n: int, denom: float, theta: torch.Tensor) -> torch.Tensor:
-    """The reference objective as a differentiable function of all (s, t), targets included."""
-    sizes = [g.depth.shape[0] for g in groups]
-    s_all, t_all = theta.split([sum(sizes), sum(sizes)])
-    P = groups[0].depth.shape[-1]
-    acc = torch.zeros(n, P, dtype=theta.dtype)
-    acc_i = torch.zeros(n, P, dtype=theta.dtype)
-    cnt = torch.zeros(n, dtype=theta.dtype)
-    a_l, i_l = [], []
-    for g, s, t in zip(groups, s_all.split(sizes), t_all.split(sizes)):
-        a = g.depth * s[:, None, None] + t[:, None, None]
-        inv = a.clamp_min(CLIP).reciprocal()
-        idx = g.indices.reshape(-1)
-        acc = acc.index_add(0, idx, g.weight * a.reshape(-1, P))
-        acc_i = acc_i.index_add(0, idx, g.weight * inv.reshape(-1, P))
-        cnt = cnt.index_add(0, idx, torch.full((idx.numel(),), float(g.weight), dtype=theta.dtype))
-        a_l.append(a)
-        i_l.append(inv)
-    T, Ti = acc / cnt[:, None], acc_i / cnt[:, None]
-    # the reference detaches its targets and their norms inside each step but the value it
-    # reports (and that we compare) is this function of (s, t)
-    norm, norm_i = T.abs().mean(-1), Ti.abs().mean(-1)
-    total = theta.new_zeros(())
-    for g, a, inv, s, t in zip(groups, a_l, i_l, s_all.split(sizes), t_all.split(sizes)):
-        idx = g.indices
-        total = total + g.weight * (((a - T[idx]).abs() / norm[idx][..., None]).sum()
-                                    + ((inv - Ti[idx]).abs() / norm_i[idx][..., None]).sum()) / denom
-        total = total + g.weight * (LMDA_SCALE * (torch.clamp(1 - s, min=0) ** 2).mean() + LMDA_SHIFT * (t**2).mean())
-    return total
+def _scale_search(fl: _Flat, s, t, f: float, lo: float = -1.0, hi: float = 1.5, evals: int = 14):
+    """Golden-section search of F(c * s, t) over log c in [lo, hi]; returns the better of that and (s, t)."""
+    g = (math.sqrt(5) - 1) / 2
+
+    def F(u: float) -> float:
+        v = float(fl.objective(s * math.exp(u), t)[0])
+        return v if math.isfinite(v) else float("inf")
+
+    a, b = lo, hi
+    c, d = b - g * (b - a), a + g * (b - a)
+    fc, fd = F(c), F(d)
+    for _ in range(evals):
+        if fc < fd:
+            b, d, fd = d, c, fc
+            c = b - g * (b - a)
+            fc = F(c)
+        else:
+            a, c, fc = c, d, fd
+            d = a + g * (b - a)
+            fd = F(d)
+    u, fu = (c, fc) if fc < fd else (d, fd)
+    if fu < f:
+        return s * math.exp(u), t, fu
+    return s, t, f
 
 
-def _polish(groups, n, params, f, denom, iters):
-    """L-BFGS on the true objective from the IRLS solution; keeps the best point seen."""
+def _polish(fl: _Flat, s: torch.Tensor, t: torch.Tensor, f: float, iters: int):
     if iters <= 0:
-        return params, f
-    theta = torch.cat([torch.cat([s for s, _ in params]), torch.cat([t for _, t in params])]).float()
-    theta.requires_grad_(True)
-    best = (f, theta.detach().clone())
+        return s, t, f
+    K = s.shape[0]
+    theta = torch.cat([s, t]).clone().requires_grad_(True)
+    best = [f, theta.detach().clone()]
     opt = torch.optim.LBFGS([theta], lr=1, max_iter=iters, history_size=20, line_search_fn="strong_wolfe",
                             tolerance_grad=1e-12, tolerance_change=1e-9 * abs(f))
 
     def closure():
         opt.zero_grad()
-        val = _true_objective(groups, n, denom, theta)
+        val = fl.objective(theta[:K], theta[K:], differentiable=True)[0]
         val.backward()
         v = val.item()
         if math.isfinite(v) and v < best[0]:
-            best_update(v)
+            best[0], best[1] = v, theta.detach().clone()
         return val
-
-    def best_update(v):
-        nonlocal best
-        best = (v, theta.detach().clone())
 
     with torch.enable_grad():
         opt.step(closure)
-    f_best, th = best
-    sizes = [g.depth.shape[0] for g in groups]
-    k = sum(sizes)
-    s_all, t_all = th[:k].float(), th[k:].float()
-    return list(zip(s_all.split(sizes), t_all.split(sizes))), f_best
+    return best[1][:K], best[1][K:], best[0]
 
 
 def _robust_scale(r: torch.Tensor, max_samples: int = 1 << 18) -> float:

@@ -174,3 +174,18 @@ def test_console_script_demo(tmp_path):
     assert r.returncode == 0, r.stderr
     assert "RANDOM" in r.stderr
     assert (tmp_path / "demo" / "demo_clip_pred.npy").exists()
+
+
+def test_stream_mode_writes_outputs_and_latency(tmp_path, tiny_ckpt, capsys):
+    v = tmp_path / "s.mp4"
+    write_test_video(v, n_frames=9, width=64, height=48)
+    out = tmp_path / "o"
+    code, cap = run([str(v), "-c", str(tiny_ckpt), "-o", str(out), "--stream", "--lag", "1", "--res", "32",
+                     "--frame-count", "7", "-q", "--cmap", "Spectral_r"], capsys)
+    assert code == 0, cap.err
+    depth = np.load(out / "s_pred.npy")
+    assert depth.shape == (7, 24, 32)
+    z = np.load(out / "s.npz")
+    assert z["latency"].shape == (7,) and np.all(z["latency"] > 0)
+    assert "p95" in cap.out and (out / "s_Spectral_r.mp4").exists()
+    assert not any(p.name.startswith(".") for p in out.iterdir())

@@ -1,0 +1,466 @@
+"""Co-alignment solvers on synthetic ground truth (see benchmarks/synthetic.py).
+
+For every configuration (frames x dilations x mode) the GT video and the
+snippets are generated once and cached in a temporary directory; then every
+solver runs in its OWN subprocess, so that its peak RSS is its own:
+
+* peak extra memory = ``ru_maxrss`` of the child at the end minus the child's
+  resident set right after loading the snippets (``/proc/self/statm``, after
+  ``malloc_trim``); the kernel's peak mark is reset at that point
+  (``/proc/self/clear_refs``), so a transient of the load is not charged to
+  the solver. Each child first runs its
+  solver and the merge once on a tiny problem (``--no-warmup`` to skip), so that
+  lazy imports (Adam pulls in torch._dynamo, ~150 MiB) and one-time
+  compilation are not charged either;
+* seconds = solve (global minimum, solver view, solver) + full-resolution merge
+  (``merge_aligned`` + ``renormalize``), ``time.perf_counter``; solve-only
+  numbers are kept in the JSON and the last two table columns;
+* objective = ``rd_engine.align.objective_value`` at the solver's params;
+* AbsRel / delta1 of the merged, re-normalized video against the GT depth after
+  one global affine fit in inverse depth.
+
+Solvers: ``reference`` (``align_reference``, ``--reference-iters``), ``fast`` and
+``robust`` (``rd_engine.solvers.solve``; recorded as unavailable if that module
+cannot be imported), ``true`` (the generating affines, i.e. the true-affine
+optimum).
+
+    python -m benchmarks.align_bench --sizes 30 90 250 --dilations 1,25 1,10,25 \\
+        --modes a b --width 768 --height 432 --solvers reference fast robust true \\
+        --out benchmarks/results/align_cpu.json
+    python -m benchmarks.align_bench --quick --out /tmp/align_quick.json
+
+Run from the repository root (``benchmarks`` is not an installed package).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import platform
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SOLVERS = ("reference", "fast", "robust", "true")
+
+
+# ---------------------------------------------------------------------------
+# Memory helpers (Linux)
+# ---------------------------------------------------------------------------
+
+
+def _maxrss_bytes() -> int:
+    """Peak resident set of this process so far (ru_maxrss is KiB on Linux)."""
+    r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(r) * (1 if sys.platform == "darwin" else 1024)
+
+
+def _rss_bytes() -> int:
+    """Current resident set of this process."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except OSError:
+        return _maxrss_bytes()
+
+
+def _trim_heap() -> None:
+    """Give freed heap memory back to the OS (glibc), so that the RSS baseline counts live memory only
+    and a solver's allocations are not hidden in memory that loading freed but the heap kept."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+def _reset_peak() -> bool:
+    """Reset the kernel's peak-RSS mark of this process to its current RSS (Linux >= 4.0).
+
+    ``ru_maxrss`` follows it, so a transient while loading the data (or warming
+    up) is not charged to the solver. Returns False where that is not possible.
+    """
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def machine_info() -> dict:
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.lower().startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    mem = None
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemTotal:"):
+                    mem = int(line.split()[1]) * 1024
+                    break
+    except OSError:
+        pass
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:
+        usable = os.cpu_count()
+    return dict(
+        cpu_model=cpu, cpu_count=os.cpu_count(), usable_cores=usable, torch_threads=torch.get_num_threads(),
+        torch_version=torch.__version__, python=platform.python_version(), platform=platform.platform(),
+        mem_total_bytes=mem, cuda=torch.cuda.is_available(),
+    )
+
+
+# ---------------------------------------------------------------------------
+# Child: one solver on one cached configuration
+# ---------------------------------------------------------------------------
+
+
+@dataclass
+class _Group:
+    """The fields of rd_engine.pipeline.SnippetGroup (not imported here: the child stays lean)."""
+
+    dilation: int
+    weight: int
+    indices: "torch.Tensor"
+    depth: "torch.Tensor"
+
+
+def _warmup(solver: str, solve) -> None:
+    """Run the solver and the merge once on a tiny random problem (8 frames, dilations 1 and 2)."""
+    import torch
+
+    from rd_engine.align import AlignGroup, align_reference, solver_view
+    from rd_engine.merge import merge_aligned, renormalize
+    from rd_engine.snippets import snippet_indices
+
+    gen = torch.Generator().manual_seed(0)
+    idx = [snippet_indices(8, 3, 1), snippet_indices(8, 3, 2)]
+    depth = [torch.rand(i.shape[0], 3, 12, 16, generator=gen).half() for i in idx]
+    gm = torch.stack([d.min() for d in depth]).min()
+    groups = [AlignGroup(solver_view(d, gm), i, 1) for d, i in zip(depth, idx)]
+    if solver == "reference":
+        params = align_reference(groups, 8, iters=3)
+    elif solver == "true":
+        params = [(torch.ones(i.shape[0]), torch.zeros(i.shape[0])) for i in idx]
+    else:
+        params = solve(groups, 8, solver)
+    renormalize(merge_aligned([(d, i, 1) for d, i in zip(depth, idx)], params, gm, 8))
+
+
+def _child(spec_path: str) -> int:
+    import torch
+
+    spec = json.loads(Path(spec_path).read_text())
+    out = Path(spec["result"])
+    if spec.get("threads"):
+        torch.set_num_threads(int(spec["threads"]))
+    solver = spec["solver"]
+    res: dict = dict(solver=solver, status="ok", torch_threads=torch.get_num_threads())
+
+    # imports before the baseline, so that they are not counted as the solver's memory
+    from rd_engine.align import AlignGroup, align_reference, objective_value, solver_view
+    from rd_engine.merge import merge_aligned, renormalize
+
+    from benchmarks.synthetic import global_affine_metrics, true_params_after_min_shift
+
+    solve = None
+    if solver in ("fast", "robust"):
+        try:
+            from rd_engine.solvers import solve
+        except Exception as e:  # noqa: BLE001 - module may be missing or half-written
+            res.update(status="unavailable", error=f"{type(e).__name__}: {e}")
+            out.write_text(json.dumps(res))
+            return 0
+    elif solver not in SOLVERS:
+        res.update(status="error", error=f"unknown solver {solver!r}")
+        out.write_text(json.dumps(res))
+        return 0
+
+    if spec.get("warmup", True):
+        # lazy imports on first use (Adam pulls in torch._dynamo / sympy, ~150 MiB) and any
+        # one-time compilation would otherwise be charged to the solve
+        t = time.perf_counter()
+        try:
+            _warmup(solver, solve)
+        except Exception as e:  # noqa: BLE001 - the real run will report the problem
+            res["warmup_error"] = f"{type(e).__name__}: {e}"
+        res["warmup_seconds"] = time.perf_counter() - t
+
+    data = torch.load(spec["snippets"], weights_only=True)
+    groups = [_Group(g["dilation"], g["weight"], g["indices"], g["depth"]) for g in data["groups"]]
+    n = int(data["num_frames"])
+    true_params = data["true_params"]
+    del data
+    res["maxrss_after_load_bytes"] = _maxrss_bytes()
+    gc.collect()
+    _trim_heap()
+    res["peak_reset"] = _reset_peak()
+    rss0 = _rss_bytes()
+    res["rss_after_load_bytes"] = rss0
+
+    try:
+        t0 = time.perf_counter()
+        global_min = torch.stack([g.depth.min() for g in groups]).min()
+        align_groups = [AlignGroup(solver_view(g.depth, global_min), g.indices, g.weight) for g in groups]
+        if solver == "reference":
+            params = align_reference(align_groups, n, iters=int(spec["reference_iters"]))
+        elif solver == "true":
+            params = true_params_after_min_shift([(s, t) for s, t in true_params], global_min)
+        else:
+            params = solve(align_groups, n, solver)
+        t1 = time.perf_counter()
+        peak_solve = _maxrss_bytes()
+        merged = merge_aligned([(g.depth, g.indices, g.weight) for g in groups], params, global_min, n)
+        video = renormalize(merged)
+        del merged
+        t2 = time.perf_counter()
+        peak_total = _maxrss_bytes()
+    except Exception as e:  # noqa: BLE001 - report, don't crash the whole benchmark
+        res.update(status="error", error=f"{type(e).__name__}: {e}")
+        out.write_text(json.dumps(res))
+        return 0
+
+    res.update(
+        seconds=t2 - t0, solve_seconds=t1 - t0, merge_seconds=t2 - t1,
+        peak_extra_bytes=max(0, peak_total - rss0), peak_extra_solve_bytes=max(0, peak_solve - rss0),
+        # only non-zero when the peak mark could not be reset: then part of the peak may be the load's
+        load_transient_bytes=0 if res["peak_reset"] else max(0, res["maxrss_after_load_bytes"] - rss0),
+    )
+    res["objective"] = objective_value(align_groups, params, n)
+    if solver != "true":
+        tp = true_params_after_min_shift([(s, t) for s, t in true_params], global_min)
+        res["objective_true"] = objective_value(align_groups, tp, n)
+    del align_groups
+    gt = torch.load(spec["gt"], weights_only=True)
+    m = global_affine_metrics(video, gt)
+    res.update(absrel=m["absrel"], delta1=m["delta1"])
+    res["params_finite"] = bool(all(torch.isfinite(s).all() and torch.isfinite(t).all() for s, t in params))
+    out.write_text(json.dumps(res))
+    return 0
+
+
+# ---------------------------------------------------------------------------
+# Parent
+# ---------------------------------------------------------------------------
+
+
+def _parse_dilations(text: str) -> list[int]:
+    try:
+        d = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"dilations must be comma-separated integers (got {text!r})")
+    if not d or any(x < 1 for x in d):
+        raise argparse.ArgumentTypeError(f"bad dilation list {text!r}")
+    return d
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.align_bench", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--sizes", type=int, nargs="+", default=[30, 90, 250], help="frame counts N")
+    p.add_argument("--dilations", type=_parse_dilations, nargs="+", default=None,
+                   help="dilation sets, each comma-separated (default: 1,25 1,10,25)")
+    p.add_argument("--modes", nargs="+", choices=["a", "b"], default=["a", "b"],
+                   help="a: random affine per snippet; b: also normalized to [-1, 1] per snippet")
+    p.add_argument("--width", type=int, default=768)
+    p.add_argument("--height", type=int, default=432)
+    p.add_argument("--solvers", nargs="+", choices=list(SOLVERS), default=list(SOLVERS))
+    p.add_argument("--out", default="benchmarks/results/align_cpu.json", help="JSON results path")
+    p.add_argument("--reference-iters", type=int, default=2000)
+    p.add_argument("--skip-reference-above", type=int, default=None, metavar="N",
+                   help="skip the reference solver for videos longer than N frames")
+    p.add_argument("--quick", action="store_true",
+                   help="smoke test defaults: N=12, 64x48, dilations 1,25, reference iters 20")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--noise", type=float, default=0.02)
+    p.add_argument("--outlier-blobs", type=int, default=3)
+    p.add_argument("--dtype", choices=["fp16", "fp32"], default="fp16", help="snippet storage dtype")
+    p.add_argument("--no-cap", action="store_true", help="no dilation capping (paper preset)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads in each solver process")
+    p.add_argument("--timeout", type=float, default=None, help="seconds per solver process (default: none)")
+    p.add_argument("--no-warmup", action="store_true",
+                   help="do not run each solver and the merge once on a tiny problem before measuring (then lazy imports, "
+                        "~150 MiB for Adam, and one-time compilation count as the solver's)")
+    p.add_argument("--cache-dir", default=None, help="keep generated data here (default: a temp dir, removed)")
+    p.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    return p
+
+
+def _fmt(v, spec: str, none: str = "-") -> str:
+    return none if v is None else format(v, spec)
+
+
+def markdown_table(results: list[dict]) -> str:
+    head = ["N", "dilations", "mode", "solver", "objective", "AbsRel", "delta1", "seconds", "peak MiB",
+            "speedup vs ref", "mem ratio vs ref", "solve s", "solve MiB"]
+    rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in results:
+        dil = ",".join(map(str, r["dilations"]))
+        if r["effective_dilations"] != r["dilations"]:
+            dil += " (" + ",".join(map(str, r["effective_dilations"])) + ")"
+        if r["status"] != "ok":
+            note = r["status"] + (f": {r['error']}" if r.get("error") else "")
+            rows.append(f"| {r['N']} | {dil} | {r['mode']} | {r['solver']} | {note[:80]} |" + " |" * (len(head) - 5))
+            continue
+        mib = r["peak_extra_bytes"] / 2**20
+        rows.append("| " + " | ".join([
+            str(r["N"]), dil, r["mode"], r["solver"], _fmt(r.get("objective"), ".5f"),
+            _fmt(r.get("absrel"), ".4f"), _fmt(r.get("delta1"), ".4f"), _fmt(r["seconds"], ".2f"),
+            _fmt(mib, ".1f"), _fmt(r.get("speedup_vs_reference"), ".1f", "-") + ("x" if r.get("speedup_vs_reference") else ""),
+            _fmt(r.get("memory_ratio_vs_reference"), ".2f"),
+            _fmt(r["solve_seconds"], ".2f"), _fmt(r["peak_extra_solve_bytes"] / 2**20, ".1f"),
+        ]) + " |")
+    return "\n".join(rows)
+
+
+def _run_child(spec: dict, workdir: Path, timeout) -> dict:
+    tag = f"{spec['tag']}_{spec['solver']}"
+    spec_path = workdir / f"spec_{tag}.json"
+    spec["result"] = str(workdir / f"result_{tag}.json")
+    spec_path.write_text(json.dumps(spec))
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(REPO) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    cmd = [sys.executable, "-m", "benchmarks.align_bench", "--child", str(spec_path)]
+    try:
+        proc = subprocess.run(cmd, cwd=REPO, env=env, timeout=timeout, capture_output=True, text=True)
+    except subprocess.TimeoutExpired:
+        return dict(status="timeout", error=f"over {timeout} s")
+    rp = Path(spec["result"])
+    if proc.returncode != 0 or not rp.exists():
+        tail = (proc.stderr or proc.stdout or "").strip().splitlines()[-3:]
+        return dict(status="crashed", error=f"exit {proc.returncode}: " + " / ".join(tail))
+    return json.loads(rp.read_text())
+
+
+def _add_ratios(results: list[dict]) -> None:
+    ref = {}
+    for r in results:
+        if r["solver"] == "reference" and r["status"] == "ok":
+            ref[r["config"]] = r
+    for r in results:
+        b = ref.get(r["config"])
+        if r["status"] != "ok" or b is None:
+            continue
+        r["speedup_vs_reference"] = b["seconds"] / r["seconds"] if r["seconds"] > 0 else None
+        r["memory_ratio_vs_reference"] = (r["peak_extra_bytes"] / b["peak_extra_bytes"]
+                                          if b["peak_extra_bytes"] > 0 else None)
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.child:
+        return _child(args.child)
+    if args.quick:  # smaller defaults; options given explicitly still win
+        parser.set_defaults(sizes=[12], width=64, height=48, reference_iters=20, dilations=[[1, 25]])
+        args = parser.parse_args(argv)
+    if args.dilations is None:
+        args.dilations = [[1, 25], [1, 10, 25]]
+
+    import torch
+
+    from benchmarks.synthetic import make_scene_depth, make_snippets
+
+    dtype = torch.float16 if args.dtype == "fp16" else torch.float32
+    out_path = Path(args.out)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    own_cache = args.cache_dir is None
+    workdir = Path(tempfile.mkdtemp(prefix="align_bench_")) if own_cache else Path(args.cache_dir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    report = dict(machine=machine_info(), args={k: v for k, v in vars(args).items() if k != "child"},
+                  generation=[], results=[])
+
+    def save():
+        _add_ratios(report["results"])
+        tmp = out_path.with_name(out_path.name + ".partial")
+        tmp.write_text(json.dumps(report, indent=2))
+        tmp.replace(out_path)
+
+    def say(msg: str) -> None:
+        print(msg, file=sys.stderr, flush=True)
+
+    try:
+        for n in args.sizes:
+            t = time.perf_counter()
+            gt = make_scene_depth(n, args.width, args.height, seed=args.seed)
+            gt_seconds = time.perf_counter() - t
+            gt_path = workdir / f"gt_{n}.pt"
+            torch.save(gt, gt_path)
+            say(f"[gen] N={n} {args.width}x{args.height}: GT depth {gt_seconds:.1f} s")
+            for dil in args.dilations:
+                for mode in args.modes:
+                    tag = f"n{n}_d{'-'.join(map(str, dil))}_{mode}"
+                    t = time.perf_counter()
+                    groups, true_params, effective = make_snippets(
+                        gt, dil, cap=not args.no_cap, mode=mode, seed=args.seed, noise=args.noise,
+                        outlier_blobs=args.outlier_blobs, dtype=dtype)
+                    snip_seconds = time.perf_counter() - t
+                    snip_path = workdir / f"snippets_{tag}.pt"
+                    torch.save(dict(
+                        num_frames=n,
+                        groups=[dict(dilation=g.dilation, weight=g.weight, indices=g.indices, depth=g.depth)
+                                for g in groups],
+                        true_params=[[s, t] for s, t in true_params]), snip_path)
+                    n_snip = sum(g.indices.shape[0] for g in groups)
+                    snip_bytes = sum(g.depth.numel() * g.depth.element_size() for g in groups)
+                    del groups, true_params
+                    report["generation"].append(dict(
+                        config=tag, N=n, width=args.width, height=args.height, dilations=dil,
+                        effective_dilations=effective, mode=mode, gt_seconds=gt_seconds,
+                        snippet_seconds=snip_seconds, snippets=n_snip, snippet_bytes=snip_bytes))
+                    say(f"[gen] {tag}: {n_snip} snippets ({snip_bytes / 2**20:.0f} MiB), "
+                        f"effective dilations {effective}, {snip_seconds:.1f} s")
+                    for solver in args.solvers:
+                        base = dict(config=tag, N=n, dilations=dil, effective_dilations=effective, mode=mode,
+                                    solver=solver, width=args.width, height=args.height)
+                        if (solver == "reference" and args.skip_reference_above is not None
+                                and n > args.skip_reference_above):
+                            r = dict(status="skipped", error=f"N > {args.skip_reference_above}")
+                        else:
+                            say(f"[run] {tag} {solver} ...")
+                            r = _run_child(dict(tag=tag, solver=solver, snippets=str(snip_path), gt=str(gt_path),
+                                                reference_iters=args.reference_iters, threads=args.threads,
+                                                warmup=not args.no_warmup),
+                                           workdir, args.timeout)
+                        r.update(base)
+                        report["results"].append(r)
+                        if r["status"] == "ok":
+                            say(f"[run] {tag} {solver}: {r['seconds']:.2f} s, "
+                                f"{r['peak_extra_bytes'] / 2**20:.1f} MiB, objective {r['objective']:.5f}, "
+                                f"AbsRel {r['absrel']:.4f}, delta1 {r['delta1']:.4f}")
+                        else:
+                            say(f"[run] {tag} {solver}: {r['status']} {r.get('error', '')}")
+                        save()
+                    if own_cache:
+                        snip_path.unlink(missing_ok=True)
+            del gt
+    finally:
+        if own_cache:
+            shutil.rmtree(workdir, ignore_errors=True)
+    save()
+    print(markdown_table(report["results"]))
+    say(f"wrote {out_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,288 @@
+"""Online RollingDepth: depth while the video is still arriving, with a bounded lag.
+
+A frame is *finished* once every snippet that covers it and ends no later
+than `frame + lag` is done (the first `L - 1` frames wait for the first
+snippet, which ends at frame `L - 1`). Each new snippet's scale and shift are
+solved robustly (Cauchy IRLS on the batched moments kernel) against the
+frames it covers: finished frames count with their frozen values, unfinished
+ones with the running mean of the snippets already aligned to them.
+
+Normalization of a stream: the first snippet fixes the stream's affine frame
+(its aligned values span exactly [-1, 1]); every later snippet is aligned to
+that frame, so depth is never re-normalized per frame and its scale is
+consistent across the whole stream. Values can leave [-1, 1] when the scene's
+range grows. Like all RollingDepth output it is relative inverse depth
+(near = large), not metric.
+
+Memory is bounded by the largest window: latents and per-frame accumulators
+live only for the last `(L - 1) * max(dilation) + 1 + lag` frames.
+
+`OnlineAligner` is model-free (it takes decoded snippets), so the same code
+runs on the synthetic ground-truth harness; `StreamSession` adds the model.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from .align import BORDER, FACTOR, check_finite
+from .errors import UserError
+from .kernels.scale_shift import irls_moments, weighted_moments
+
+FROZEN_WEIGHT = 1.0  # finished frames: final values
+PROVISIONAL_WEIGHT = 0.5  # unfinished frames: running mean of the snippets aligned so far
+
+
+@dataclass
+class FinishedFrame:
+    """One frame of depth out of a stream."""
+
+    index: int
+    timestamp: float | None
+    depth: np.ndarray  # [H, W] float32, relative inverse depth in the stream's affine frame
+    latency: float | None = None  # seconds from push to finished (None for offline replays)
+
+
+def _stat(depth: torch.Tensor) -> torch.Tensor:
+    """`[L, H, W]` -> `[L, P]` float32: the cropped, subsampled copy the solve works on."""
+    sub = depth[:, BORDER:-BORDER, BORDER:-BORDER][:, ::FACTOR, ::FACTOR]
+    if sub.numel() == 0:
+        sub = depth
+    return sub.reshape(depth.shape[0], -1).float()
+
+
+def _solve_one(x: torch.Tensor, y: torch.Tensor, w: torch.Tensor, iters: int = 4) -> tuple[float, float]:
+    """Robust (Cauchy IRLS) scale and shift of one snippet `x [L, P]` to targets `y` with weights `w`."""
+    m = weighted_moments(x[None], y[None], w[None])[0].double()
+    s, t = _ls(m, 1.0, 0.0)
+    for _ in range(iters):
+        r = (s * x + t - y)[w > 0]
+        if r.numel() == 0:
+            break
+        delta = max(2.385 * 1.4826 * float(r.abs().median()), 1e-6)
+        m = irls_moments(x[None], y[None], torch.tensor([s]), torch.tensor([t]), kind="cauchy", delta=delta,
+                         weight=w[None])[0].double()
+        s, t = _ls(m, s, t)
+    return s, t
+
+
+def _ls(m: torch.Tensor, s_prev: float, t_prev: float) -> tuple[float, float]:
+    S1, Sx, Sy, Sxx, Sxy = (float(v) for v in m)
+    det = Sxx * S1 - Sx * Sx
+    if S1 <= 0:
+        return s_prev, t_prev
+    if det <= 1e-10 * max(Sxx * S1, 1e-300):  # constant snippet: keep the scale, fit the shift
+        return s_prev, (Sy - Sx * s_prev) / S1
+    return (Sxy * S1 - Sx * Sy) / det, (Sxx * Sy - Sx * Sxy) / det
+
+
+@dataclass
+class _FrameState:
+    acc: torch.Tensor  # [H, W] fp32 sum of aligned snippet frames
+    stat_acc: torch.Tensor  # [P] fp32 sum of aligned solver copies
+    weight: float = 0.0
+    timestamp: float | None = None
+    pushed_at: float | None = None
+
+
+class OnlineAligner:
+    """Incremental co-alignment and merge of snippets arriving in end-frame order.
+
+    Args:
+        snippet_len: L.
+        lag: K, frames of look-ahead before a frame is finished.
+    """
+
+    def __init__(self, snippet_len: int, lag: int, track: bool = False):
+        if lag < 0:
+            raise UserError(f"--lag must be >= 0, got {lag}")
+        self.L = snippet_len
+        self.lag = lag
+        self.frames: dict[int, _FrameState] = {}
+        self.frozen: dict[int, torch.Tensor] = {}  # finished frames' solver copies [P]
+        self.next_to_finish = 0
+        self.latest = -1
+        self.gauge_set = False
+        self.params: list[tuple[int, tuple[int, ...], float, float]] = []
+        # (dilation, first frame) of the snippets merged into each finished frame, for tests
+        self.contributions: dict[int, list[tuple[int, int]]] | None = {} if track else None
+
+    def note_frame(self, index: int, timestamp: float | None = None, pushed_at: float | None = None) -> None:
+        """A frame arrived (its timestamp and push time are kept for the output)."""
+        self.latest = max(self.latest, index)
+        self._meta = getattr(self, "_meta", {})
+        self._meta[index] = (timestamp, pushed_at)
+
+    def add(self, dilation: int, frames: tuple[int, ...], depth: torch.Tensor, weight: float = 1.0) -> None:
+        """Align one decoded snippet (`depth [L, H, W]`) and add it to its unfinished frames."""
+        check_finite(depth, "online snippet inference")
+        x = _stat(depth)
+        if not self.gauge_set:
+            lo, hi = float(depth.min()), float(depth.max())
+            s = 2.0 / (hi - lo) if hi > lo else 1.0
+            t = -1.0 - s * lo
+            self.gauge_set = True
+        else:
+            y = torch.zeros_like(x)
+            w = torch.zeros_like(x)
+            for j, f in enumerate(frames):
+                if f in self.frozen:
+                    y[j], w[j] = self.frozen[f], FROZEN_WEIGHT
+                elif f in self.frames and self.frames[f].weight > 0:
+                    st = self.frames[f]
+                    y[j], w[j] = st.stat_acc / st.weight, PROVISIONAL_WEIGHT
+            if float(w.sum()) == 0:
+                raise RuntimeError("snippet shares no frame with the stream so far")
+            s, t = _solve_one(x, y, w)
+        self.params.append((dilation, frames, s, t))
+        aligned = depth.float() * s + t
+        aligned_stat = x * s + t
+        for j, f in enumerate(frames):
+            if f in self.frozen or f < self.next_to_finish:
+                continue  # finished frames are final
+            st = self.frames.get(f)
+            if st is None:
+                st = self.frames[f] = _FrameState(torch.zeros_like(aligned[j]), torch.zeros_like(aligned_stat[j]))
+            if self.contributions is not None:
+                self.contributions.setdefault(f, []).append((dilation, frames[0]))
+            st.acc += weight * aligned[j]
+            st.stat_acc += weight * aligned_stat[j]
+            st.weight += weight
+
+    def finish(self, upto: int | None = None, max_window: int = 0) -> list[FinishedFrame]:
+        """Finish frames whose lag has passed (all covered frames when `upto` is None, i.e. on flush)."""
+        out = []
+        now = time.perf_counter()
+        meta = getattr(self, "_meta", {})
+        while True:
+            f = self.next_to_finish
+            st = self.frames.get(f)
+            if st is None or st.weight == 0:
+                break
+            if upto is not None and max(f + self.lag, self.L - 1) > upto:
+                break
+            depth = (st.acc / st.weight).cpu().numpy()
+            self.frozen[f] = st.stat_acc / st.weight
+            ts, pushed = meta.pop(f, (None, None))
+            out.append(FinishedFrame(f, ts, depth, None if pushed is None else now - pushed))
+            del self.frames[f]
+            self.next_to_finish += 1
+        # frozen copies older than the largest window can never be a target again
+        for f in [f for f in self.frozen if f < self.next_to_finish - max_window - 1]:
+            del self.frozen[f]
+        return out
+
+
+@dataclass
+class LatencyStats:
+    """Push-to-finished latency of a stream's frames (seconds)."""
+
+    values: list[float] = field(default_factory=list)
+
+    def add(self, frames: list[FinishedFrame]) -> None:
+        self.values.extend(f.latency for f in frames if f.latency is not None)
+
+    def percentiles(self) -> dict[str, float]:
+        if not self.values:
+            return {}
+        v = np.asarray(self.values)
+        return {"p50": float(np.percentile(v, 50)), "p95": float(np.percentile(v, 95)),
+                "p99": float(np.percentile(v, 99)), "max": float(v.max()), "frames": int(v.size)}
+
+
+class StreamSession:
+    """One live stream on a shared engine: `push(frame)` returns the frames that finished.
+
+    Sessions keep all their state here (latent window, accumulators, noise),
+    so one engine serves any number of them.
+    """
+
+    def __init__(self, pipeline, settings, lag: int):
+        from .pipeline import _ceil8
+
+        self.pipe = pipeline
+        self.settings = settings
+        self.lag = lag
+        self.L = settings.snippet_len
+        self.dilations = sorted(dict.fromkeys(settings.dilations))
+        self.weights = {d: settings.dilations.count(d) for d in self.dilations}
+        if 1 not in self.dilations:
+            raise UserError(f"dilations must include 1 (got {settings.dilations})")
+        self.window = (self.L - 1) * max(self.dilations) + 1
+        self.aligner = OnlineAligner(self.L, lag)
+        self.latents: dict[int, torch.Tensor] = {}
+        self.noise = None
+        self.size = None
+        self._ceil8 = _ceil8
+        self.n = 0
+        self.latency = LatencyStats()
+        self.closed = False
+        be = pipeline.backend
+        self.steps = be.ddim.schedule(settings.init_steps)
+        self.seed = settings.seed if settings.seed is not None else int(torch.randint(0, 2**31 - 1, (1,)).item())
+
+    def push(self, frame, timestamp: float | None = None) -> list[FinishedFrame]:
+        """Add one RGB frame (`[H, W, 3]` uint8, numpy or torch); returns newly finished frames."""
+        if self.closed:
+            raise UserError("stream already flushed")
+        t0 = time.perf_counter()
+        rgb = torch.as_tensor(np.asarray(frame))
+        if rgb.ndim != 3 or rgb.shape[-1] != 3 or rgb.dtype != torch.uint8:
+            raise UserError(f"push() takes an [H, W, 3] uint8 RGB frame, got {tuple(rgb.shape)} {rgb.dtype}")
+        from .video import processed_size
+
+        if self.size is None:
+            self.size = processed_size(rgb.shape[1], rgb.shape[0], self.settings.res)
+            self.input_hw = tuple(rgb.shape[:2])
+            self.padded = (self._ceil8(self.size[0]), self._ceil8(self.size[1]))
+        elif tuple(rgb.shape[:2]) != self.input_hw:
+            raise UserError(f"frame size changed mid-stream: {tuple(rgb.shape[:2])} after {self.input_hw}")
+        i = self.n
+        self.n += 1
+        self.aligner.note_frame(i, timestamp, t0)
+        lat = self.pipe.encode_frames(rgb[None], self.size, self.padded)
+        if self.noise is None:
+            from .pipeline import _noise
+
+            self.noise = _noise(self.seed, lat, self.pipe.backend)
+        self.latents[i] = lat[0]
+        # the snippets that end at this frame, one per dilation
+        ends = [d for d in self.dilations if i - (self.L - 1) * d >= 0]
+        if ends:
+            self._run(ends, i)
+        for f in [f for f in self.latents if f <= i - self.window]:
+            del self.latents[f]
+        done = self.aligner.finish(i, self.window + self.lag)
+        self.latency.add(done)
+        return done
+
+    def _run(self, dilations: list[int], end: int) -> None:
+        frames = [tuple(range(end - (self.L - 1) * d, end + 1, d)) for d in dilations]
+        rgb = torch.stack([torch.stack([self.latents[f] for f in fr]) for fr in frames])
+        idx = torch.arange(rgb.shape[0] * self.L, device=rgb.device).reshape(rgb.shape[0], self.L)
+        x = self.pipe.denoise_snippets(rgb.reshape(-1, *rgb.shape[2:]), self.noise, idx, self.steps)
+        depth = self.pipe.decode_depth(x.reshape(-1, *x.shape[2:]), self.size, self.settings.vae_batch)
+        depth = depth.reshape(len(frames), self.L, self.size[1], self.size[0])
+        for d, fr, dep in zip(dilations, frames, depth):
+            self.aligner.add(d, fr, dep, float(self.weights[d]))
+
+    def flush(self) -> list[FinishedFrame]:
+        """End of stream: finish every remaining frame (short streams get one padded snippet)."""
+        if self.closed:
+            return []
+        self.closed = True
+        if 0 < self.n < self.L:  # 1- or 2-frame stream: one snippet repeating the last frame
+            fr = tuple(min(j, self.n - 1) for j in range(self.L))
+            rgb = torch.stack([self.latents[f] for f in fr])[None]
+            idx = torch.arange(self.L, device=rgb.device)[None]
+            x = self.pipe.denoise_snippets(rgb[0], self.noise, idx, self.steps)
+            depth = self.pipe.decode_depth(x.reshape(-1, *x.shape[2:]), self.size, self.settings.vae_batch)
+            self.aligner.add(1, fr, depth.reshape(self.L, self.size[1], self.size[0]))
+        done = self.aligner.finish(None, self.window + self.lag)
+        self.latency.add(done)
+        self.latents.clear()
+        return done

@@ -1,0 +1,139 @@
+"""Online mode: finishing rule, snippet set at full lag, alignment quality, sessions on one engine."""
+
+import numpy as np
+import pytest
+import torch
+
+from benchmarks.synthetic import global_affine_metrics, global_min_of, make_scene_depth, make_snippets
+from rd_engine.align import AlignGroup, solver_view
+from rd_engine.merge import merge_aligned, renormalize
+from rd_engine.snippets import plan_snippets
+from rd_engine.solvers import solve
+from rd_engine.stream import OnlineAligner
+
+
+def _replay(groups, n, lag, track=False):
+    """Feed decoded snippets to the online aligner in the order a stream produces them."""
+    window = 2 * max(g.dilation for g in groups) + 1
+    order = sorted((int(g.indices[k, -1]), g.dilation, k, gi) for gi, g in enumerate(groups)
+                   for k in range(g.indices.shape[0]))
+    al = OnlineAligner(3, lag, track=track)
+    out, pos = {}, 0
+    for e in range(n):
+        al.note_frame(e)
+        while pos < len(order) and order[pos][0] == e:
+            _, d, k, gi = order[pos]
+            g = groups[gi]
+            al.add(d, tuple(int(v) for v in g.indices[k]), g.depth[k], float(g.weight))
+            pos += 1
+        for f in al.finish(e, window + lag):
+            assert max(f.index + lag, 2) <= e  # never finished before its lag has passed
+            out[f.index] = f.depth
+    for f in al.finish(None, window + lag):
+        out[f.index] = f.depth
+    assert sorted(out) == list(range(n))
+    return torch.stack([torch.from_numpy(out[i]) for i in range(n)]), al
+
+
+def _fake_groups(n, dil):
+    _, plan = plan_snippets(n, 3, dil, cap=False)
+    from rd_engine.pipeline import SnippetGroup
+
+    g = torch.Generator().manual_seed(0)
+    return [SnippetGroup(p.dilation, p.weight, p.indices, torch.rand(p.indices.shape[0], 3, 12, 14, generator=g))
+            for p in plan]
+
+
+@pytest.mark.parametrize("dil", [[1, 4], [1, 3, 6]])
+def test_full_lag_finishes_the_offline_snippet_set(dil):
+    n = 40
+    groups = _fake_groups(n, dil)
+    window = 2 * max(dil) + 1
+    _, al = _replay(groups, n, lag=window, track=True)
+    for f in range(n):
+        offline = sorted((g.dilation, int(g.indices[k, 0])) for g in groups for k in range(g.indices.shape[0])
+                         if f in g.indices[k].tolist())
+        assert sorted(al.contributions[f]) == offline
+
+
+def test_lag_zero_uses_only_snippets_ending_at_or_before_the_frame():
+    n = 30
+    groups = _fake_groups(n, [1, 4])
+    _, al = _replay(groups, n, lag=0, track=True)
+    for f in range(3, n):
+        assert all(k + 2 * d <= f for d, k in al.contributions[f])
+
+
+def test_stream_scale_is_fixed_by_the_first_snippet():
+    groups = _fake_groups(20, [1])
+    pred, al = _replay(groups, 20, lag=0)
+    first = groups[0].depth[0]
+    s, t = al.params[0][2], al.params[0][3]
+    aligned = first * s + t
+    assert float(aligned.min()) == pytest.approx(-1, abs=1e-5) and float(aligned.max()) == pytest.approx(1, abs=1e-5)
+
+
+@pytest.mark.parametrize("mode", ["a", "b"])
+def test_online_alignment_on_the_synthetic_harness(mode):
+    n, w, h = 60, 96, 54
+    gt = make_scene_depth(n, w, h, seed=0)
+    groups, _, eff = make_snippets(gt, [1, 10], mode=mode, seed=1, dtype=torch.float32)
+    gm = global_min_of(groups)
+    ag = [AlignGroup(solver_view(g.depth, gm), g.indices, g.weight) for g in groups]
+    params = solve(ag, n, "robust")
+    offline = global_affine_metrics(renormalize(merge_aligned([(g.depth, g.indices, g.weight) for g in groups],
+                                                              params, gm, n)), gt)["absrel"]
+    lag0 = global_affine_metrics(_replay(groups, n, 0)[0], gt)["absrel"]
+    full = global_affine_metrics(_replay(groups, n, 2 * max(eff) + 1)[0], gt)["absrel"]
+    # the issue's bound for the causal mode; the full-lag figure is reported in the README
+    assert lag0 <= 1.5 * offline
+    assert full <= 1.5 * offline
+
+
+def test_sessions_on_one_engine_match_one_at_a_time(tiny_ckpt, clip, tmp_path):
+    from rd_engine import Engine
+    from rd_engine.media import write_test_video
+    from rd_engine.video import iter_frames
+
+    other = tmp_path / "other.mp4"
+    write_test_video(other, n_frames=10, width=96, height=64, seed=4)
+    engine = Engine(tiny_ckpt, device="cpu")
+    kw = dict(res=48, dilations=[1, 3], seed=5)
+
+    def frames(p):
+        return [(f.rgb, f.timestamp) for f in iter_frames(p)]
+
+    a_frames, b_frames = frames(clip), frames(other)
+
+    def alone(fr):
+        s = engine.open_stream(lag=2, **kw)
+        out = [d for rgb, ts in fr for d in s.push(rgb, ts)] + s.flush()
+        return out
+
+    solo_a, solo_b = alone(a_frames), alone(b_frames)
+    sa, sb = engine.open_stream(lag=2, **kw), engine.open_stream(lag=2, **kw)
+    inter_a, inter_b = [], []
+    for i in range(max(len(a_frames), len(b_frames))):
+        if i < len(a_frames):
+            inter_a += sa.push(*a_frames[i])
+        if i < len(b_frames):
+            inter_b += sb.push(*b_frames[i])
+    inter_a += sa.flush()
+    inter_b += sb.flush()
+    for solo, inter in ((solo_a, inter_a), (solo_b, inter_b)):
+        assert [f.index for f in solo] == [f.index for f in inter]
+        for x, y in zip(solo, inter):
+            assert np.array_equal(x.depth, y.depth) and x.timestamp == y.timestamp
+    assert sa.latency.percentiles()["p50"] > 0
+
+
+def test_push_rejects_bad_frames(tiny_ckpt):
+    from rd_engine import Engine
+    from rd_engine.errors import UserError
+
+    s = Engine(tiny_ckpt, device="cpu").open_stream(res=32)
+    with pytest.raises(UserError, match="uint8"):
+        s.push(np.zeros((10, 10), np.float32))
+    s.push(np.zeros((24, 32, 3), np.uint8))
+    with pytest.raises(UserError, match="size changed"):
+        s.push(np.zeros((20, 32, 3), np.uint8))

@@ -1,0 +1,145 @@
+"""The synthetic co-alignment ground truth (benchmarks/synthetic.py) and the bench's smoke run."""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # `benchmarks` is not an installed package
+    sys.path.insert(0, str(REPO))
+
+from benchmarks.synthetic import (  # noqa: E402
+    global_affine_metrics,
+    global_min_of,
+    make_scene_depth,
+    make_snippets,
+    true_params_after_min_shift,
+)
+from rd_engine.merge import merge_aligned, renormalize  # noqa: E402
+from rd_engine.snippets import plan_snippets  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny tensors: intra-op threads only cost here, and on a shared 2-core box OpenMP barriers
+    can make a 10 ms merge take seconds."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+@pytest.fixture(scope="module")
+def gt():
+    return make_scene_depth(40, 64, 48, seed=3)
+
+
+def test_scene_depth_positive_finite_deterministic_and_moving(gt):
+    assert gt.shape == (40, 48, 64) and gt.dtype == torch.float32
+    assert torch.isfinite(gt).all()
+    assert gt.min() > 0.5 and gt.max() < 100
+    assert gt.max() / gt.min() > 3  # a real depth range, not a flat wall
+    assert torch.equal(gt, make_scene_depth(40, 64, 48, seed=3))
+    other = make_scene_depth(40, 64, 48, seed=4)
+    assert not torch.equal(gt, other)
+    # the camera moves: consecutive frames differ, the first and last differ a lot
+    assert (gt[1:] - gt[:-1]).abs().amax(dim=(1, 2)).min() > 0
+    assert (1 / gt[0] - 1 / gt[-1]).abs().mean() > 0.01
+
+
+def test_snippet_shapes_match_plan(gt):
+    for dil, cap in (([1, 25], True), ([1, 10, 25], True), ([1, 4], False)):
+        groups, params, effective = make_snippets(gt, dil, cap=cap, noise=0.01, outlier_blobs=2)
+        eff_plan, plan = plan_snippets(gt.shape[0], 3, dil, cap)
+        assert effective == eff_plan
+        assert len(groups) == len(plan) == len(params)
+        for g, p, (s, t) in zip(groups, plan, params):
+            assert (g.dilation, g.weight) == (p.dilation, p.weight)
+            assert torch.equal(g.indices, p.indices)
+            assert g.depth.shape == (p.indices.shape[0], 3, 48, 64) and g.depth.dtype == torch.float16
+            assert torch.isfinite(g.depth).all()
+            assert s.shape == t.shape == (p.indices.shape[0],)
+            assert (s > 0).all()
+
+
+@pytest.mark.parametrize("mode", ["a", "b"])
+def test_true_params_reconstruct_gt_and_merge(gt, mode):
+    groups, params, _ = make_snippets(gt, [1, 10, 25], mode=mode, noise=0.0, outlier_blobs=0, seed=1)
+    inv = 1.0 / gt
+    for g, (s, t) in zip(groups, params):
+        z = g.depth.float()
+        s4, t4 = s.view(-1, 1, 1, 1), t.view(-1, 1, 1, 1)
+        rec = s4 * z + t4
+        x = inv[g.indices]
+        # fp16 stores z with relative error <= 2^-11 (normal range), mapped back by s
+        bound = s4.abs() * (z.abs() * 2.0**-11 + 2.0**-24) * 1.05 + 1e-6 * x.abs() + 1e-7
+        assert ((rec - x).abs() <= bound).all()
+        if mode == "b":
+            assert z.amin(dim=(1, 2, 3)).eq(-1).all() and z.amax(dim=(1, 2, 3)).eq(1).all()
+
+    gm = global_min_of(groups)
+    shifted = true_params_after_min_shift(params, gm)
+    merged = merge_aligned([(g.depth, g.indices, g.weight) for g in groups], shifted, gm, gt.shape[0])
+    # without renormalization the merge IS the GT inverse depth
+    assert torch.allclose(merged, inv, rtol=1e-2, atol=1e-4)
+    m = global_affine_metrics(renormalize(merged), gt)
+    assert m["absrel"] < 1e-2 and m["delta1"] > 0.999
+
+
+def test_noise_and_outliers_hurt_but_true_affine_stays_good(gt):
+    groups, params, _ = make_snippets(gt, [1, 25], mode="b", noise=0.02, outlier_blobs=3, seed=2)
+    gm = global_min_of(groups)
+    merged = merge_aligned([(g.depth, g.indices, g.weight) for g in groups],
+                           true_params_after_min_shift(params, gm), gm, gt.shape[0])
+    m = global_affine_metrics(merged, gt)
+    assert 1e-3 < m["absrel"] < 0.1 and m["delta1"] > 0.9
+    # the identity params (no alignment) are much worse in mode a
+    ga, pa, _ = make_snippets(gt, [1, 25], mode="a", noise=0.02, outlier_blobs=3, seed=2)
+    gma = global_min_of(ga)
+    ident = [(torch.ones_like(s), torch.zeros_like(t)) for s, t in pa]
+    bad = global_affine_metrics(merge_aligned([(g.depth, g.indices, g.weight) for g in ga], ident, gma,
+                                              gt.shape[0]), gt)
+    assert bad["absrel"] > 2 * m["absrel"]
+
+
+def test_metrics_of_gt_against_itself(gt):
+    m = global_affine_metrics(1.0 / gt, gt)
+    assert m["absrel"] < 1e-6 and m["delta1"] == 1.0
+    # any affine of the inverse depth is as good
+    m2 = global_affine_metrics(-3.0 / gt + 7.0, gt)
+    assert m2["absrel"] < 1e-5 and m2["delta1"] == 1.0
+    # depth itself is not an affine of inverse depth
+    assert global_affine_metrics(gt, gt)["absrel"] > 0.05
+
+
+def test_min_shift_convention():
+    s, t = torch.tensor([2.0, 0.5]), torch.tensor([1.0, -1.0])
+    (s2, t2), = true_params_after_min_shift([(s, t)], torch.tensor(-0.25))
+    z = torch.tensor([0.3, -0.1])
+    assert torch.allclose(s2 * (z - (-0.25)) + t2, s * z + t)
+
+
+def test_align_bench_quick_end_to_end(tmp_path, capsys):
+    """The CLI end to end; the parent runs in this process, every solver in its own subprocess."""
+    from benchmarks import align_bench
+
+    out = tmp_path / "quick.json"
+    rc = align_bench.main(["--quick", "--sizes", "12", "--width", "64", "--height", "48",
+                           "--reference-iters", "20", "--modes", "b", "--solvers", "reference", "true",
+                           "--threads", "1", "--timeout", "300", "--out", str(out)])
+    assert rc == 0
+    table = capsys.readouterr().out
+    assert "| reference |" in table and "| true |" in table
+    rep = json.loads(out.read_text())
+    assert rep["machine"]["torch_version"] == torch.__version__
+    res = {x["solver"]: x for x in rep["results"]}
+    assert set(res) == {"reference", "true"}
+    for x in res.values():
+        assert x["status"] == "ok", x
+        assert x["N"] == 12 and x["seconds"] > 0 and x["peak_extra_bytes"] >= 0
+        assert x["objective"] > 0 and 0 <= x["delta1"] <= 1
+    assert res["true"]["absrel"] < 0.1
+    assert res["reference"]["speedup_vs_reference"] == pytest.approx(1.0)
