@@ -51,7 +51,10 @@ def _add_run_parser(sub) -> None:
     src.add_argument("-c", "--checkpoint", default=None,
                      help="diffusers-layout checkpoint folder or hub id (default: prs-eth/rollingdepth-v1-0)")
     src.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    src.add_argument("--backend", default="auto", choices=["auto", "pytorch"], help="inference backend")
+    src.add_argument("-e", "--engine", type=Path, default=None,
+                     help="engine folder from `rd-engine build` (ONNX Runtime / TensorRT)")
+    src.add_argument("--backend", default="auto", choices=["auto", "pytorch", "onnxruntime", "tensorrt"],
+                     help="inference backend (auto: TensorRT, then ONNX Runtime, then PyTorch)")
 
     m = p.add_argument_group("method (explicit values override the preset and are reported)")
     m.add_argument("-p", "--preset", default="fast", choices=["fast", "fast1024", "full", "paper"])
@@ -106,6 +109,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"rd-engine {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_run_parser(sub)
+    from .bench import add_bench_parser
+    from .export.cli import add_build_parser, add_info_parser
+
+    add_build_parser(sub)
+    add_info_parser(sub)
+    add_bench_parser(sub)
     return parser
 
 
@@ -138,7 +147,6 @@ def _check_output_dir(path: Path) -> None:
 def cmd_run(args) -> int:
     import torch
 
-    from .backends.torch_backend import TorchBackend
     from .models import DEFAULT_CHECKPOINT, load_checkpoint, tiny_checkpoint_cached
     from .outputs import DEFAULT_CMAPS, OutputOptions, write_outputs
     from .pipeline import Budgets, Pipeline
@@ -186,10 +194,16 @@ def cmd_run(args) -> int:
     _check_cmaps(cmaps)  # fail on an unknown colormap before any work
 
     t0 = time.perf_counter()
-    models = load_checkpoint(checkpoint or DEFAULT_CHECKPOINT)
-    backend = TorchBackend(models, device, settings.torch_dtype())
+    from .export.cli import open_backend
+
+    models = None
+    if args.engine is None or checkpoint is not None or args.backend == "pytorch":
+        models = load_checkpoint(checkpoint or DEFAULT_CHECKPOINT)
+    backend = open_backend(args.engine, models, args.backend, device, settings.torch_dtype(),
+                           snippet_lens=sorted({settings.snippet_len, settings.refine_snippet_len}))
+    model_name = models.name if models is not None else str(args.engine)
     log.info("backend: %s on %s (%s), model %s, loaded in %.1f s", backend.name, device, settings.dtype,
-             models.name, time.perf_counter() - t0)
+             model_name, time.perf_counter() - t0)
     budgets = Budgets()
     if args.max_memory is not None:
         budgets.host_snippets = int(args.max_memory * (1 << 30))
@@ -208,13 +222,14 @@ def cmd_run(args) -> int:
             if args.stream:
                 from .stream_io import run_stream
 
-                line = run_stream(pipe, settings, args.lag, path, out_dir, stem, opts, models.name, not args.quiet)
+                line = run_stream(pipe, settings, args.lag, path, out_dir, stem, opts, model_name, not args.quiet)
                 print(line, flush=True)
                 continue
             pred = pipe.predict(path, settings, keep_snippets=opts.snippets)
             clock = StageClock(not args.quiet)
+            n_frames = pred.num_frames
             try:
-                write_outputs(pred, out_dir, stem, opts, models.name, backend.name, clock)
+                write_outputs(pred, out_dir, stem, opts, model_name, backend.name, clock)
             finally:
                 pred.close()
             secs = {**pred.stage_seconds, **clock.seconds}
@@ -222,7 +237,7 @@ def cmd_run(args) -> int:
             mem = f"peak host {human_bytes(peak_host_bytes())}"
             if pred.peak_device_bytes:
                 mem += f", peak device {human_bytes(pred.peak_device_bytes)}"
-            print(f"{Path(str(path)).name}: {pred.num_frames} frames {pred.size[0]}x{pred.size[1]} | {stages} | {mem} "
+            print(f"{Path(str(path)).name}: {n_frames} frames {pred.size[0]}x{pred.size[1]} | {stages} | {mem} "
                   f"| -> {out_dir}/{stem}*", flush=True)
         except UserError as e:
             failures += 1
@@ -279,6 +294,18 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "run":
             return cmd_run(args)
+        if args.command == "build":
+            from .export.cli import cmd_build
+
+            return cmd_build(args)
+        if args.command == "info":
+            from .export.cli import cmd_info
+
+            return cmd_info(args)
+        if args.command == "bench":
+            from .bench import cmd_bench
+
+            return cmd_bench(args)
         parser.error(f"unknown command {args.command}")
     except UserError as e:
         print(f"rd-engine: error: {e}", file=sys.stderr)

@@ -17,6 +17,7 @@ import logging
 import math
 import os
 import tempfile
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -169,6 +170,10 @@ class Pipeline:
         if min(size) < 8:
             raise UserError(f"{path}: processed size {size[0]}x{size[1]} is too small (at least 8x8 pixels)")
         padded = (_ceil8(size[0]), _ceil8(size[1]))
+        # engines built for a resolution range refuse others, with the command that rebuilds them
+        check = getattr(be, "check_size", None) or getattr(getattr(be, "engine", None), "check_size", None)
+        if check is not None:
+            check(size)
         w, h = size
         seed = s.seed if s.seed is not None else int(torch.randint(0, 2**31 - 1, (1,)).item())
         temp_files: list[Path] = []
@@ -189,6 +194,7 @@ class Pipeline:
 
             def run_batches(final: bool) -> None:
                 nonlocal gmin
+                t_start = time.perf_counter()
                 for batch in batches(pending, s.snippet_batch, final):
                     idx = torch.tensor([sn.frames for sn in batch], device=be.device)
                     x = self.denoise_snippets(latents.view(), noise, idx, steps)
@@ -200,12 +206,16 @@ class Pipeline:
                     for j, sn in enumerate(batch):
                         store.put((sn.dilation, sn.k), depth[j])
                         stats[(sn.dilation, sn.k)] = sub[j].reshape(s.snippet_len, -1).cpu()
-                    tick_snip(len(batch))
+                    n_snippets[0] += len(batch)
+                if be.device.type == "cuda":
+                    torch.cuda.synchronize(be.device)
+                snippet_seconds[0] += time.perf_counter() - t_start
 
             # 1+2. decode, encode, and snippet inference as soon as each snippet's frames exist
             buf: list[torch.Tensor] = []
-            with clock.stage("encode", total=total) as tick_enc, \
-                    clock.stage("snippets", total=None, unit="snippet") as tick_snip:
+            snippet_seconds, n_snippets = [0.0], [0]
+            # one bar for the interleaved decode/encode/snippet work; the seconds are split afterwards
+            with clock.stage("encode", total=total) as tick_enc:
                 for fr in iter_frames(path, s.start_frame, s.frame_count):
                     buf.append(torch.from_numpy(fr.rgb))
                     timestamps.append(fr.timestamp)
@@ -226,6 +236,8 @@ class Pipeline:
                     pending.extend(sched.push(len(buf)))
                 pending.extend(sched.finish())
                 run_batches(final=True)
+            clock.seconds["encode"] -= snippet_seconds[0]
+            clock.seconds["snippets"] = snippet_seconds[0]
             rgb_latent = latents.view()
             n = rgb_latent.shape[0]
             effective = sched.effective

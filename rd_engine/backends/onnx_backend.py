@@ -1,15 +1,21 @@
 """ONNX Runtime backend: the engine's ONNX graphs on the CPU or CUDA execution provider.
 
+The graphs are the `.ort.onnx` flavour: attention is ONNX Runtime's
+`MultiHeadAttention` (flash-style kernels on CPU and CUDA), not the portable
+MatMul-Softmax-MatMul, whose score matrices (tokens = L*h*w per snippet) do
+not fit in memory at real resolutions (see rd_engine.export.ort_graph).
+
 Inputs and outputs are torch tensors bound to the session by address
 (`IOBinding` with `data_ptr()`): on CUDA nothing goes through host memory, on
 the CPU nothing is copied into numpy. The session runs on torch's current CUDA
 stream (`user_compute_stream`), so ordering with the surrounding torch work
 needs no host synchronization.
 
-Precision: the CPU runs the fp32 graphs. On CUDA an engine built with
-`--precision fp16` has fp16 graphs, used when the run asks for fp16; bf16
-engines run their fp32 graphs here (the CUDA execution provider covers bf16
-only partially; TensorRT runs them).
+Precision: an engine built with `--precision fp16` holds fp16 graphs beside
+the fp32 ones; they run when the run asks for fp16 (on CUDA: the fast path; on
+the CPU only when fp16 is forced with --dtype). Everything else runs the fp32
+graphs: ONNX Runtime has no bf16 kernels for these graphs (bf16 engines are
+for TensorRT).
 """
 
 from __future__ import annotations
@@ -51,16 +57,20 @@ class OrtBackend:
     Args:
         engine_dir: The engine folder (ignored when `engine` is given).
         device: "cpu" or a CUDA device (CUDA execution provider).
-        dtype: Requested run precision; the CPU always runs fp32, CUDA runs fp16 graphs when the
-            engine has them and fp16 is asked for, otherwise fp32. `self.dtype` says what runs.
+        dtype: Requested run precision: fp16 runs the engine's fp16 graphs if it has them, anything
+            else the fp32 graphs. `self.dtype` says what runs.
         engine: An already opened `Engine`.
         threads: CPU intra-op threads (default: torch's thread count).
+        fused_attention: Run the `.ort.onnx` graphs, whose attention is ONNX Runtime's
+            memory-efficient MultiHeadAttention (False: the portable graphs, which materialize every
+            score matrix: fine for tests, out of memory at real resolutions).
     """
 
     name = "onnxruntime"
 
     def __init__(self, engine_dir: str | os.PathLike | None, device: torch.device | str = "cpu",
-                 dtype: torch.dtype | None = None, *, engine: Engine | None = None, threads: int | None = None):
+                 dtype: torch.dtype | None = None, *, engine: Engine | None = None, threads: int | None = None,
+                 fused_attention: bool = True):
         why = onnxruntime_unavailable_reason(device)
         if why:
             raise UserError(f"onnxruntime backend: {why}")
@@ -72,11 +82,12 @@ class OrtBackend:
             dev = torch.device("cuda", torch.cuda.current_device())
         self.device = dev
         precision = "fp32"
-        if dev.type == "cuda" and dtype == torch.float16 and "fp16" in self.engine.onnx_precisions:
+        if dtype == torch.float16 and "fp16" in self.engine.onnx_precisions:
             precision = "fp16"
         elif dtype is not None and dtype != torch.float32:
-            log.info("onnxruntime runs the engine's fp32 graphs on %s (%s was asked for)",
-                     dev.type, _PRECISION.get(dtype, dtype))
+            log.info("onnxruntime runs the engine's fp32 graphs (%s was asked for; %s)",
+                     _PRECISION.get(dtype, dtype), "no fp16 graphs in the engine" if dtype == torch.float16
+                     else "ONNX Runtime has no bf16 kernels for them")
         self.precision = precision
         self.dtype = _DTYPE[precision]
         self.engine.verify_files(self.engine.onnx_files(precision))
@@ -110,7 +121,7 @@ class OrtBackend:
             self._run_options.add_run_config_entry("disable_synchronize_execution_providers", "1")
         self.sessions: dict[str, object] = {}
         for name in self.engine.contracts:
-            path = self.engine.onnx_graph(name, precision)
+            path = self.engine.onnx_graph(name, precision, "ort" if fused_attention else "portable")
             try:
                 sess = ort.InferenceSession(str(path), opts, providers=providers)
             except Exception as e:

@@ -119,6 +119,10 @@ class _Plan:
             ctx.set_tensor_address(n, outs[n].data_ptr())
 
     def run(self, feeds: dict[str, torch.Tensor], out_shapes: dict[str, tuple[int, ...]]) -> dict[str, torch.Tensor]:
+        with torch.cuda.device(self.device):  # TensorRT runs in the current device's context
+            return self._run(feeds, out_shapes)
+
+    def _run(self, feeds: dict[str, torch.Tensor], out_shapes: dict[str, tuple[int, ...]]) -> dict[str, torch.Tensor]:
         feeds = {n: feeds[n].to(self.device, self.dtypes[n]).contiguous() for n in self.inputs}
         key = tuple(tuple(feeds[n].shape) for n in self.inputs)
         if self.cuda_graphs and key not in self.no_graph:

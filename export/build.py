@@ -1,0 +1,285 @@
+"""`rd-engine build`: checkpoint -> engine folder.
+
+The folder is assembled under a temporary name next to the target
+(`.<name>.partial-<hex>`) and renamed into place at the end; `manifest.json`
+is its last file. A build that fails or is interrupted removes its temporary
+folder; one that is killed outright leaves a `.partial-` folder without a
+manifest, which `open_engine` refuses. An existing engine at the target stays
+untouched until the new one is complete.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+
+from ..errors import UserError
+from ..models import LATENT_SCALE
+from .contracts import all_contracts
+from .manifest import (EMPTY_PROMPT_FILE, FORMAT_VERSION, MANIFEST, ONNX_DIR, TRT_DIR, Profile, cuda_device_info,
+                       library_versions, tensorrt_version, write_manifest)
+from .onnx_export import DEFAULT_OPSET, export_onnx, onnx_parity
+
+BACKENDS = ("auto", "onnxruntime", "tensorrt")
+PRECISIONS = ("fp32", "fp16", "bf16")
+
+
+@dataclass
+class BuildOptions:
+    """Everything a build depends on (the CLI maps its flags onto this)."""
+
+    checkpoint: str
+    output: Path
+    backend: str = "auto"  # auto: TensorRT plans too where TensorRT and a GPU exist
+    precision: str | None = None  # None: fp16 with TensorRT, fp32 without
+    profile: Profile = field(default_factory=Profile)
+    snippet_lens: tuple[int, ...] = (3,)
+    opset: int = DEFAULT_OPSET
+    external_data: str = "auto"
+    timing_cache: Path | None = None
+    workspace_gb: float | None = None
+    device: str = "cuda"
+    force: bool = False
+    check: bool = True  # ORT-vs-PyTorch self-check of every fp32 graph on a small random input
+
+
+def _echo(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "kB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} GB"
+
+
+def _check_target(out: Path, force: bool) -> None:
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise UserError(f"{out} exists and is not a folder")
+    if not force:
+        raise UserError(f"{out} already exists; pass --force to replace it")
+    if (out / MANIFEST).is_file() or not any(out.iterdir()):
+        return
+    raise UserError(f"{out} exists and is not an engine folder (no {MANIFEST}); refusing to replace it, "
+                    "choose another -o")
+
+
+def resolve_backends(backend: str, device: str) -> tuple[bool, str | None]:
+    """(build TensorRT plans?, why not) for a --backend choice."""
+    from .tensorrt_build import tensorrt_unavailable_reason
+
+    if backend not in BACKENDS:
+        raise UserError(f"--backend must be one of {', '.join(BACKENDS)}, got {backend}")
+    if backend == "onnxruntime":
+        return False, "--backend onnxruntime"
+    try:
+        torch.device(device)
+    except (RuntimeError, ValueError):
+        raise UserError(f"--device {device!r} is not a device (use cuda or cuda:N)") from None
+    why = tensorrt_unavailable_reason()
+    if why is None and torch.device(device).type != "cuda":
+        why = f"--device {device} is not a CUDA device"
+    if backend == "tensorrt" and why:
+        raise UserError(f"--backend tensorrt: {why}")
+    return why is None, why
+
+
+def build_engine(opts: BuildOptions, echo: Callable[[str], None] = _echo) -> Path:
+    """Build an engine folder; returns its path.
+
+    Raises:
+        UserError: Bad options, an unusable checkpoint, an existing target without --force.
+    """
+    from ..models import load_checkpoint, resolve_checkpoint, weights_hash
+    from ..writers import atomic_output
+
+    out = Path(opts.output)
+    _check_target(out, opts.force)
+    profile = opts.profile.validated()
+    lens = sorted(set(opts.snippet_lens))
+    if not lens or any(not 2 <= n <= 8 for n in lens):
+        raise UserError(f"--snippet-lens must be in 2..8, got {list(opts.snippet_lens)}")
+    with_trt, trt_why = resolve_backends(opts.backend, opts.device)
+    precision = opts.precision or ("fp16" if with_trt else "fp32")
+    if precision not in PRECISIONS:
+        raise UserError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision}")
+    if precision == "bf16" and not with_trt:
+        raise UserError("--precision bf16 is a TensorRT plan precision (ONNX Runtime has no bf16 kernels for these "
+                        "graphs); build it with --backend tensorrt on a GPU machine, or use fp16/fp32")
+    graph_precisions = ["fp32"] + ([precision] if precision != "fp32" else [])
+    contracts = all_contracts(lens)
+    steps = 2 + len(contracts) * (len(graph_precisions) + int(with_trt)) + 1 + int(with_trt and opts.check)
+    step = 0
+    timings: dict[str, float] = {}
+
+    def stage(text: str) -> None:
+        nonlocal step
+        step += 1
+        echo(f"[{step}/{steps}] {text}")
+
+    t_start = time.perf_counter()
+    backends = "onnxruntime" + (f" + tensorrt ({precision})" if with_trt else "")
+    echo(f"rd-engine build: {opts.checkpoint} -> {out} ({backends}; snippet lengths {lens}; frame sides "
+         f"{profile.min_res}..{profile.max_res} px, tuned for {profile.opt_res}; batch <= {profile.max_batch} "
+         f"snippets, <= {profile.max_vae_batch} frames)")
+    if not with_trt and opts.backend == "auto":
+        echo(f"  no TensorRT plans: {trt_why}")
+
+    with atomic_output(out, folder=True) as tmp:
+        stage("loading the checkpoint")
+        t0 = time.perf_counter()
+        source = resolve_checkpoint(opts.checkpoint)
+        models = load_checkpoint(source)
+        models.to("cpu", torch.float32)
+        timings["load"] = time.perf_counter() - t0
+        echo(f"      loaded in {timings['load']:.1f} s")
+
+        stage("hashing the weights, saving the empty-prompt embedding")
+        t0 = time.perf_counter()
+        whash = weights_hash(source)
+        from safetensors.torch import save_file
+
+        save_file({"embedding": models.empty_embed.float().contiguous()}, str(tmp / EMPTY_PROMPT_FILE))
+        timings["hash"] = time.perf_counter() - t0
+        echo(f"      weights {whash[:16]}..., embedding {list(models.empty_embed.shape)} in {timings['hash']:.1f} s")
+
+        components: dict[str, dict] = {}
+        onnx_dir = tmp / ONNX_DIR
+        for c in contracts:
+            entry = components.setdefault(c.name, c.to_json())
+            for prec in graph_precisions:
+                stage(f"{c.name}: ONNX export ({prec}, opset {opts.opset})")
+                info = export_onnx(c, models, onnx_dir, opset=opts.opset, external_data=opts.external_data,
+                                   precision=prec)
+                rec = {"file": f"{ONNX_DIR}/{info['onnx']}", "files": [f"{ONNX_DIR}/{f}" for f in info["files"]],
+                       "opset": info["opset"], "attention": info["attention"],
+                       "seconds": round(info["seconds"], 3)}
+                data = [f for f in rec["files"] if f.endswith(".data")]
+                line = (f"      {rec['file']} ({_size(info['weights_bytes'])} of weights"
+                        f"{' in ' + data[0] if data else ''}) in {info['seconds']:.1f} s; attention: "
+                        f"{info['attention']['matmul_softmax_matmul']} x MatMul-Softmax-MatMul")
+                if "ort_onnx" in info:
+                    rec["ort_file"] = f"{ONNX_DIR}/{info['ort_onnx']}"
+                    rec["ort_fused_attention"] = info["ort_fused_attention"]
+                    line += f"; ONNX Runtime flavour with {info['ort_fused_attention']} x MultiHeadAttention"
+                if opts.check and prec == "fp32":
+                    t0 = time.perf_counter()
+                    diff = onnx_parity(c, models, tmp / rec.get("ort_file", rec["file"]))
+                    rec["parity_max_abs_vs_pytorch"] = diff
+                    line += f"; ONNX Runtime vs PyTorch max |diff| {diff:.1e} ({time.perf_counter() - t0:.1f} s)"
+                    if not diff < 1e-3:
+                        raise RuntimeError(f"{c.name}: the exported graph disagrees with PyTorch (max |diff| {diff})")
+                entry.setdefault("onnx", {})[prec] = rec
+                timings[f"{c.name}.onnx.{prec}"] = info["seconds"]
+                echo(line)
+
+        trt_info = None
+        if with_trt:
+            from .tensorrt_build import build_plan, default_timing_cache
+
+            device = torch.device(opts.device)
+            cache = Path(opts.timing_cache) if opts.timing_cache else default_timing_cache(device)
+            for c in contracts:
+                stage(f"{c.name}: TensorRT plan ({precision}; this takes minutes for the real UNet)")
+                graph = tmp / components[c.name]["onnx"][precision]["file"]
+                info = build_plan(graph, tmp / TRT_DIR / f"{c.name}.{precision}.plan", c, profile, precision,
+                                  cache, int(opts.workspace_gb * (1 << 30)) if opts.workspace_gb else None, device)
+                components[c.name]["tensorrt"] = {"file": f"{TRT_DIR}/{info['file']}", "precision": precision,
+                                                  "seconds": round(info["seconds"], 3),
+                                                  "fp32_normalization_layers": info["fp32_normalization_layers"]}
+                timings[f"{c.name}.tensorrt"] = info["seconds"]
+                echo(f"      {TRT_DIR}/{info['file']} ({_size(info['bytes'])}) in {info['seconds']:.1f} s")
+            trt_info = {"version": tensorrt_version(), "gpu": cuda_device_info(device), "precision": precision,
+                        "strongly_typed": True, "timing_cache": str(cache),
+                        "profile_shapes": {c.name: {k: [list(s) for s in v]
+                                                    for k, v in c.profile_shapes(profile).items()}
+                                           for c in contracts}}
+
+        stage("writing the manifest (checksums of every file)")
+        ddim = models.ddim
+        manifest = {
+            "format_version": FORMAT_VERSION,
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "source": {"checkpoint": str(Path(source).resolve()), "name": str(opts.checkpoint),
+                       "weights_hash": whash},
+            "precision": precision,
+            "backends": ["onnxruntime"] + (["tensorrt"] if with_trt else []),
+            "snippet_lens": lens,
+            "profile": profile.to_json(),
+            "latent_scale": LATENT_SCALE,
+            "vae_scale_factor": 8,
+            "empty_prompt": {"file": EMPTY_PROMPT_FILE, "shape": list(models.empty_embed.shape),
+                             "dtype": "float32"},
+            "ddim": {
+                "config": ddim.config,
+                "prediction_type": ddim.prediction_type,
+                "clip_sample_range": ddim.clip_sample_range if ddim.clip_sample else None,
+                "alphas_cumprod": [float(a) for a in ddim.alphas_cumprod],
+                "final_alpha_cumprod": float(ddim.final_alpha_cumprod),
+            },
+            "onnx": {"opset": opts.opset, "exporter": f"torch.onnx.export (TorchScript, dynamo=False), torch "
+                                                      f"{torch.__version__}",
+                     "precisions": graph_precisions},
+            "tensorrt": trt_info,
+            "components": components,
+            "libraries": library_versions(),
+            "build": {
+                "args": {"checkpoint": str(Path(source).resolve()) if Path(opts.checkpoint).expanduser().exists()
+                         else str(opts.checkpoint), "backend": opts.backend, "precision": precision,
+                         "res": profile.opt_res, "min_res": profile.min_res, "max_res": profile.max_res,
+                         "max_batch": profile.max_batch, "max_vae_batch": profile.max_vae_batch,
+                         "snippet_lens": lens},
+                "command": " ".join(sys.argv) if sys.argv and "rd-engine" in os.path.basename(sys.argv[0]) else None,
+                "seconds": {k: round(v, 3) for k, v in timings.items()},
+            },
+        }
+        write_manifest(tmp, manifest)
+        if with_trt and opts.check:
+            stage("checking the TensorRT plans against PyTorch (fp32) on random inputs")
+            _check_tensorrt(tmp, models, torch.device(opts.device), echo)
+    total = time.perf_counter() - t_start
+    echo(f"engine written to {out} in {total:.1f} s; run it with: rd-engine run VIDEO --engine {out}")
+    return out
+
+
+def _check_tensorrt(folder: Path, models, device: torch.device, echo: Callable[[str], None]) -> None:
+    """Run every plan once at the profile's optimum (batch 1) next to the fp32 PyTorch modules and
+    report the max |difference|; non-finite outputs (half-precision overflow) fail the build."""
+    from ..backends.tensorrt_backend import TrtBackend
+    from ..backends.torch_backend import TorchBackend
+    from .manifest import open_engine
+
+    engine = open_engine(folder)
+    trt_be = TrtBackend(None, device, engine=engine, cuda_graphs=False)
+    ref = TorchBackend(models, device, torch.float32)
+    h, w = engine.profile.opt_latent()
+    g = torch.Generator(device).manual_seed(0)
+    frames = torch.rand(1, 3, 8 * h, 8 * w, device=device, generator=g) * 2 - 1
+    lat = torch.randn(1, 4, h, w, device=device, generator=g)
+    results = {"vae_encoder": (ref.encode(frames), trt_be.encode(frames.to(trt_be.dtype))),
+               "vae_decoder": (ref.decode(lat), trt_be.decode(lat.to(trt_be.dtype)))}
+    step = ref.ddim.schedule(1)[0]
+    for n in engine.snippet_lens:
+        rgb = torch.randn(1, n, 4, h, w, device=device, generator=g)
+        noise = torch.randn(1, n, 4, h, w, device=device, generator=g)
+        results[f"unet_step_L{n}"] = (ref.denoise(rgb, noise, step),
+                                      trt_be.denoise(rgb.to(trt_be.dtype), noise.to(trt_be.dtype), step))
+    parts = []
+    for name, (a, b) in results.items():
+        b = b.float()
+        if not torch.isfinite(b).all():
+            raise RuntimeError(f"the TensorRT plan of {name} produces non-finite values (half-precision overflow?); "
+                               "rebuild with --precision bf16 or fp32")
+        parts.append(f"{name} {(a - b).abs().max().item():.1e}")
+    echo(f"      max |TensorRT - PyTorch| at {8 * w}x{8 * h}: " + ", ".join(parts))

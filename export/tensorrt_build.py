@@ -1,0 +1,145 @@
+"""TensorRT plans from the exported ONNX graphs.
+
+Every plan is a strongly typed network parsed from the graph of the engine's
+precision (`<name>.onnx` for fp32, `<name>.fp16.onnx` / `<name>.bf16.onnx`
+traced from the module cast to that dtype). Strong typing makes the plan
+compute in the types PyTorch computes in at that dtype, and it is the only mode
+TensorRT 11 keeps (its weak-typing builder flags FP16/BF16 are gone); TensorRT
+10 accepts it through `NetworkDefinitionCreationFlag.STRONGLY_TYPED`. The one
+deliberate difference: normalization layers (GroupNorm, LayerNorm) compute in
+fp32, as PyTorch's CUDA kernels do internally, because fp16 statistics of the
+UNet's activations can overflow.
+
+One optimization profile per plan: batch 1..max (snippets for the UNet, frames
+for the VAE) and latent sides min..max, tuned at the profile's optimum. The
+timing cache persists across builds (by default in the user cache, one file per
+GPU model and TensorRT version), so a rebuild reuses earlier kernel timings.
+
+Nothing here imports tensorrt at module import time.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import time
+from pathlib import Path
+
+import torch
+
+from ..backends.tensorrt_backend import trt_logger
+from .contracts import Contract
+from .manifest import Profile, cuda_device_info, tensorrt_version
+
+log = logging.getLogger("rd_engine")
+
+TRT_REQUIRED = "TensorRT and a CUDA GPU are required"
+
+
+def tensorrt_unavailable_reason() -> str | None:
+    """Why TensorRT plans cannot be built or run here (None: they can)."""
+    try:
+        import tensorrt  # noqa: F401
+    except Exception as e:  # ImportError, or a broken install (missing libnvinfer)
+        return f"the tensorrt Python package is not importable ({type(e).__name__}: {e})"
+    if not torch.cuda.is_available():
+        return "no CUDA GPU is visible to torch"
+    return None
+
+
+def default_timing_cache(device: torch.device | str | None = None) -> Path:
+    """~/.cache/rd-engine/tensorrt/timing-<gpu>-sm<cc>-trt<version>.cache"""
+    info = cuda_device_info(device)
+    gpu = re.sub(r"[^A-Za-z0-9]+", "-", info["name"]).strip("-").lower()
+    cc = info["compute_capability"].replace(".", "")
+    base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "rd-engine" / "tensorrt"
+    return base / f"timing-{gpu}-sm{cc}-trt{tensorrt_version()}.cache"
+
+
+def build_plan(onnx_path: Path, plan_path: Path, contract: Contract, profile: Profile, precision: str,
+               timing_cache: Path, workspace_bytes: int | None = None,
+               device: torch.device | str | None = None) -> dict:
+    """Build and serialize one plan.
+
+    Args:
+        onnx_path: The component's graph in `precision` (external data next to it is found by path).
+        plan_path: Where the plan goes.
+        contract: The component (names and the profile's shapes).
+        profile: Batch and resolution ranges.
+        precision: "fp32", "fp16" or "bf16" (must be the graph's precision).
+        timing_cache: Read if present, updated after the build.
+        workspace_bytes: Builder workspace limit (None: TensorRT's default, the whole GPU).
+        device: The CUDA device to build on (plans are tied to its compute capability).
+
+    Returns:
+        {"file", "seconds", "bytes", "timing_cache"}.
+    """
+    import tensorrt as trt
+
+    dev = torch.device(device if device is not None else "cuda")
+    if dev.index is not None:
+        torch.cuda.set_device(dev)
+    logger = trt_logger()
+    t0 = time.perf_counter()
+    builder = trt.Builder(logger)
+    strong = getattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED", None)
+    network = builder.create_network(0 if strong is None else 1 << int(strong))  # None: always strong
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(onnx_path)):
+        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise RuntimeError(f"TensorRT could not parse {onnx_path.name}: {errors}")
+    fp32_norms = _normalization_in_fp32(trt, network) if precision != "fp32" else 0
+
+    config = builder.create_builder_config()
+    if workspace_bytes:
+        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_bytes))
+    if precision == "fp32" and hasattr(trt.BuilderFlag, "TF32"):
+        # fp32 plans are the exact reference: no TF32 tensor-core rounding in matmuls and convs
+        config.clear_flag(trt.BuilderFlag.TF32)
+    opt_profile = builder.create_optimization_profile()
+    for name, (lo, opt, hi) in contract.profile_shapes(profile).items():
+        if lo == hi:
+            continue  # static input (timestep, alphas)
+        opt_profile.set_shape(name, lo, opt, hi)
+    config.add_optimization_profile(opt_profile)
+
+    cache_bytes = timing_cache.read_bytes() if timing_cache.is_file() else b""
+    cache = config.create_timing_cache(cache_bytes)
+    if not config.set_timing_cache(cache, ignore_mismatch=False):
+        # a cache from another device or TensorRT version: start afresh rather than fail
+        cache = config.create_timing_cache(b"")
+        config.set_timing_cache(cache, ignore_mismatch=True)
+
+    serialized = builder.build_serialized_network(network, config)
+    if serialized is None:
+        raise RuntimeError(f"TensorRT failed to build {plan_path.name} (see the TensorRT messages above)")
+    plan_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(plan_path, "wb") as fh:
+        fh.write(serialized)
+    _save_timing_cache(config.get_timing_cache(), timing_cache)
+    return {"file": plan_path.name, "seconds": time.perf_counter() - t0, "bytes": plan_path.stat().st_size,
+            "timing_cache": str(timing_cache), "fp32_normalization_layers": fp32_norms}
+
+
+def _normalization_in_fp32(trt, network) -> int:
+    """Normalization statistics in fp32 (returns how many layers were set)."""
+    count = 0
+    for i in range(network.num_layers):
+        layer = network.get_layer(i)
+        if layer.type == trt.LayerType.NORMALIZATION:
+            layer.__class__ = trt.INormalizationLayer  # the Python binding hands out the base class
+            try:
+                layer.compute_precision = trt.float32
+                count += 1
+            except (AttributeError, TypeError) as e:  # a TensorRT without the setter: keep its choice
+                log.warning("TensorRT: cannot set fp32 compute precision on %s (%s)", layer.name, e)
+    return count
+
+
+def _save_timing_cache(cache, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "wb") as fh:
+        fh.write(cache.serialize())
+    os.replace(tmp, path)
