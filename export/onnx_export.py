@@ -9,9 +9,11 @@ as `MatMul -> Softmax -> MatMul` (query and key each pre-scaled by
 sqrt(1/sqrt(d))), the pattern TensorRT fuses into its multi-head-attention
 kernels; `attention_summary` counts it in every graph.
 
-Graphs are fp32. Models whose weights exceed what one protobuf can hold (2 GiB;
-the real UNet is 3.5 GB in fp32) are saved with their weights in one external
-data file `<name>.onnx.data` next to the graph.
+Graphs are fp32, plus fp16/bf16 ones traced from the module cast to that dtype
+for half-precision engines. Graphs with over 1 GiB of weights (the real UNet:
+3.5 GB in fp32, beyond what one protobuf can hold) keep them in one external
+data file `<graph>.data` next to the graph. Each fp32/fp16 graph also gets an
+ONNX Runtime flavour `<graph>.ort.onnx` (see `ort_graph`) sharing its weights.
 """
 
 from __future__ import annotations
@@ -34,8 +36,8 @@ DEFAULT_OPSET = 17
 # Conv, InstanceNormalization, Expand... accept bfloat16 only from opset 22 on: bf16 graphs are traced at
 # the requested opset and converted (onnx.version_converter), so that they pass the strict checker.
 BF16_OPSET = 22
-EXTERNAL_DATA_THRESHOLD = 1 << 30
-ORT_PRECISIONS = ("fp32", "fp16")  # ONNX Runtime flavours (.ort.onnx) are written for these  # bytes of weights above which they go to a separate file (protobuf limit: 2 GiB)
+EXTERNAL_DATA_THRESHOLD = 1 << 30  # bytes of weights above which they go to a separate file (protobuf limit: 2 GiB)
+ORT_PRECISIONS = ("fp32", "fp16")  # ONNX Runtime flavours (.ort.onnx) are written for these
 
 
 @contextlib.contextmanager

@@ -54,6 +54,7 @@ import torch
 
 from .errors import UserError
 from .pipeline import Pipeline
+from .progress import human_bytes
 
 log = logging.getLogger("rd_engine")
 
@@ -683,20 +684,6 @@ def generated_clip_size(res: int, aspect: tuple[int, int]) -> tuple[int, int]:
     return max(8, int(round(w / 2)) * 2), max(8, int(round(h / 2)) * 2)
 
 
-def _pick_device(spec: str) -> torch.device:
-    if spec == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(spec)
-    except RuntimeError:
-        raise UserError(f"--device {spec!r} is not a device (use auto, cpu, cuda or cuda:N)") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda requested but no CUDA device is available")
-    if dev.type not in ("cpu", "cuda"):
-        raise UserError(f"--device {spec!r} is not supported (use auto, cpu, cuda or cuda:N)")
-    return dev
-
-
 def baseline_settings(settings, device: torch.device, align_iters: int):
     """The reference implementation's execution strategy on the same model, size and method:
     one snippet per UNet call, VAE batch 4, fp16 on a GPU (fp32 on the CPU), the Adam solver."""
@@ -748,13 +735,7 @@ def _cell(x, width: int, spec: str, scale: float = 1.0, suffix: str = "") -> str
 
 
 def _human_bytes(n) -> str:
-    if n is None:
-        return "-"
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} GiB"
+    return "-" if n is None else human_bytes(n)
 
 
 def format_table(result: dict) -> str:
@@ -1022,7 +1003,7 @@ def cmd_bench(args) -> int:
 def run_bench(args) -> list[tuple[Path, dict]]:
     """Measure every requested resolution; returns (path written, result) per resolution."""
     from .media import write_test_video
-    from .settings import resolve
+    from .settings import pick_device, resolve
     from .video import probe, processed_size
 
     if args.baseline and args.with_baseline:
@@ -1030,7 +1011,7 @@ def run_bench(args) -> list[tuple[Path, dict]]:
     if args.input is not None and not args.input.exists():
         raise UserError(f"{args.input}: file not found")
     _parse_aspect(args.aspect)
-    device = _pick_device(args.device)
+    device = pick_device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
     t_start = time.perf_counter()

@@ -151,7 +151,7 @@ def cmd_run(args) -> int:
     from .outputs import DEFAULT_CMAPS, OutputOptions, write_outputs
     from .pipeline import Budgets, Pipeline
     from .progress import StageClock, human_bytes, peak_host_bytes
-    from .settings import resolve
+    from .settings import pick_device, resolve
     from .video import list_inputs
 
     if not args.inputs and not args.demo:
@@ -179,7 +179,7 @@ def cmd_run(args) -> int:
             write_test_video(clip, n_frames=24, width=160, height=96, fps=12)
             inputs = [clip]
 
-    device = _pick_device(args.device)
+    device = pick_device(args.device)
     overrides = {k: getattr(args, k) for k in (
         "res", "dilations", "cap_dilation", "snippet_len", "refine_step", "refine_snippet_len",
         "refine_start_dilation", "dtype", "align", "align_iters", "seed", "start_frame", "frame_count",
@@ -269,22 +269,6 @@ def _check_cmaps(cmaps: list[str]) -> None:
 
     for c in cmaps:
         colorize(np.zeros((1, 1), np.float32), 0.0, 1.0, c)
-
-
-def _pick_device(spec: str):
-    import torch
-
-    if spec == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(spec)
-    except RuntimeError:
-        raise UserError(f"--device {spec!r} is not a device (use auto, cpu, cuda or cuda:N)") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda requested but no CUDA device is available")
-    if dev.type not in ("cpu", "cuda"):
-        raise UserError(f"--device {spec!r} is not supported (use auto, cpu, cuda or cuda:N)")
-    return dev
 
 
 def main(argv: list[str] | None = None) -> int:

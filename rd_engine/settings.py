@@ -102,3 +102,18 @@ def resolve(preset: str, overrides: dict, device: torch.device | None = None) ->
         notes.append(f"dtype: fp32 on CPU (preset {preset}: {s.dtype}; pass --dtype to force)")
         s.dtype = "fp32"
     return s.validate(), notes
+
+
+def pick_device(spec: str) -> torch.device:
+    """`auto` (CUDA when available), `cpu`, `cuda` or `cuda:N`, checked against this machine."""
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(spec)
+    except RuntimeError:
+        raise UserError(f"--device {spec!r} is not a device (use auto, cpu, cuda or cuda:N)") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda requested but no CUDA device is available")
+    if dev.type not in ("cpu", "cuda"):
+        raise UserError(f"--device {spec!r} is not supported (use auto, cpu, cuda or cuda:N)")
+    return dev
