@@ -243,7 +243,7 @@ class Pipeline:
             effective = sched.effective
             if effective != list(s.dilations):
                 log.info("%s: %d frames: dilations %s capped to %s", info.path.name, n, s.dilations, effective)
-            group_list = [(d, wgt, _group_indices(sched, d, n, s.snippet_len)) for d, wgt in sched.weights.items()]
+            group_list = [(d, wgt, _group_indices(d, n, s.snippet_len)) for d, wgt in sched.weights.items()]
 
             # 3. co-alignment on the small copies; the global minimum is subtracted in the run dtype
             with clock.stage("align", total=s.align_iters if s.align == "reference" else None, unit="it") as tick:
@@ -374,7 +374,7 @@ class LatentStore:
         return self._buf[: self.n]
 
 
-def _group_indices(sched: RollingScheduler, d: int, n: int, L: int) -> torch.Tensor:
+def _group_indices(d: int, n: int, L: int) -> torch.Tensor:
     if n < L:
         return torch.tensor([[min(j, n - 1) for j in range(L)]])
     return snippet_indices(n, L, d)
