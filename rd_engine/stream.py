@@ -108,13 +108,13 @@ class OnlineAligner:
         self.latest = -1
         self.gauge_set = False
         self.params: list[tuple[int, tuple[int, ...], float, float]] = []
+        self._meta: dict[int, tuple[float | None, float | None]] = {}  # timestamp, push time per frame
         # (dilation, first frame) of the snippets merged into each finished frame, for tests
         self.contributions: dict[int, list[tuple[int, int]]] | None = {} if track else None
 
     def note_frame(self, index: int, timestamp: float | None = None, pushed_at: float | None = None) -> None:
         """A frame arrived (its timestamp and push time are kept for the output)."""
         self.latest = max(self.latest, index)
-        self._meta = getattr(self, "_meta", {})
         self._meta[index] = (timestamp, pushed_at)
 
     def add(self, dilation: int, frames: tuple[int, ...], depth: torch.Tensor, weight: float = 1.0) -> None:
@@ -157,7 +157,7 @@ class OnlineAligner:
         """Finish frames whose lag has passed (all covered frames when `upto` is None, i.e. on flush)."""
         out = []
         now = time.perf_counter()
-        meta = getattr(self, "_meta", {})
+        meta = self._meta
         while True:
             f = self.next_to_finish
             st = self.frames.get(f)
