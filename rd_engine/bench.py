@@ -900,13 +900,9 @@ def compare(path_a, path_b, force: bool = False) -> str:
 
 
 def _nonneg_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0: {text}")
-    return v
+    from .cli import _positive_int  # the CLI's own integer check: >= 0
+
+    return _positive_int(text)
 
 
 def _pos_int(text: str) -> int:

@@ -27,3 +27,19 @@ class Backend(Protocol):
     def denoise(self, rgb: torch.Tensor, depth: torch.Tensor, step: DDIMStep) -> torch.Tensor: ...
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor: ...
+
+
+def step_inputs(cache: dict, step: DDIMStep, device: torch.device) -> tuple[torch.Tensor, ...]:
+    """The exported UNet step's (timestep, alpha_t, alpha_prev) inputs for one DDIM step.
+
+    Cached per step in `cache`, so a CUDA run makes no host-to-device copy per call.
+    """
+    a, ap = step.as_floats()
+    key = (step.t, a, ap)
+    got = cache.get(key)
+    if got is None:
+        got = (torch.tensor([step.t], dtype=torch.int64, device=device),
+               step.alpha_t.reshape(1).to(device, torch.float32),
+               step.alpha_prev.reshape(1).to(device, torch.float32))
+        cache[key] = got
+    return got

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .base import step_inputs
 from ..ddim import DDIMStep
 from ..errors import UserError
 from ..export.manifest import Engine, open_engine
@@ -163,16 +164,7 @@ class OrtBackend:
             self.engine.check_size((w, h))
 
     def _step_tensors(self, step: DDIMStep) -> tuple[torch.Tensor, ...]:
-        # cached per step: on CUDA, no host-to-device copy per call
-        a, ap = step.as_floats()
-        key = (step.t, a, ap)
-        got = self._steps.get(key)
-        if got is None:
-            got = (torch.tensor([step.t], dtype=torch.int64, device=self.device),
-                   step.alpha_t.reshape(1).to(self.device, torch.float32),
-                   step.alpha_prev.reshape(1).to(self.device, torch.float32))
-            self._steps[key] = got
-        return got
+        return step_inputs(self._steps, step, self.device)
 
     def _run(self, name: str, feeds: dict[str, torch.Tensor], outputs: dict[str, tuple[int, ...]]):
         sess = self.sessions[name]

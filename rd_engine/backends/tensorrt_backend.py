@@ -25,6 +25,7 @@ from pathlib import Path
 
 import torch
 
+from .base import step_inputs
 from ..ddim import DDIMStep
 from ..errors import UserError
 from ..export.manifest import Engine, open_engine
@@ -295,12 +296,4 @@ class TrtBackend:
         return {n: torch.cat([p[n] for p in parts]) for n in parts[0]}
 
     def _step_tensors(self, step: DDIMStep) -> tuple[torch.Tensor, ...]:
-        a, ap = step.as_floats()
-        key = (step.t, a, ap)
-        got = self._steps.get(key)
-        if got is None:
-            got = (torch.tensor([step.t], dtype=torch.int64, device=self.device),
-                   step.alpha_t.reshape(1).to(self.device, torch.float32),
-                   step.alpha_prev.reshape(1).to(self.device, torch.float32))
-            self._steps[key] = got
-        return got
+        return step_inputs(self._steps, step, self.device)
