@@ -149,7 +149,7 @@ def _solve_2x2(m: torch.Tensor, lam_s: torch.Tensor, lam_t: torch.Tensor, s_prio
 
 
 def solve_fast(groups: list[AlignGroup], n: int, max_iters: int = 30, tol: float = 1e-4, rounds: int = 4,
-               polish_iters: int = 30, coarse_pixels: int = 1 << 17, progress=None
+               polish_iters: int = 80, coarse_pixels: int = 1 << 17, progress=None
                ) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Minimize the reference objective: IRLS / Gauss-Newton with monotone acceptance, a search along
     the global scale, then L-BFGS; coarse to fine over the solver pixels."""
