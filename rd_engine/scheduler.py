@@ -117,9 +117,6 @@ class RollingScheduler:
                 )
         return out
 
-    def snippet_counts(self) -> dict[int, int]:
-        return dict(self._next_start)
-
 
 def batches(snippets: deque, size: int, final: bool) -> list[list[Snippet]]:
     """Pop full batches of `size` (all that remain when `final`) from a queue of pending snippets."""

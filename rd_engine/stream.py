@@ -105,7 +105,6 @@ class OnlineAligner:
         self.frames: dict[int, _FrameState] = {}
         self.frozen: dict[int, torch.Tensor] = {}  # finished frames' solver copies [P]
         self.next_to_finish = 0
-        self.latest = -1
         self.gauge_set = False
         self.params: list[tuple[int, tuple[int, ...], float, float]] = []
         self._meta: dict[int, tuple[float | None, float | None]] = {}  # timestamp, push time per frame
@@ -114,7 +113,6 @@ class OnlineAligner:
 
     def note_frame(self, index: int, timestamp: float | None = None, pushed_at: float | None = None) -> None:
         """A frame arrived (its timestamp and push time are kept for the output)."""
-        self.latest = max(self.latest, index)
         self._meta[index] = (timestamp, pushed_at)
 
     def add(self, dilation: int, frames: tuple[int, ...], depth: torch.Tensor, weight: float = 1.0) -> None:
@@ -202,8 +200,6 @@ class StreamSession:
     """
 
     def __init__(self, pipeline, settings, lag: int):
-        from .pipeline import _ceil8
-
         self.pipe = pipeline
         self.settings = settings
         self.lag = lag
@@ -217,7 +213,6 @@ class StreamSession:
         self.latents: dict[int, torch.Tensor] = {}
         self.noise = None
         self.size = None
-        self._ceil8 = _ceil8
         self.n = 0
         self.latency = LatencyStats()
         self.closed = False
@@ -238,7 +233,9 @@ class StreamSession:
         if self.size is None:
             self.size = processed_size(rgb.shape[1], rgb.shape[0], self.settings.res)
             self.input_hw = tuple(rgb.shape[:2])
-            self.padded = (self._ceil8(self.size[0]), self._ceil8(self.size[1]))
+            from .pipeline import _ceil8
+
+            self.padded = (_ceil8(self.size[0]), _ceil8(self.size[1]))
         elif tuple(rgb.shape[:2]) != self.input_hw:
             raise UserError(f"frame size changed mid-stream: {tuple(rgb.shape[:2])} after {self.input_hw}")
         i = self.n
