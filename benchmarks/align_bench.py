@@ -230,7 +230,7 @@ def _child(spec_path: str) -> int:
         t1 = time.perf_counter()
         peak_solve = _maxrss_bytes()
         merged = merge_aligned([(g.depth, g.indices, g.weight) for g in groups], params, global_min, n)
-        video = renormalize(merged)
+        video = renormalize(merged, inplace=True)
         del merged
         t2 = time.perf_counter()
         peak_total = _maxrss_bytes()

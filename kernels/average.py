@@ -44,11 +44,6 @@ __all__ = [
     "finalize_frames",
 ]
 
-# Upper bound on the temporary a reference chunk materialises (elements);
-# keeps the CPU path from doubling the memory of a long video at once.
-_REF_CHUNK_ELEMS = 1 << 24
-
-
 # ---------------------------------------------------------------------------
 # Validation and coefficients
 # ---------------------------------------------------------------------------
@@ -100,7 +95,7 @@ def accumulate_frames_ref(
     shift: Optional[torch.Tensor] = None,
     weight: Optional[torch.Tensor] = None,
 ) -> None:
-    """Reference of :func:`accumulate_frames` (``index_add_`` based, in place).
+    """Reference of :func:`accumulate_frames` in plain PyTorch (in place).
 
     Args:
         acc: ``[F, C, H, W]`` floating accumulator (fp32, or fp64), updated in place.
@@ -115,24 +110,59 @@ def accumulate_frames_ref(
     F = acc.shape[0]
     if tuple(acc.shape[1:]) != tuple(x.shape[2:]) or count.shape != (F,):
         raise ValueError("acc must be [F, C, H, W] matching x and count must be [F]")
-    dt = acc.dtype
-    a, b, w = _snippet_coefficients(K, acc.device, dt, scale, shift, weight)
-    index = index.to(acc.device)
-    pix = x[0, 0].numel() if K * L else 1
-    kstep = max(1, _REF_CHUNK_ELEMS // max(pix, 1))
-    view = (-1,) + (1,) * (x.dim() - 2)
-    for j in range(L):
-        for k0 in range(0, K, kstep):
-            k1 = min(K, k0 + kstep)
-            idx = index[k0:k1, j]
-            keep = (idx >= 0) & (idx < F)
-            if not bool(keep.any()):
+    if K * L == 0:
+        return
+    a, b, w = _snippet_coefficients(K, torch.device("cpu"), acc.dtype, scale, shift, weight)
+    if x[0, 0].numel() >= _PER_ENTRY_MIN_ELEMS:
+        _accumulate_per_entry(acc, count, x, index, a, b, w)
+    else:
+        _accumulate_batched(acc, count, x, index, a, b, w)
+
+
+# Frames at least this large (elements) are added one entry at a time; smaller ones (solver
+# pixel samples, tiny latents) in batches, where per-entry Python overhead would dominate.
+_PER_ENTRY_MIN_ELEMS = 1 << 14
+# Upper bound on the converted temporary one batch materialises (elements).
+_BATCH_ELEMS = 1 << 22
+
+
+def _accumulate_per_entry(acc, count, x, index, a, b, w) -> None:
+    """acc[f] += (w s) x + w t, one entry at a time: each snippet frame is read once and converted
+    on the fly while acc[f] stays in cache (batched gathers of large frames materialise several
+    converted copies and are ~10x slower on a CPU)."""
+    F = acc.shape[0]
+    a, b, w = a.tolist(), b.tolist(), w.tolist()
+    added = [0.0] * F
+    for k, frames in enumerate(index.tolist()):
+        for j, f in enumerate(frames):
+            if not 0 <= f < F:
                 continue
-            sel = keep.nonzero().squeeze(1)
-            src = x[k0:k1, j].to(device=acc.device)[sel].to(dt)
-            src = src * a[k0:k1][sel].view(view) + b[k0:k1][sel].view(view)
-            acc.index_add_(0, idx[sel], src)
-            count.index_add_(0, idx[sel], w[k0:k1][sel])
+            dst = acc[f]
+            dst.add_(x[k, j].to(acc.device), alpha=a[k])
+            if b[k] != 0.0:
+                dst.add_(b[k])
+            added[f] += w[k]
+    count.add_(torch.tensor(added, dtype=count.dtype, device=count.device))
+
+
+def _accumulate_batched(acc, count, x, index, a, b, w) -> None:
+    """The same sums through index_add_ over batches of entries (small frames)."""
+    F = acc.shape[0]
+    K, L = index.shape
+    pix = max(1, x[0, 0].numel())
+    flat_idx = index.reshape(-1).to(torch.int64).cpu()
+    entry_k = torch.arange(K).repeat_interleave(L)
+    keep = ((flat_idx >= 0) & (flat_idx < F)).nonzero().squeeze(1)
+    flat_x = x.reshape(K * L, pix)
+    step = max(1, _BATCH_ELEMS // pix)
+    for e0 in range(0, keep.numel(), step):
+        sel = keep[e0:e0 + step]
+        k = entry_k[sel]
+        src = flat_x[sel.to(x.device)].to(device=acc.device, dtype=acc.dtype)
+        src = src * a[k].to(acc.device)[:, None] + b[k].to(acc.device)[:, None]
+        dst = flat_idx[sel].to(acc.device)
+        acc.view(F, -1).index_add_(0, dst, src)
+        count.index_add_(0, dst, w[k].to(count.device))
 
 
 def finalize_frames(
@@ -163,7 +193,7 @@ def average_frames_ref(
     weight: Optional[torch.Tensor] = None,
     out_dtype: Optional[torch.dtype] = None,
 ) -> torch.Tensor:
-    """Reference of :func:`average_frames` in plain PyTorch (``index_add_``).
+    """Reference of :func:`average_frames` in plain PyTorch.
 
     Args:
         x: ``[K, L, C, H, W]`` snippet maps.

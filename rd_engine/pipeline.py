@@ -397,11 +397,11 @@ def _merge_into(out: np.ndarray, store: SnippetStore, groups, params, gmin: torc
             for a in range(0, len(ks), 16):
                 kk = ks[a:a + 16]
                 dep = store.get_many([(d, k) for k in kk], device)
-                # the reference subtracts the minimum in the snippets' dtype, then applies the fp32 affine
-                shifted = (dep - gmin.to(device, dep.dtype)).unsqueeze(2)
                 sel = torch.tensor(kk)
-                accumulate_frames(acc, cnt, shifted, (idx[sel] - f0).to(device),
-                                  scale=sc[sel].to(device), shift=sh[sel].to(device),
+                s_k = sc[sel].to(device, torch.float32)
+                # s (x - m) + t == s x + (t - s m): see merge.merge_aligned
+                accumulate_frames(acc, cnt, dep.unsqueeze(2), (idx[sel] - f0).to(device), scale=s_k,
+                                  shift=sh[sel].to(device, torch.float32) - s_k * gmin.to(device, torch.float32),
                                   weight=torch.full((len(kk),), float(wgt), device=device))
         merged = acc[:, 0] / cnt[:, None, None]
         lo, hi = min(lo, float(merged.min())), max(hi, float(merged.max()))

@@ -45,6 +45,57 @@ def test_sparse_objective_equals_dense_with_duplicate_dilations():
     assert objective_value(groups, params, n) == pytest.approx(dense_objective_value(groups, params, n), rel=1e-5)
 
 
+def _dense_objective(groups, scales, shifts, n):
+    """The reference objective as one differentiable function of the parameters: the dense
+    [L * entries, N, P] formula, targets and normalizers NOT detached (the reference detaches
+    them in its loop, so its gradient is a different, fixed-target one)."""
+    entries = [(g, s, t) for g, s, t in zip(groups, scales, shifts) for _ in range(g.weight)]
+    L, P = groups[0].depth.shape[1:]
+    M, Mi, B = [], [], []
+    for g, s, t in entries:
+        a = g.depth * s[:, None, None] + t[:, None, None]
+        for j in range(L):
+            onehot = torch.zeros(n, g.depth.shape[0])
+            onehot[g.indices[:, j], torch.arange(g.depth.shape[0])] = 1
+            M.append(onehot @ a[:, j])
+            Mi.append(onehot @ a[:, j].clamp_min(1e-3).reciprocal())
+            B.append(onehot.sum(1, keepdim=True).expand(n, P))
+    M, Mi, B = torch.stack(M), torch.stack(Mi), torch.stack(B)
+    T, Ti = M.sum(0) / B.sum(0), Mi.sum(0) / B.sum(0)
+    data = ((M - T).abs() * B / T.abs().mean(-1, keepdim=True)).mean()
+    data = data + ((Mi - Ti).abs() * B / Ti.abs().mean(-1, keepdim=True)).mean()
+    prior = sum(0.1 * (1 - s).clamp_min(0).square().mean() + 10 * t.square().mean() for _, s, t in entries)
+    return data + prior
+
+
+@pytest.mark.parametrize("dil", [(1, 4), (1, 10, 25)])
+def test_block_gradient_equals_autograd(dil):
+    """The fast solver's hand-written value and gradient (frame blocks) against autograd through the
+    plain dense formula, with part of one snippet clipped by the 1e-3 floor of the reciprocal."""
+    from rd_engine.solvers import _Flat, _FrameBlocks
+
+    groups, n = _groups(n=16, dil=dil, seed=5)
+    g = torch.Generator().manual_seed(1)
+    scales = [(0.5 + torch.rand(gr.depth.shape[0], generator=g)).requires_grad_(True) for gr in groups]
+    shifts = [0.1 * torch.randn(gr.depth.shape[0], generator=g) for gr in groups]
+    shifts[0][0] = -0.05
+    shifts = [t.requires_grad_(True) for t in shifts]
+    ref = _dense_objective(groups, scales, shifts, n)
+    ref.backward()
+    s, t = torch.cat(scales).detach(), torch.cat(shifts).detach()
+    params = [(sc.detach(), sh.detach()) for sc, sh in zip(scales, shifts)]
+    assert float(ref.detach()) == pytest.approx(dense_objective_value(groups, params, n), rel=1e-5)
+
+    blocks = _FrameBlocks(_Flat.of(groups, n), block_elems=1000)  # several frames per block, several blocks
+    value, (gs, gt), mom = blocks.evaluate(s, t, grad=True, moments=True)
+    assert value == pytest.approx(float(ref.detach()), rel=1e-5)
+    ref_gs, ref_gt = torch.cat([x.grad for x in scales]), torch.cat([x.grad for x in shifts])
+    tol = 1e-5 * max(float(ref_gs.abs().max()), float(ref_gt.abs().max()))
+    assert torch.allclose(gs, ref_gs, rtol=1e-4, atol=tol)
+    assert torch.allclose(gt, ref_gt, rtol=1e-4, atol=tol)
+    assert mom.shape == (s.shape[0], 5) and torch.isfinite(mom).all() and (mom[:, 0] > 0).all()
+
+
 @pytest.mark.parametrize("normalize", [True, False])
 def test_fast_reaches_reference_objective(normalize):
     groups, n = _groups(normalize=normalize)
