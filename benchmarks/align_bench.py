@@ -291,6 +291,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true",
                    help="smoke test defaults: N=12, 64x48, dilations 1,25, reference iters 20")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--travel", type=float, default=None,
+                   help="metres the synthetic camera moves forward over the video (default: synthetic.TRAVEL, 7)")
     p.add_argument("--noise", type=float, default=0.02)
     p.add_argument("--outlier-blobs", type=int, default=3)
     p.add_argument("--dtype", choices=["fp16", "fp32"], default="fp16", help="snippet storage dtype")
@@ -401,7 +403,8 @@ def main(argv=None) -> int:
     try:
         for n in args.sizes:
             t = time.perf_counter()
-            gt = make_scene_depth(n, args.width, args.height, seed=args.seed)
+            gt = make_scene_depth(n, args.width, args.height, seed=args.seed,
+                                  **({} if args.travel is None else dict(travel=args.travel)))
             gt_seconds = time.perf_counter() - t
             gt_path = workdir / f"gt_{n}.pt"
             torch.save(gt, gt_path)

@@ -54,7 +54,7 @@ FOCAL_REL = 0.9  # focal length in units of the image width (~58 deg horizontal 
 PITCH = -0.06  # radians, slightly looking down
 WALL_Z = 22.0  # back wall plane z = WALL_Z
 SIDE_WALL_X = -7.5  # side wall plane x = SIDE_WALL_X
-PATH_FORWARD = 4.0  # metres travelled forward over the whole video
+TRAVEL = 7.0  # metres travelled forward over the whole video: the nearest boxes come within ~1.5 m
 
 
 @dataclass(frozen=True)
@@ -85,14 +85,14 @@ def _make_scene(seed: int, n_boxes: int = 4, n_spheres: int = 3) -> _Scene:
     return _Scene(boxes, spheres, phases, amps)
 
 
-def _camera_path(n_frames: int, scene: _Scene) -> tuple[torch.Tensor, torch.Tensor]:
+def _camera_path(n_frames: int, scene: _Scene, travel: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-frame camera origin [N, 3] and camera-to-world rotation [N, 3, 3] (float64)."""
     u = torch.linspace(0.0, 1.0, n_frames, dtype=torch.float64) if n_frames > 1 else torch.zeros(1, dtype=torch.float64)
     p0, p1, p2 = scene.phases
     sway, yaw_amp = scene.amps
     x = sway * torch.sin(2 * math.pi * 0.75 * u + p0)
     y = CAM_HEIGHT + 0.04 * torch.sin(2 * math.pi * 3.0 * u + p1)
-    z = PATH_FORWARD * u
+    z = travel * u
     yaw = yaw_amp * torch.sin(2 * math.pi * 0.5 * u + p2)
     origin = torch.stack([x, y, z], -1)
     cy, sy = torch.cos(yaw), torch.sin(yaw)
@@ -106,21 +106,24 @@ def _camera_path(n_frames: int, scene: _Scene) -> tuple[torch.Tensor, torch.Tens
 
 
 def make_scene_depth(n_frames: int, width: int, height: int, seed: int = 0,
-                     chunk_pixels: int = 1 << 19, threads: int | None = 1) -> torch.Tensor:
+                     chunk_pixels: int = 1 << 19, threads: int | None = 1, travel: float = TRAVEL) -> torch.Tensor:
     """Metric z-depth `[N, H, W]` float32 of a procedural scene seen by a moving pinhole camera.
 
     Ray casting is analytic and vectorized over blocks of ``chunk_pixels``
     rays (pixels of one frame, or several small frames), on ``threads`` torch
     threads (1 by default: elementwise work that gains little from threads and
     collapses when the cores are shared; None keeps torch's setting). The scene and trajectory
-    depend on ``seed`` only; the camera covers the same path whatever
-    ``n_frames`` is. Depth is the camera-frame z (not the ray length), roughly
-    1.5 .. 25 m.
+    depend on ``seed`` and ``travel`` only; the camera covers the same path whatever
+    ``n_frames`` is, moving ``travel`` metres forward (7 by default: objects come
+    near and leave the view, so each snippet's depth range, and with it a
+    model's per-snippet [-1, 1] normalization, changes along the video, as in
+    a walking or driving clip). Depth is the camera-frame z (not the ray
+    length), at most ~25 m.
     """
     if n_frames < 1 or width < 1 or height < 1:
         raise ValueError("n_frames, width and height must be >= 1")
     scene = _make_scene(seed)
-    origin, rot = _camera_path(n_frames, scene)
+    origin, rot = _camera_path(n_frames, scene, travel)
     f = FOCAL_REL * width
     xs = (torch.arange(width, dtype=torch.float32) + 0.5 - width / 2) / f
     ys = -(torch.arange(height, dtype=torch.float32) + 0.5 - height / 2) / f

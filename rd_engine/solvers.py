@@ -363,6 +363,31 @@ def _polish(blocks: _FrameBlocks, s: torch.Tensor, t: torch.Tensor, f: float, it
     return best[1][:K], best[1][K:], best[0]
 
 
+def solve_one(x: torch.Tensor, y: torch.Tensor, w: torch.Tensor, iters: int = 4) -> tuple[float, float]:
+    """Robust (Cauchy IRLS) scale and shift of one snippet `x [L, P]` to targets `y` with weights `w`."""
+    m = weighted_moments(x[None], y[None], w[None])[0].double()
+    s, t = _ls_2x2(m, 1.0, 0.0)
+    for _ in range(iters):
+        r = (s * x + t - y)[w > 0]
+        if r.numel() == 0:
+            break
+        delta = max(2.385 * 1.4826 * float(r.abs().median()), 1e-6)
+        m = irls_moments(x[None], y[None], torch.tensor([s]), torch.tensor([t]), kind="cauchy", delta=delta,
+                         weight=w[None])[0].double()
+        s, t = _ls_2x2(m, s, t)
+    return s, t
+
+
+def _ls_2x2(m: torch.Tensor, s_prev: float, t_prev: float) -> tuple[float, float]:
+    S1, Sx, Sy, Sxx, Sxy = (float(v) for v in m)
+    det = Sxx * S1 - Sx * Sx
+    if S1 <= 0:
+        return s_prev, t_prev
+    if det <= 1e-10 * max(Sxx * S1, 1e-300):  # constant snippet: keep the scale, fit the shift
+        return s_prev, (Sy - Sx * s_prev) / S1
+    return (Sxy * S1 - Sx * Sy) / det, (Sxx * Sy - Sx * Sxy) / det
+
+
 def _robust_scale(r: torch.Tensor, max_samples: int = 1 << 18) -> float:
     """1.4826 * median |r| on a strided sample (cheap and deterministic)."""
     flat = r.reshape(-1)
@@ -370,16 +395,50 @@ def _robust_scale(r: torch.Tensor, max_samples: int = 1 << 18) -> float:
     return float(1.4826 * flat[::step].abs().median().clamp_min(1e-12))
 
 
-def solve_robust(groups: list[AlignGroup], n: int, iters: int = 30, inner: int = 2, c: float = 2.385,
-                 progress=None) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """Robust generalized-Procrustes alignment in inverse-depth space (see module doc)."""
-    # start: standardize each snippet robustly (median 0, MAD 1): model outputs are per-snippet normalized
-    params = []
-    for g in groups:
-        flat = g.depth.reshape(g.depth.shape[0], -1)
-        med = flat.median(dim=1).values
-        mad = (flat - med[:, None]).abs().median(dim=1).values.clamp_min(1e-6)
-        params.append((1.0 / mad, -med / mad))
+def _sequential_start(groups: list[AlignGroup], n: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Chain the snippets in the order a stream produces them (by last frame): the first one is
+    standardized (median 0, MAD 1), each later one fitted robustly to the running per-frame mean of
+    those before it. This gets the slow, video-long modes right, which the Procrustes iterations
+    only correct by about one snippet span per iteration (a long video drifts from any local start)."""
+    P = groups[0].depth.shape[-1]
+    acc, wsum = torch.zeros(n, P), torch.zeros(n)
+    params = [(torch.ones(g.depth.shape[0]), torch.zeros(g.depth.shape[0])) for g in groups]
+    order = sorted((int(g.indices[k].max()), gi, k) for gi, g in enumerate(groups) for k in range(g.indices.shape[0]))
+    for i, (_, gi, k) in enumerate(order):
+        g = groups[gi]
+        x, frames = g.depth[k], g.indices[k].long()
+        if i == 0:
+            med = x.median()
+            mad = float((x - med).abs().median().clamp_min(1e-6))
+            sk, tk = 1.0 / mad, -float(med) / mad
+        else:
+            seen = wsum[frames] > 0
+            y = acc[frames] / wsum[frames].clamp_min(1e-12)[:, None]
+            sk, tk = solve_one(x, y, seen.float()[:, None].expand_as(x).contiguous())
+        params[gi][0][k], params[gi][1][k] = sk, tk
+        acc.index_add_(0, frames, (x * sk + tk) * g.weight)
+        wsum.index_add_(0, frames, torch.full((frames.numel(),), float(g.weight)))
+    return params
+
+
+def solve_robust(groups: list[AlignGroup], n: int, iters: int = 100, fine_iters: int = 5, inner: int = 2,
+                 c: float = 2.385, coarse_pixels: int = 1 << 17, progress=None
+                 ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Robust generalized-Procrustes alignment in inverse-depth space (see module doc): a sequential
+    start and `iters` iterations on a pixel subsample (the Cauchy loss in inverse depth is not
+    heavy-tailed, so a subsample's optimum is the full one's), then `fine_iters` on all pixels."""
+    step = max(1, sum(g.depth.numel() for g in groups) // coarse_pixels)
+    levels = [(groups, iters)]
+    if step > 1:
+        levels = [([AlignGroup(g.depth[:, :, ::step].contiguous(), g.indices, g.weight) for g in groups], iters),
+                  (groups, fine_iters)]
+    params = _sequential_start(levels[0][0], n)
+    for level, level_iters in levels:
+        params = _procrustes(level, n, params, level_iters, inner, c, progress)
+    return params
+
+
+def _procrustes(groups: list[AlignGroup], n: int, params, iters: int, inner: int, c: float, progress):
     pix_w = None
     for _ in range(iters):
         a = [g.depth * s[:, None, None] + t[:, None, None] for g, (s, t) in zip(groups, params)]

@@ -31,7 +31,7 @@ import torch
 
 from .align import BORDER, FACTOR, check_finite
 from .errors import UserError
-from .kernels.scale_shift import irls_moments, weighted_moments
+from .solvers import solve_one
 
 FROZEN_WEIGHT = 1.0  # finished frames: final values
 PROVISIONAL_WEIGHT = 0.5  # unfinished frames: running mean of the snippets aligned so far
@@ -53,31 +53,6 @@ def _stat(depth: torch.Tensor) -> torch.Tensor:
     if sub.numel() == 0:
         sub = depth
     return sub.reshape(depth.shape[0], -1).float()
-
-
-def _solve_one(x: torch.Tensor, y: torch.Tensor, w: torch.Tensor, iters: int = 4) -> tuple[float, float]:
-    """Robust (Cauchy IRLS) scale and shift of one snippet `x [L, P]` to targets `y` with weights `w`."""
-    m = weighted_moments(x[None], y[None], w[None])[0].double()
-    s, t = _ls(m, 1.0, 0.0)
-    for _ in range(iters):
-        r = (s * x + t - y)[w > 0]
-        if r.numel() == 0:
-            break
-        delta = max(2.385 * 1.4826 * float(r.abs().median()), 1e-6)
-        m = irls_moments(x[None], y[None], torch.tensor([s]), torch.tensor([t]), kind="cauchy", delta=delta,
-                         weight=w[None])[0].double()
-        s, t = _ls(m, s, t)
-    return s, t
-
-
-def _ls(m: torch.Tensor, s_prev: float, t_prev: float) -> tuple[float, float]:
-    S1, Sx, Sy, Sxx, Sxy = (float(v) for v in m)
-    det = Sxx * S1 - Sx * Sx
-    if S1 <= 0:
-        return s_prev, t_prev
-    if det <= 1e-10 * max(Sxx * S1, 1e-300):  # constant snippet: keep the scale, fit the shift
-        return s_prev, (Sy - Sx * s_prev) / S1
-    return (Sxy * S1 - Sx * Sy) / det, (Sxx * Sy - Sx * Sxy) / det
 
 
 @dataclass
@@ -135,7 +110,7 @@ class OnlineAligner:
                     y[j], w[j] = st.stat_acc / st.weight, PROVISIONAL_WEIGHT
             if float(w.sum()) == 0:
                 raise RuntimeError("snippet shares no frame with the stream so far")
-            s, t = _solve_one(x, y, w)
+            s, t = solve_one(x, y, w)
         self.params.append((dilation, frames, s, t))
         aligned = depth.float() * s + t
         aligned_stat = x * s + t
