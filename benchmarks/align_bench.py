@@ -4,9 +4,9 @@ For every configuration (frames x dilations x mode) the GT video and the
 snippets are generated once and cached in a temporary directory; then every
 solver runs in its OWN subprocess, so that its peak RSS is its own:
 
-* peak extra memory = ``ru_maxrss`` of the child at the end minus the child's
-  resident set right after loading the snippets (``/proc/self/statm``, after
-  ``malloc_trim``); the kernel's peak mark is reset at that point
+* peak extra memory = the child's peak resident set (VmHWM) at the end minus
+  its resident set right after loading the snippets (``/proc/self/statm``,
+  after ``malloc_trim``); the kernel's peak mark is reset at that point
   (``/proc/self/clear_refs``), so a transient of the load is not charged to
   the solver. Each child first runs its
   solver and the merge once on a tiny problem (``--no-warmup`` to skip), so that
@@ -58,7 +58,18 @@ SOLVERS = ("reference", "fast", "robust", "true")
 
 
 def _maxrss_bytes() -> int:
-    """Peak resident set of this process so far (ru_maxrss is KiB on Linux)."""
+    """Peak resident set of this process since start or the last :func:`_reset_peak`.
+
+    Read from VmHWM in /proc/self/status, which the reset clears; ``ru_maxrss``
+    keeps the all-time peak (the load's) whatever the reset does.
+    """
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
     r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return int(r) * (1 if sys.platform == "darwin" else 1024)
 
@@ -86,7 +97,7 @@ def _trim_heap() -> None:
 def _reset_peak() -> bool:
     """Reset the kernel's peak-RSS mark of this process to its current RSS (Linux >= 4.0).
 
-    ``ru_maxrss`` follows it, so a transient while loading the data (or warming
+    VmHWM (what :func:`_maxrss_bytes` reads) follows it, so a transient while loading the data (or warming
     up) is not charged to the solver. Returns False where that is not possible.
     """
     try:

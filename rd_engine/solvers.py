@@ -363,18 +363,35 @@ def _polish(blocks: _FrameBlocks, s: torch.Tensor, t: torch.Tensor, f: float, it
     return best[1][:K], best[1][K:], best[0]
 
 
-def solve_one(x: torch.Tensor, y: torch.Tensor, w: torch.Tensor, iters: int = 4) -> tuple[float, float]:
-    """Robust (Cauchy IRLS) scale and shift of one snippet `x [L, P]` to targets `y` with weights `w`."""
+def solve_one(x: torch.Tensor, y: torch.Tensor, w: torch.Tensor, iters: int = 4,
+              symmetric: bool = True) -> tuple[float, float]:
+    """Robust (Cauchy IRLS) scale and shift of one snippet `x [L, P]` to targets `y` with weights `w`.
+
+    `symmetric`: the final slope is the geometric mean of the regressions of y on x and of x on y
+    (reduced major axis, same robust weights). Least squares of y on x shrinks the slope by the
+    noise in x; chained from snippet to snippet, as a stream does, that shrinkage compounds into a
+    drift of the whole depth scale along the video. The symmetric slope does not shrink.
+    """
     m = weighted_moments(x[None], y[None], w[None])[0].double()
     s, t = _ls_2x2(m, 1.0, 0.0)
+    v = w
     for _ in range(iters):
         r = (s * x + t - y)[w > 0]
         if r.numel() == 0:
             break
         delta = max(2.385 * 1.4826 * float(r.abs().median()), 1e-6)
-        m = irls_moments(x[None], y[None], torch.tensor([s]), torch.tensor([t]), kind="cauchy", delta=delta,
-                         weight=w[None])[0].double()
+        q = (s * x + t - y) / delta
+        v = w / (1.0 + q * q)
+        m = weighted_moments(x[None], y[None], v[None])[0].double()
         s, t = _ls_2x2(m, s, t)
+    if symmetric:
+        S1, Sx, Sy, Sxx, Sxy = (float(c) for c in m)
+        Syy = float(weighted_moments(y[None], y[None], v[None])[0, 3])
+        if S1 > 0:
+            vx, vy, cxy = Sxx / S1 - (Sx / S1) ** 2, Syy / S1 - (Sy / S1) ** 2, Sxy / S1 - Sx * Sy / S1**2
+            if vx > 1e-12 * max(vy, 1e-300) and vy > 0 and cxy != 0:
+                s = math.copysign(math.sqrt(vy / vx), cxy)
+                t = (Sy - s * Sx) / S1
     return s, t
 
 
@@ -422,17 +439,18 @@ def _sequential_start(groups: list[AlignGroup], n: int) -> list[tuple[torch.Tens
 
 
 def solve_robust(groups: list[AlignGroup], n: int, iters: int = 100, fine_iters: int = 5, inner: int = 2,
-                 c: float = 2.385, coarse_pixels: int = 1 << 17, progress=None
+                 c: float = 2.385, coarse_pixels: int = 1 << 17, init=None, progress=None
                  ) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Robust generalized-Procrustes alignment in inverse-depth space (see module doc): a sequential
-    start and `iters` iterations on a pixel subsample (the Cauchy loss in inverse depth is not
-    heavy-tailed, so a subsample's optimum is the full one's), then `fine_iters` on all pixels."""
+    start (or `init`, per group `(scale, shift)`) and `iters` iterations on a pixel subsample (the
+    Cauchy loss in inverse depth is not heavy-tailed, so a subsample's optimum is the full one's),
+    then `fine_iters` on all pixels. The result is in the gauge of a standardized consensus."""
     step = max(1, sum(g.depth.numel() for g in groups) // coarse_pixels)
     levels = [(groups, iters)]
     if step > 1:
         levels = [([AlignGroup(g.depth[:, :, ::step].contiguous(), g.indices, g.weight) for g in groups], iters),
                   (groups, fine_iters)]
-    params = _sequential_start(levels[0][0], n)
+    params = _sequential_start(levels[0][0], n) if init is None else [(sc.float(), sh.float()) for sc, sh in init]
     for level, level_iters in levels:
         params = _procrustes(level, n, params, level_iters, inner, c, progress)
     return params

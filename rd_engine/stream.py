@@ -5,7 +5,9 @@ than `frame + lag` is done (the first `L - 1` frames wait for the first
 snippet, which ends at frame `L - 1`). Each new snippet's scale and shift are
 solved robustly (Cauchy IRLS on the batched moments kernel) against the
 frames it covers: finished frames count with their frozen values, unfinished
-ones with the running mean of the snippets already aligned to them.
+ones with the running mean of the snippets already aligned to them. When
+frames finish, the snippets covering them are re-solved against everything
+known by then (see `OnlineAligner`).
 
 Normalization of a stream: the first snippet fixes the stream's affine frame
 (its aligned values span exactly [-1, 1]); every later snippet is aligned to
@@ -35,6 +37,7 @@ from .solvers import solve_one
 
 FROZEN_WEIGHT = 1.0  # finished frames: final values
 PROVISIONAL_WEIGHT = 0.5  # unfinished frames: running mean of the snippets aligned so far
+WINDOW_ITERS = 20  # Procrustes iterations per window solve (warm-started)
 
 
 @dataclass
@@ -55,17 +58,28 @@ def _stat(depth: torch.Tensor) -> torch.Tensor:
     return sub.reshape(depth.shape[0], -1).float()
 
 
-@dataclass
-class _FrameState:
-    acc: torch.Tensor  # [H, W] fp32 sum of aligned snippet frames
-    stat_acc: torch.Tensor  # [P] fp32 sum of aligned solver copies
-    weight: float = 0.0
-    timestamp: float | None = None
-    pushed_at: float | None = None
+@dataclass(eq=False)
+class _Snippet:
+    dilation: int
+    frames: tuple[int, ...]
+    x: torch.Tensor | None  # [L, P] solver copy; dropped once all its frames are finished
+    s: float
+    t: float
+    weight: float
+    open: int = 0  # unfinished frames it still contributes to
 
 
 class OnlineAligner:
     """Incremental co-alignment and merge of snippets arriving in end-frame order.
+
+    Every unfinished frame keeps its entries (the snippet frames that cover it,
+    full resolution, with a reference to their snippet's current scale and
+    shift). When frames finish, the snippets covering them are re-solved a few
+    times in turn (Gauss-Seidel) against everything known by then: frozen
+    frames, and the current consensus of unfinished ones. With a lag of at
+    least the largest window that is a local version of the offline
+    Procrustes solve; at lag 0 it changes nothing (all other frames of those
+    snippets are frozen already). The first snippet is the gauge and never moves.
 
     Args:
         snippet_len: L.
@@ -77,11 +91,10 @@ class OnlineAligner:
             raise UserError(f"--lag must be >= 0, got {lag}")
         self.L = snippet_len
         self.lag = lag
-        self.frames: dict[int, _FrameState] = {}
+        self.entries: dict[int, list[tuple[_Snippet, int, torch.Tensor]]] = {}  # unfinished frame -> entries
         self.frozen: dict[int, torch.Tensor] = {}  # finished frames' solver copies [P]
         self.next_to_finish = 0
-        self.gauge_set = False
-        self.params: list[tuple[int, tuple[int, ...], float, float]] = []
+        self.first: _Snippet | None = None
         self._meta: dict[int, tuple[float | None, float | None]] = {}  # timestamp, push time per frame
         # (dilation, first frame) of the snippets merged into each finished frame, for tests
         self.contributions: dict[int, list[tuple[int, int]]] | None = {} if track else None
@@ -90,60 +103,126 @@ class OnlineAligner:
         """A frame arrived (its timestamp and push time are kept for the output)."""
         self._meta[index] = (timestamp, pushed_at)
 
+    def _consensus(self, f: int) -> torch.Tensor:
+        """Current mean of the aligned solver copies covering unfinished frame `f`: `[P]`."""
+        acc, wsum = None, 0.0
+        for sn, j, _ in self.entries[f]:
+            v = (sn.x[j] * sn.s + sn.t) * sn.weight
+            acc = v if acc is None else acc + v
+            wsum += sn.weight
+        return acc / wsum
+
+    def _solve(self, x: torch.Tensor, frames: tuple[int, ...]) -> tuple[float, float]:
+        """Robust scale and shift of `x [L, P]` to frozen frames and the consensus of unfinished ones."""
+        y = torch.zeros_like(x)
+        w = torch.zeros_like(x)
+        for j, f in enumerate(frames):
+            if f in self.frozen:
+                y[j], w[j] = self.frozen[f], FROZEN_WEIGHT
+            elif self.entries.get(f):
+                y[j], w[j] = self._consensus(f), PROVISIONAL_WEIGHT
+        if float(w.sum()) == 0:
+            raise RuntimeError("snippet shares no frame with the stream so far")
+        return solve_one(x, y, w)
+
     def add(self, dilation: int, frames: tuple[int, ...], depth: torch.Tensor, weight: float = 1.0) -> None:
         """Align one decoded snippet (`depth [L, H, W]`) and add it to its unfinished frames."""
         check_finite(depth, "online snippet inference")
         x = _stat(depth)
-        if not self.gauge_set:
+        if self.first is None:
             lo, hi = float(depth.min()), float(depth.max())
             s = 2.0 / (hi - lo) if hi > lo else 1.0
             t = -1.0 - s * lo
-            self.gauge_set = True
         else:
-            y = torch.zeros_like(x)
-            w = torch.zeros_like(x)
-            for j, f in enumerate(frames):
-                if f in self.frozen:
-                    y[j], w[j] = self.frozen[f], FROZEN_WEIGHT
-                elif f in self.frames and self.frames[f].weight > 0:
-                    st = self.frames[f]
-                    y[j], w[j] = st.stat_acc / st.weight, PROVISIONAL_WEIGHT
-            if float(w.sum()) == 0:
-                raise RuntimeError("snippet shares no frame with the stream so far")
-            s, t = solve_one(x, y, w)
-        self.params.append((dilation, frames, s, t))
-        aligned = depth.float() * s + t
-        aligned_stat = x * s + t
+            s, t = self._solve(x, frames)
+        sn = _Snippet(dilation, tuple(frames), x, s, t, weight)
+        if self.first is None:
+            self.first = sn
         for j, f in enumerate(frames):
-            if f in self.frozen or f < self.next_to_finish:
+            if f < self.next_to_finish:
                 continue  # finished frames are final
-            st = self.frames.get(f)
-            if st is None:
-                st = self.frames[f] = _FrameState(torch.zeros_like(aligned[j]), torch.zeros_like(aligned_stat[j]))
+            self.entries.setdefault(f, []).append((sn, j, depth[j]))
+            sn.open += 1
             if self.contributions is not None:
                 self.contributions.setdefault(f, []).append((dilation, frames[0]))
-            st.acc += weight * aligned[j]
-            st.stat_acc += weight * aligned_stat[j]
-            st.weight += weight
+        if sn.open == 0:
+            sn.x = None
+
+    def _solve_window(self) -> None:
+        """Re-solve every snippet that still has an unfinished frame with the offline robust solver,
+        then map that solution by one affine onto what is already fixed: the frozen frames the
+        window overlaps (fit over all their solver pixels), or, before anything is frozen, the
+        stream's gauge (the first snippet on [-1, 1]). Window by window this is the offline solve;
+        a single affine per window, fit on many frames, adds next to no error along the stream,
+        where chaining snippet by snippet does."""
+        from .align import AlignGroup
+        from .solvers import solve_robust
+
+        snips = list(dict.fromkeys(sn for ents in self.entries.values() for sn, _, _ in ents))
+        if len(snips) < 2:
+            return
+        pos = {f: i for i, f in enumerate(sorted({f for sn in snips for f in sn.frames}))}
+        by_dilation: dict[int, list[_Snippet]] = {}
+        for sn in snips:
+            by_dilation.setdefault(sn.dilation, []).append(sn)
+        snips = [sn for members in by_dilation.values() for sn in members]
+        groups = [AlignGroup(torch.stack([sn.x for sn in members]),
+                             torch.tensor([[pos[f] for f in sn.frames] for sn in members]),
+                             int(round(members[0].weight))) for members in by_dilation.values()]
+        # warm start: the window moved by a frame or so since the last solve
+        init = [(torch.tensor([sn.s for sn in members]), torch.tensor([sn.t for sn in members]))
+                for members in by_dilation.values()]
+        solved = solve_robust(groups, len(pos), iters=WINDOW_ITERS, fine_iters=2, init=init)
+        params = [(float(sc), float(sh)) for scs, shs in solved for sc, sh in zip(scs, shs)]
+        if self.frozen:
+            # consensus of the new solution on the frozen frames it overlaps, against their frozen values
+            acc: dict[int, torch.Tensor] = {}
+            wsum: dict[int, float] = {}
+            for sn, (sc, sh) in zip(snips, params):
+                for j, f in enumerate(sn.frames):
+                    if f in self.frozen:
+                        acc[f] = acc.get(f, 0) + (sn.x[j] * sc + sh) * sn.weight
+                        wsum[f] = wsum.get(f, 0.0) + sn.weight
+            if not acc:
+                return
+            x = torch.cat([acc[f] / wsum[f] for f in acc])
+            y = torch.cat([self.frozen[f] for f in acc])
+            a, b = solve_one(x[None], y[None], torch.ones_like(x)[None])
+        else:
+            first = self.first
+            sc, sh = params[snips.index(first)] if first in snips else (first.s, first.t)
+            d = torch.stack([dep for f in first.frames for sn, _, dep in self.entries.get(f, []) if sn is first])
+            lo, hi = sorted((float(d.min()) * sc + sh, float(d.max()) * sc + sh))
+            a = 2.0 / (hi - lo) if hi > lo else 1.0
+            b = -1.0 - a * lo
+        for sn, (sc, sh) in zip(snips, params):
+            sn.s, sn.t = a * sc, a * sh + b
 
     def finish(self, upto: int | None = None, max_window: int = 0) -> list[FinishedFrame]:
         """Finish frames whose lag has passed (all covered frames when `upto` is None, i.e. on flush)."""
+        ready = []
+        f = self.next_to_finish
+        while self.entries.get(f) and (upto is None or max(f + self.lag, self.L - 1) <= upto):
+            ready.append(f)
+            f += 1
+        if not ready:
+            return []
+        if self.lag > 0:
+            self._solve_window()
         out = []
         now = time.perf_counter()
-        meta = self._meta
-        while True:
-            f = self.next_to_finish
-            st = self.frames.get(f)
-            if st is None or st.weight == 0:
-                break
-            if upto is not None and max(f + self.lag, self.L - 1) > upto:
-                break
-            depth = (st.acc / st.weight).cpu().numpy()
-            self.frozen[f] = st.stat_acc / st.weight
-            ts, pushed = meta.pop(f, (None, None))
-            out.append(FinishedFrame(f, ts, depth, None if pushed is None else now - pushed))
-            del self.frames[f]
-            self.next_to_finish += 1
+        for f in ready:
+            ents = self.entries.pop(f)
+            wsum = sum(sn.weight for sn, _, _ in ents)
+            depth = sum((d.float() * sn.s + sn.t) * sn.weight for sn, _, d in ents) / wsum
+            self.frozen[f] = sum((sn.x[j] * sn.s + sn.t) * sn.weight for sn, j, _ in ents) / wsum
+            for sn, _, _ in ents:
+                sn.open -= 1
+                if sn.open == 0 and sn is not self.first:
+                    sn.x = None
+            ts, pushed = self._meta.pop(f, (None, None))
+            out.append(FinishedFrame(f, ts, depth.cpu().numpy(), None if pushed is None else now - pushed))
+            self.next_to_finish = f + 1
         # frozen copies older than the largest window can never be a target again
         for f in [f for f in self.frozen if f < self.next_to_finish - max_window - 1]:
             del self.frozen[f]

@@ -68,7 +68,7 @@ def test_stream_scale_is_fixed_by_the_first_snippet():
     groups = _fake_groups(20, [1])
     pred, al = _replay(groups, 20, lag=0)
     first = groups[0].depth[0]
-    s, t = al.params[0][2], al.params[0][3]
+    s, t = al.first.s, al.first.t
     aligned = first * s + t
     assert float(aligned.min()) == pytest.approx(-1, abs=1e-5) and float(aligned.max()) == pytest.approx(1, abs=1e-5)
 
@@ -85,9 +85,9 @@ def test_online_alignment_on_the_synthetic_harness(mode):
                                                               params, gm, n)), gt)["absrel"]
     lag0 = global_affine_metrics(_replay(groups, n, 0)[0], gt)["absrel"]
     full = global_affine_metrics(_replay(groups, n, 2 * max(eff) + 1)[0], gt)["absrel"]
-    # the bound for the causal mode; the full-lag figure is reported in the README
+    # the bounds: lag 0 within 1.5x of offline, a full lag within 5 %
     assert lag0 <= 1.5 * offline
-    assert full <= 1.5 * offline
+    assert full <= 1.05 * offline
 
 
 def test_sessions_on_one_engine_match_one_at_a_time(tiny_ckpt, clip, tmp_path):
