@@ -49,7 +49,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-SOLVERS = ("reference", "fast", "robust", "true")
+SOLVERS = ("reference", "fast", "robust", "true", "upstream")
+DEFAULT_SOLVERS = ("reference", "fast", "robust", "true")
 
 
 # ---------------------------------------------------------------------------
@@ -155,7 +156,36 @@ class _Group:
     depth: "torch.Tensor"
 
 
-def _warmup(solver: str, solve) -> None:
+def _load_upstream(path: str):
+    """The public implementation's `DepthAligner` class from a local checkout's
+    `rollingdepth/depth_aligner.py`, loaded from that file alone (it needs only
+    torch and tqdm; the package's __init__ would pull in its pipeline)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("_upstream_depth_aligner", path)
+    if spec is None or spec.loader is None:
+        raise FileNotFoundError(path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.DepthAligner
+
+
+def _run_upstream(aligner_cls, groups, iters: int):
+    """Co-alignment + merge by the public implementation: repeated dilations are separate entries
+    there, as in its pipeline. Returns (merged [N, H, W] float32, per-group (scale, shift))."""
+    import torch
+
+    entries = [g for g in groups for _ in range(g.weight)]
+    aligner = aligner_cls(device=torch.device("cpu"), num_iterations=iters)
+    merged, scales, shifts, _ = aligner.run([g.depth[:, :, None] for g in entries], [g.dilation for g in entries])
+    params, i = [], 0
+    for g in groups:
+        params.append((scales[i].detach().reshape(-1).float(), shifts[i].detach().reshape(-1).float()))
+        i += g.weight
+    return merged[:, 0].float(), params
+
+
+def _warmup(solver: str, solve, upstream=None) -> None:
     """Run the solver and the merge once on a tiny random problem (8 frames, dilations 1 and 2)."""
     import torch
 
@@ -168,6 +198,9 @@ def _warmup(solver: str, solve) -> None:
     depth = [torch.rand(i.shape[0], 3, 12, 16, generator=gen).half() for i in idx]
     gm = torch.stack([d.min() for d in depth]).min()
     groups = [AlignGroup(solver_view(d, gm), i, 1) for d, i in zip(depth, idx)]
+    if solver == "upstream":
+        _run_upstream(upstream, [_Group(1, 1, idx[0], depth[0]), _Group(2, 1, idx[1], depth[1])], 3)
+        return
     if solver == "reference":
         params = align_reference(groups, 8, iters=3)
     elif solver == "true":
@@ -201,6 +234,13 @@ def _child(spec_path: str) -> int:
             res.update(status="unavailable", error=f"{type(e).__name__}: {e}")
             out.write_text(json.dumps(res))
             return 0
+    elif solver == "upstream":
+        try:
+            upstream = _load_upstream(spec["upstream"])
+        except Exception as e:  # noqa: BLE001 - a missing or foreign checkout is reported, not fatal
+            res.update(status="unavailable", error=f"{type(e).__name__}: {e}")
+            out.write_text(json.dumps(res))
+            return 0
     elif solver not in SOLVERS:
         res.update(status="error", error=f"unknown solver {solver!r}")
         out.write_text(json.dumps(res))
@@ -211,7 +251,7 @@ def _child(spec_path: str) -> int:
         # one-time compilation would otherwise be charged to the solve
         t = time.perf_counter()
         try:
-            _warmup(solver, solve)
+            _warmup(solver, solve, upstream if solver == "upstream" else None)
         except Exception as e:  # noqa: BLE001 - the real run will report the problem
             res["warmup_error"] = f"{type(e).__name__}: {e}"
         res["warmup_seconds"] = time.perf_counter() - t
@@ -230,21 +270,29 @@ def _child(spec_path: str) -> int:
 
     try:
         t0 = time.perf_counter()
-        global_min = torch.stack([g.depth.min() for g in groups]).min()
-        align_groups = [AlignGroup(solver_view(g.depth, global_min), g.indices, g.weight) for g in groups]
-        if solver == "reference":
-            params = align_reference(align_groups, n, iters=int(spec["reference_iters"]))
-        elif solver == "true":
-            params = true_params_after_min_shift([(s, t) for s, t in true_params], global_min)
+        if solver == "upstream":  # its own minimum shift, solve and merge, in one call
+            merged, params = _run_upstream(upstream, groups, int(spec["reference_iters"]))
+            t1 = time.perf_counter()
+            peak_solve = _maxrss_bytes()
         else:
-            params = solve(align_groups, n, solver)
-        t1 = time.perf_counter()
-        peak_solve = _maxrss_bytes()
-        merged = merge_aligned([(g.depth, g.indices, g.weight) for g in groups], params, global_min, n)
+            global_min = torch.stack([g.depth.min() for g in groups]).min()
+            align_groups = [AlignGroup(solver_view(g.depth, global_min), g.indices, g.weight) for g in groups]
+            if solver == "reference":
+                params = align_reference(align_groups, n, iters=int(spec["reference_iters"]))
+            elif solver == "true":
+                params = true_params_after_min_shift([(s, t) for s, t in true_params], global_min)
+            else:
+                params = solve(align_groups, n, solver)
+            t1 = time.perf_counter()
+            peak_solve = _maxrss_bytes()
+            merged = merge_aligned([(g.depth, g.indices, g.weight) for g in groups], params, global_min, n)
         video = renormalize(merged, inplace=True)
         del merged
         t2 = time.perf_counter()
         peak_total = _maxrss_bytes()
+        if solver == "upstream":  # for the objective, outside the measured region
+            global_min = torch.stack([g.depth.min() for g in groups]).min()
+            align_groups = [AlignGroup(solver_view(g.depth, global_min), g.indices, g.weight) for g in groups]
     except Exception as e:  # noqa: BLE001 - report, don't crash the whole benchmark
         res.update(status="error", error=f"{type(e).__name__}: {e}")
         out.write_text(json.dumps(res))
@@ -294,7 +342,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a: random affine per snippet; b: also normalized to [-1, 1] per snippet")
     p.add_argument("--width", type=int, default=768)
     p.add_argument("--height", type=int, default=432)
-    p.add_argument("--solvers", nargs="+", choices=list(SOLVERS), default=list(SOLVERS))
+    p.add_argument("--solvers", nargs="+", choices=list(SOLVERS), default=list(DEFAULT_SOLVERS),
+                   help="'upstream' runs the public implementation's aligner from --upstream")
+    p.add_argument("--upstream", default=None, metavar="FILE",
+                   help="rollingdepth/depth_aligner.py of a local checkout of prs-eth/RollingDepth (not part of "
+                        "this project; nothing is installed): the 'upstream' solver runs its DepthAligner.run, "
+                        "co-alignment and merge, on the same snippets")
     p.add_argument("--out", default="benchmarks/results/align_cpu.json", help="JSON results path")
     p.add_argument("--reference-iters", type=int, default=2000)
     p.add_argument("--skip-reference-above", type=int, default=None, metavar="N",
@@ -453,6 +506,7 @@ def main(argv=None) -> int:
                             say(f"[run] {tag} {solver} ...")
                             r = _run_child(dict(tag=tag, solver=solver, snippets=str(snip_path), gt=str(gt_path),
                                                 reference_iters=args.reference_iters, threads=args.threads,
+                                                upstream=args.upstream,
                                                 warmup=not args.no_warmup),
                                            workdir, args.timeout)
                         r.update(base)
