@@ -92,25 +92,6 @@ class _Flat:
     def split(self, s: torch.Tensor, t: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
         return list(zip(s.split(self.sizes), t.split(self.sizes)))
 
-    def frame_mean(self, v: torch.Tensor) -> torch.Tensor:
-        """Per frame and pixel, the weighted mean of the snippet values covering it: `[N, P]`."""
-        P = v.shape[-1]
-        acc = torch.zeros(self.n, 1, 1, P)
-        cnt = torch.zeros(self.n)
-        accumulate_frames(acc, cnt, v[:, :, None, None, :], self.idx, weight=self.w)
-        return acc[:, 0, 0] / cnt[:, None]
-
-    def objective(self, s: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """The reference objective (SPEC section 5), written plainly (the solver uses `_FrameBlocks`)."""
-        a = self.x * s[:, None, None] + t[:, None, None]
-        inv = a.clamp_min(CLIP).reciprocal()
-        T, Ti = self.frame_mean(a), self.frame_mean(inv)
-        norm, norm_i = T.abs().mean(-1), Ti.abs().mean(-1)
-        r1 = (a - T[self.idx]).abs() / norm[self.idx][..., None]
-        r2 = (inv - Ti[self.idx]).abs() / norm_i[self.idx][..., None]
-        data = ((r1.sum((1, 2)) + r2.sum((1, 2))) * self.w).sum() / self.denom
-        return data + self.prior(s, t)
-
     def prior(self, s: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         return (self.prior_w * (LMDA_SCALE * torch.clamp(1 - s, min=0) ** 2 + LMDA_SHIFT * t**2)).sum()
 
@@ -196,18 +177,6 @@ class _FrameBlocks:
             gs = gs / fl.denom - 2 * LMDA_SCALE * fl.prior_w * torch.clamp(1 - s, min=0)
             gt = gt / fl.denom + 2 * LMDA_SHIFT * fl.prior_w * t
         return value, ((gs, gt) if grad else None), mom
-
-
-class _Objective:
-    """The reference objective evaluated sparsely (equal to the dense formula)."""
-
-    def __init__(self, groups: list[AlignGroup], n: int):
-        self.flat = _Flat.of(groups, n)
-
-    def value(self, params) -> float:
-        s = torch.cat([p[0].reshape(-1).float() for p in params])
-        t = torch.cat([p[1].reshape(-1).float() for p in params])
-        return float(self.flat.objective(s, t))
 
 
 def _solve_2x2(m: torch.Tensor, lam_s: torch.Tensor, lam_t: torch.Tensor, s_prior_active: torch.Tensor,
@@ -488,8 +457,10 @@ def _procrustes(groups: list[AlignGroup], n: int, params, iters: int, inner: int
 
 def objective_value(groups: list[AlignGroup], params: list[tuple[torch.Tensor, torch.Tensor]], n: int) -> float:
     """The reference objective (SPEC section 5) at per-group (scale [K], shift [K])."""
-    with torch.no_grad():
-        return _Objective(groups, n).value([(s.reshape(-1).float(), t.reshape(-1).float()) for s, t in params])
+    s = torch.cat([p[0].reshape(-1).float() for p in params])
+    t = torch.cat([p[1].reshape(-1).float() for p in params])
+    with torch.no_grad():  # block by block: memory does not grow with the video
+        return _FrameBlocks(_Flat.of(groups, n)).evaluate(s, t)[0]
 
 
 def solve(groups: list[AlignGroup], n: int, kind: str, progress=None) -> list[tuple[torch.Tensor, torch.Tensor]]:
