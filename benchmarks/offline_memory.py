@@ -1,7 +1,7 @@
 """Host memory of the OFFLINE pipeline versus video length, without a model.
 
-    python -m benchmarks.offline_memory --frames 300 600 1200 --res 768 \\
-        --host-snippets-gib 1 --out benchmarks/results/offline_memory_cpu.json
+    python -m benchmarks.offline_memory --frames 2000 3000 --res 768 \\
+        --host-snippets-gib 1 --out benchmarks/results/offline_memory_cpu_long.json
 
 The offline run keeps per-frame latents and per-snippet solver statistics in
 host memory, full-resolution snippet depth in a budgeted store (device, then
