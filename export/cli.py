@@ -16,25 +16,13 @@ from pathlib import Path
 
 import torch
 
+from ..cli import int_at_least
 from ..errors import UserError
 from .manifest import Engine, Profile, open_engine
 
 log = logging.getLogger("rd_engine")
 
 BACKEND_CHOICES = ("auto", "pytorch", "onnxruntime", "tensorrt")
-
-
-def _int_at_least(lo: int):
-    def parse(text: str) -> int:
-        try:
-            v = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-        if v < lo:
-            raise argparse.ArgumentTypeError(f"must be >= {lo}: {text}")
-        return v
-
-    return parse
 
 
 def add_build_parser(subparsers) -> argparse.ArgumentParser:
@@ -56,19 +44,19 @@ def add_build_parser(subparsers) -> argparse.ArgumentParser:
                    help="engine precision (TensorRT plans; ONNX graphs in it beside the fp32 ones). "
                         "Default: fp16 with TensorRT, fp32 without")
     g = p.add_argument_group("shape profile (processed pixels; sides are padded to multiples of 8)")
-    g.add_argument("--res", type=_int_at_least(8), default=768,
+    g.add_argument("--res", type=int_at_least(8), default=768,
                    help="longer frame edge the plans are tuned for (the run's --res)")
-    g.add_argument("--min-res", type=_int_at_least(8), default=None,
+    g.add_argument("--min-res", type=int_at_least(8), default=None,
                    help="smallest frame side served (default: min(64, --res))")
-    g.add_argument("--max-res", type=_int_at_least(8), default=None, help="largest frame side served (default: --res)")
-    g.add_argument("--max-batch", type=_int_at_least(1), default=8,
+    g.add_argument("--max-res", type=int_at_least(8), default=None, help="largest frame side served (default: --res)")
+    g.add_argument("--max-batch", type=int_at_least(1), default=8,
                    help="most snippets per UNet call (the run's --snippet-batch; larger calls are split)")
-    g.add_argument("--max-vae-batch", type=_int_at_least(1), default=8,
+    g.add_argument("--max-vae-batch", type=int_at_least(1), default=8,
                    help="most frames per VAE call (the run's --vae-batch; larger calls are split)")
-    g.add_argument("--snippet-lens", type=_int_at_least(2), nargs="+", default=[3],
+    g.add_argument("--snippet-lens", type=int_at_least(2), nargs="+", default=[3],
                    help="snippet lengths to build UNet steps for (the run's --snippet-len and --refine-snippet-len)")
     x = p.add_argument_group("export and TensorRT")
-    x.add_argument("--opset", type=_int_at_least(17), default=17, help="ONNX opset")
+    x.add_argument("--opset", type=int_at_least(17), default=17, help="ONNX opset")
     x.add_argument("--external-data", choices=["auto", "always", "never"], default="auto",
                    help="weights in a separate <graph>.data file (auto: for graphs over 1 GiB)")
     x.add_argument("--device", default="cuda", help="CUDA device to build TensorRT plans on")

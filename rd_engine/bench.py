@@ -52,6 +52,7 @@ from pathlib import Path
 
 import torch
 
+from .cli import int_at_least
 from .errors import UserError
 from .pipeline import Pipeline
 from .progress import human_bytes
@@ -899,17 +900,8 @@ def compare(path_a, path_b, force: bool = False) -> str:
 # ---------------------------------------------------------------------------
 
 
-def _nonneg_int(text: str) -> int:
-    from .cli import _positive_int  # the CLI's own integer check: >= 0
-
-    return _positive_int(text)
-
-
-def _pos_int(text: str) -> int:
-    v = _nonneg_int(text)
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1: {text}")
-    return v
+_nonneg_int = int_at_least(0)
+_pos_int = int_at_least(1)
 
 
 def add_bench_parser(subparsers) -> argparse.ArgumentParser:

@@ -17,14 +17,22 @@ from .errors import UserError
 log = logging.getLogger("rd_engine")
 
 
-def _positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0: {text}")
-    return v
+def int_at_least(lo: int):
+    """An argparse type: an integer >= `lo`, with a one-line error otherwise."""
+
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+        if v < lo:
+            raise argparse.ArgumentTypeError(f"must be >= {lo}: {text}")
+        return v
+
+    return parse
+
+
+_positive_int = int_at_least(0)  # ">= 0": the run options where 0 means "off" or "input size"
 
 
 def _fps(text: str) -> float:

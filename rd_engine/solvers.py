@@ -33,7 +33,7 @@ import torch
 from .align import AlignGroup
 from .errors import UserError
 from .kernels.average import accumulate_frames
-from .kernels.scale_shift import irls_moments, weighted_moments
+from .kernels.scale_shift import irls_moments, irls_weights, weighted_moments
 
 log = logging.getLogger("rd_engine")
 
@@ -349,8 +349,7 @@ def solve_one(x: torch.Tensor, y: torch.Tensor, w: torch.Tensor, iters: int = 4,
         if r.numel() == 0:
             break
         delta = max(2.385 * 1.4826 * float(r.abs().median()), 1e-6)
-        q = (s * x + t - y) / delta
-        v = w / (1.0 + q * q)
+        v = w * irls_weights(s * x + t - y, "cauchy", delta)
         m = weighted_moments(x[None], y[None], v[None])[0].double()
         s, t = _ls_2x2(m, s, t)
     if symmetric:

@@ -31,9 +31,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .align import BORDER, FACTOR, check_finite
+from .align import BORDER, FACTOR, AlignGroup, check_finite
 from .errors import UserError
-from .solvers import solve_one
+from .solvers import solve_one, solve_robust
 
 FROZEN_WEIGHT = 1.0  # finished frames: final values
 PROVISIONAL_WEIGHT = 0.5  # unfinished frames: running mean of the snippets aligned so far
@@ -58,6 +58,12 @@ def _stat(depth: torch.Tensor) -> torch.Tensor:
     return sub.reshape(depth.shape[0], -1).float()
 
 
+def _onto_unit_range(lo: float, hi: float) -> tuple[float, float]:
+    """The affine `(a, b)` that maps `[lo, hi]` onto `[-1, 1]` (the stream's gauge)."""
+    a = 2.0 / (hi - lo) if hi > lo else 1.0
+    return a, -1.0 - a * lo
+
+
 @dataclass(eq=False)
 class _Snippet:
     dilation: int
@@ -74,12 +80,10 @@ class OnlineAligner:
 
     Every unfinished frame keeps its entries (the snippet frames that cover it,
     full resolution, with a reference to their snippet's current scale and
-    shift). When frames finish, the snippets covering them are re-solved a few
-    times in turn (Gauss-Seidel) against everything known by then: frozen
-    frames, and the current consensus of unfinished ones. With a lag of at
-    least the largest window that is a local version of the offline
-    Procrustes solve; at lag 0 it changes nothing (all other frames of those
-    snippets are frozen already). The first snippet is the gauge and never moves.
+    shift). A new snippet is fitted to the frozen frames and the consensus of
+    the unfinished ones it covers. With `lag > 0`, whenever frames finish, the
+    snippets that still have unfinished frames are re-solved together (see
+    `_solve_window`). The first snippet fixes the gauge: it spans [-1, 1].
 
     Args:
         snippet_len: L.
@@ -130,9 +134,7 @@ class OnlineAligner:
         check_finite(depth, "online snippet inference")
         x = _stat(depth)
         if self.first is None:
-            lo, hi = float(depth.min()), float(depth.max())
-            s = 2.0 / (hi - lo) if hi > lo else 1.0
-            t = -1.0 - s * lo
+            s, t = _onto_unit_range(float(depth.min()), float(depth.max()))
         else:
             s, t = self._solve(x, frames)
         sn = _Snippet(dilation, tuple(frames), x, s, t, weight)
@@ -155,9 +157,6 @@ class OnlineAligner:
         stream's gauge (the first snippet on [-1, 1]). Window by window this is the offline solve;
         a single affine per window, fit on many frames, adds next to no error along the stream,
         where chaining snippet by snippet does."""
-        from .align import AlignGroup
-        from .solvers import solve_robust
-
         snips = list(dict.fromkeys(sn for ents in self.entries.values() for sn, _, _ in ents))
         if len(snips) < 2:
             return
@@ -192,9 +191,7 @@ class OnlineAligner:
             first = self.first
             sc, sh = params[snips.index(first)] if first in snips else (first.s, first.t)
             d = torch.stack([dep for f in first.frames for sn, _, dep in self.entries.get(f, []) if sn is first])
-            lo, hi = sorted((float(d.min()) * sc + sh, float(d.max()) * sc + sh))
-            a = 2.0 / (hi - lo) if hi > lo else 1.0
-            b = -1.0 - a * lo
+            a, b = _onto_unit_range(*sorted((float(d.min()) * sc + sh, float(d.max()) * sc + sh)))
         for sn, (sc, sh) in zip(snips, params):
             sn.s, sn.t = a * sc, a * sh + b
 
@@ -212,10 +209,10 @@ class OnlineAligner:
         out = []
         now = time.perf_counter()
         for f in ready:
+            self.frozen[f] = self._consensus(f)
             ents = self.entries.pop(f)
             wsum = sum(sn.weight for sn, _, _ in ents)
             depth = sum((d.float() * sn.s + sn.t) * sn.weight for sn, _, d in ents) / wsum
-            self.frozen[f] = sum((sn.x[j] * sn.s + sn.t) * sn.weight for sn, j, _ in ents) / wsum
             for sn, _, _ in ents:
                 sn.open -= 1
                 if sn.open == 0 and sn is not self.first:
