@@ -12,7 +12,8 @@ solver runs in its OWN subprocess, so that its peak RSS is its own:
   solver and the merge once on a tiny problem (``--no-warmup`` to skip), so that
   lazy imports (Adam pulls in torch._dynamo, ~150 MiB) and one-time
   compilation are not charged either;
-* seconds = solve (global minimum, solver view, solver) + full-resolution merge
+* seconds = solve (global minimum, solver view, solver; for ``robust`` also the
+  per-frame scales of its robust mean) + full-resolution merge
   (``merge_aligned`` + ``renormalize``), ``time.perf_counter``; solve-only
   numbers are kept in the JSON and the last two table columns;
 * objective = ``rd_engine.align.objective_value`` at the solver's params;
@@ -190,7 +191,7 @@ def _warmup(solver: str, solve, upstream=None) -> None:
     import torch
 
     from rd_engine.align import AlignGroup, align_reference, solver_view
-    from rd_engine.merge import merge_aligned, renormalize
+    from rd_engine.merge import merge_aligned, merge_deltas, renormalize
     from rd_engine.snippets import snippet_indices
 
     gen = torch.Generator().manual_seed(0)
@@ -207,7 +208,8 @@ def _warmup(solver: str, solve, upstream=None) -> None:
         params = [(torch.ones(i.shape[0]), torch.zeros(i.shape[0])) for i in idx]
     else:
         params = solve(groups, 8, solver)
-    renormalize(merge_aligned([(d, i, 1) for d, i in zip(depth, idx)], params, gm, 8))
+    delta = merge_deltas(groups, params, 8) if solver == "robust" else None
+    renormalize(merge_aligned([(d, i, 1) for d, i in zip(depth, idx)], params, gm, 8, delta))
 
 
 def _child(spec_path: str) -> int:
@@ -222,7 +224,7 @@ def _child(spec_path: str) -> int:
 
     # imports before the baseline, so that they are not counted as the solver's memory
     from rd_engine.align import AlignGroup, align_reference, objective_value, solver_view
-    from rd_engine.merge import merge_aligned, renormalize
+    from rd_engine.merge import merge_aligned, merge_deltas, renormalize
 
     from benchmarks.synthetic import global_affine_metrics, true_params_after_min_shift
 
@@ -283,9 +285,11 @@ def _child(spec_path: str) -> int:
                 params = true_params_after_min_shift([(s, t) for s, t in true_params], global_min)
             else:
                 params = solve(align_groups, n, solver)
+            # robust: per-frame Cauchy scales for its robust mean (part of its merge)
+            delta = merge_deltas(align_groups, params, n) if solver == "robust" else None
             t1 = time.perf_counter()
             peak_solve = _maxrss_bytes()
-            merged = merge_aligned([(g.depth, g.indices, g.weight) for g in groups], params, global_min, n)
+            merged = merge_aligned([(g.depth, g.indices, g.weight) for g in groups], params, global_min, n, delta)
         video = renormalize(merged, inplace=True)
         del merged
         t2 = time.perf_counter()

@@ -3,7 +3,8 @@
     python -m benchmarks.online_bench --frames 90 --width 192 --height 108
 
 Snippets come from `benchmarks.synthetic` (both modes); offline solves the whole
-video (`fast` and `robust`), online replays the snippets in the order a stream
+video (`fast`; `robust` merged by the SPEC's mean and by its own robust mean, as
+`--align robust` does), online replays the snippets in the order a stream
 produces them through `rd_engine.stream.OnlineAligner` at lag 0 and at a full lag.
 AbsRel after one global affine fit, as in `align_bench`.
 """
@@ -16,7 +17,7 @@ import torch
 
 from benchmarks.synthetic import global_affine_metrics, global_min_of, make_scene_depth, make_snippets
 from rd_engine.align import AlignGroup, solver_view
-from rd_engine.merge import merge_aligned, renormalize
+from rd_engine.merge import merge_aligned, merge_deltas, renormalize
 from rd_engine.solvers import solve
 from rd_engine.stream import OnlineAligner
 
@@ -47,16 +48,17 @@ def main() -> None:
     ap.add_argument("--dilations", type=int, nargs="+", default=[1, 10, 25])
     a = ap.parse_args()
     gt = make_scene_depth(a.frames, a.width, a.height, seed=0)
-    print("| mode | offline fast | offline robust | online lag 0 | online full lag |")
-    print("|---|---|---|---|---|")
+    print("| mode | offline fast | offline robust, mean merge | offline robust | online lag 0 | online full lag |")
+    print("|---|---|---|---|---|---|")
     for mode in ("a", "b"):
         groups, _, eff = make_snippets(gt, a.dilations, mode=mode, seed=1, dtype=torch.float32)
         gm = global_min_of(groups)
         ag = [AlignGroup(solver_view(g.depth, gm), g.indices, g.weight) for g in groups]
         row = []
-        for kind in ("fast", "robust"):
-            merged = merge_aligned([(g.depth, g.indices, g.weight) for g in groups], solve(ag, a.frames, kind), gm,
-                                   a.frames)
+        for kind, robust_mean in (("fast", False), ("robust", False), ("robust", True)):
+            params = solve(ag, a.frames, kind)
+            delta = merge_deltas(ag, params, a.frames) if robust_mean else None
+            merged = merge_aligned([(g.depth, g.indices, g.weight) for g in groups], params, gm, a.frames, delta)
             row.append(global_affine_metrics(renormalize(merged), gt)["absrel"])
         for lag in (0, 2 * max(eff) + 1):
             row.append(global_affine_metrics(replay(groups, a.frames, lag), gt)["absrel"])

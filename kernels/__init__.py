@@ -9,6 +9,8 @@ from ._dispatch import IMPL_ENV, select_impl, triton_available, triton_interpret
 from .average import (
     accumulate_frames,
     accumulate_frames_ref,
+    accumulate_frames_robust,
+    accumulate_frames_robust_ref,
     average_frames,
     average_frames_ref,
     finalize_frames,
@@ -33,6 +35,8 @@ __all__ = [
     "average_frames_ref",
     "accumulate_frames",
     "accumulate_frames_ref",
+    "accumulate_frames_robust",
+    "accumulate_frames_robust_ref",
     "finalize_frames",
     "ROBUST_KINDS",
     "weighted_moments",

@@ -45,6 +45,9 @@ def _frame_average_kernel(
     frame_start_ptr,  # int64 [F + 1]: CSR row pointers, entries of frame f are start[f]..start[f+1]
     out_ptr,  # [F, n_pix] contiguous: the average, or the fp32 accumulator
     count_ptr,  # fp32 [F]: accumulated weight (ACCUMULATE only)
+    wpix_ptr,  # fp32 [F, n_pix]: accumulated per-pixel weight (ROBUST only)
+    center_ptr,  # fp32 [F, n_pix]: current estimate (ROBUST only)
+    inv_d2_ptr,  # fp32 [F]: 1 / delta^2 per frame (ROBUST only; 0 = plain mean)
     n_pix,
     W,
     HW,
@@ -52,6 +55,7 @@ def _frame_average_kernel(
     stride_h,
     stride_w,
     ACCUMULATE: tl.constexpr,
+    ROBUST: tl.constexpr,
     INNER_CONTIG: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
@@ -72,8 +76,14 @@ def _frame_average_kernel(
 
     start = tl.load(frame_start_ptr + f)
     end = tl.load(frame_start_ptr + f + 1)
+    out_off = f.to(tl.int64) * n_pix + offs
     acc = tl.zeros([BLOCK], dtype=tl.float32)
     wsum = tl.zeros((), dtype=tl.float32)
+    if ROBUST:
+        # (a, b) = (s, t) unfolded here: each pixel's weight depends on s x + t itself
+        center = tl.load(center_ptr + out_off, mask=mask, other=0.0)
+        inv_d2 = tl.load(inv_d2_ptr + f)
+        wpix = tl.zeros([BLOCK], dtype=tl.float32)
     # Entries are visited in a fixed (CSR) order and each output pixel is
     # owned by exactly one program: the result is bitwise deterministic,
     # unlike an atomic scatter.
@@ -82,11 +92,23 @@ def _frame_average_kernel(
         a = tl.load(entry_a_ptr + e)
         b = tl.load(entry_b_ptr + e)
         v = tl.load(x_ptr + base + x_off, mask=mask, other=0.0).to(tl.float32)
-        acc += a * v + b
-        wsum += tl.load(entry_w_ptr + e)
+        if ROBUST:
+            val = a * v + b
+            r = val - center
+            p = tl.load(entry_w_ptr + e) / (1.0 + r * r * inv_d2)
+            acc += p * val
+            wpix += p
+        else:
+            acc += a * v + b
+            wsum += tl.load(entry_w_ptr + e)
 
-    out_off = f.to(tl.int64) * n_pix + offs
-    if ACCUMULATE:
+    if ROBUST:
+        if end > start:
+            prev = tl.load(out_ptr + out_off, mask=mask, other=0.0)
+            tl.store(out_ptr + out_off, prev + acc, mask=mask)
+            prev_w = tl.load(wpix_ptr + out_off, mask=mask, other=0.0)
+            tl.store(wpix_ptr + out_off, prev_w + wpix, mask=mask)
+    elif ACCUMULATE:
         # Frames this call does not touch keep their buffers unread/unwritten.
         if end > start:
             prev = tl.load(out_ptr + out_off, mask=mask, other=0.0)
@@ -110,11 +132,14 @@ def launch_frame_average(
     frame_start: torch.Tensor,
     out: torch.Tensor,
     count: torch.Tensor | None,
+    robust: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
 ) -> None:
     """Run the CSR frame-average kernel; ``count is None`` selects the average mode.
 
     ``out`` is the ``[F, C, H, W]`` result (average mode) or the fp32
-    accumulator (accumulate mode); it must be contiguous.
+    accumulator (accumulate mode); it must be contiguous. ``robust = (wsum,
+    center, inv_delta2)`` selects the Cauchy-reweighted accumulation (``out``
+    is then the accumulator, the entry tables hold unfolded ``s, t, w``).
     """
     num_frames = out.shape[0]
     _, _, C, H, W = x.shape
@@ -124,6 +149,7 @@ def launch_frame_average(
     sc, sh, sw = x.stride(2), x.stride(3), x.stride(4)
     inner_contig = (sw == 1 or W == 1) and (sh == W or H == 1) and (sc == H * W or C == 1)
     accumulate = count is not None
+    wpix, center, inv_d2 = robust if robust is not None else (out, out, entry_w)  # unused pointers otherwise
     grid = (num_frames, triton.cdiv(n_pix, BLOCK))
     _frame_average_kernel[grid](
         x,
@@ -134,6 +160,9 @@ def launch_frame_average(
         frame_start,
         out,
         count if accumulate else entry_w,  # unused pointer in average mode
+        wpix,
+        center,
+        inv_d2,
         n_pix,
         W,
         H * W,
@@ -141,6 +170,7 @@ def launch_frame_average(
         sh,
         sw,
         ACCUMULATE=accumulate,
+        ROBUST=robust is not None,
         INNER_CONTIG=inner_contig,
         BLOCK=BLOCK,
         num_warps=NUM_WARPS,

@@ -15,13 +15,17 @@ Frames whose total weight is zero (no covering entry, or only zero weights)
 come out as NaN: there is no value to give them, and NaN makes a coverage gap
 visible instead of silently black. Weights are expected to be >= 0.
 
-Two entry points:
+Entry points:
 
 * :func:`average_frames`: one call, whole result.
 * :func:`accumulate_frames` + :func:`finalize_frames`: the streaming form; a
   caller keeps an fp32 ``acc [F, C, H, W]`` and ``count [F]`` window, adds
   chunks of snippets into it (indices relative to the window; out-of-range
   indices such as ``-1`` are skipped), and divides the frames it is done with.
+* :func:`accumulate_frames_robust`: one reweighting pass of a robust (Cauchy)
+  mean: every pixel of every entry is weighted by how far its corrected value
+  lies from a given per-frame ``center``, relative to a per-frame scale
+  ``delta``; sums and weights are kept per pixel.
 
 The Triton kernel runs one program per (frame, block of pixels) and walks a CSR
 list of the entries covering that frame, so each output pixel is summed by one
@@ -42,6 +46,8 @@ __all__ = [
     "accumulate_frames",
     "accumulate_frames_ref",
     "finalize_frames",
+    "accumulate_frames_robust",
+    "accumulate_frames_robust_ref",
 ]
 
 # ---------------------------------------------------------------------------
@@ -66,14 +72,14 @@ def _check_inputs(x: torch.Tensor, index: torch.Tensor, scale, shift, weight) ->
 
 
 def _snippet_coefficients(
-    K: int, device: torch.device, dtype: torch.dtype, scale, shift, weight
+    K: int, device: torch.device, dtype: torch.dtype, scale, shift, weight, fold: bool = True
 ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per-snippet (w*s, w*t, w): folding the affine into the weight saves a
-    multiply per pixel and per entry."""
+    multiply per pixel and per entry. ``fold=False``: (s, t, w)."""
     w = weight.to(device=device, dtype=dtype) if weight is not None else torch.ones(K, device=device, dtype=dtype)
     s = scale.to(device=device, dtype=dtype) if scale is not None else torch.ones(K, device=device, dtype=dtype)
     t = shift.to(device=device, dtype=dtype) if shift is not None else torch.zeros(K, device=device, dtype=dtype)
-    return w * s, w * t, w
+    return (w * s, w * t, w) if fold else (s, t, w)
 
 
 def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -165,6 +171,83 @@ def _accumulate_batched(acc, count, x, index, a, b, w) -> None:
         count.index_add_(0, dst, w[k].to(count.device))
 
 
+def _check_robust(acc, wsum, x, index, center, delta, scale, shift, weight) -> None:
+    _check_inputs(x, index, scale, shift, weight)
+    F = acc.shape[0]
+    for name, t in (("wsum", wsum), ("center", center)):
+        if t.shape != acc.shape:
+            raise ValueError(f"{name} must have acc's shape {tuple(acc.shape)}, got {tuple(t.shape)}")
+    if tuple(acc.shape[1:]) != tuple(x.shape[2:]):
+        raise ValueError("acc must be [F, C, H, W] matching x")
+    if delta.shape != (F,):
+        raise ValueError(f"delta must be [F] = [{F}], got {tuple(delta.shape)}")
+    if bool((delta <= 0).any()) or bool(torch.isnan(delta).any()):
+        raise ValueError("delta must be > 0 (inf: plain weighted mean)")
+
+
+def accumulate_frames_robust_ref(
+    acc: torch.Tensor,
+    wsum: torch.Tensor,
+    x: torch.Tensor,
+    index: torch.Tensor,
+    center: torch.Tensor,
+    delta: torch.Tensor,
+    scale: Optional[torch.Tensor] = None,
+    shift: Optional[torch.Tensor] = None,
+    weight: Optional[torch.Tensor] = None,
+) -> None:
+    """Reference of :func:`accumulate_frames_robust` in plain PyTorch (in place).
+
+    For every entry ``(k, j)`` with ``f = index[k, j]`` in ``[0, F)`` and every pixel::
+
+        v = s_k x[k, j] + t_k;  q = (v - center[f]) / delta[f];  p = w_k / (1 + q^2)
+        acc[f] += p v;  wsum[f] += p
+    """
+    _check_robust(acc, wsum, x, index, center, delta, scale, shift, weight)
+    K, L = index.shape
+    F = acc.shape[0]
+    if K * L == 0:
+        return
+    dt = acc.dtype
+    s, t, w = _snippet_coefficients(K, acc.device, dt, scale, shift, weight, fold=False)
+    inv = delta.to(acc.device, dt).reciprocal()  # inf -> 0: plain mean
+    if x[0, 0].numel() >= _PER_ENTRY_MIN_ELEMS:
+        _robust_per_entry(acc, wsum, x, index, center, s.tolist(), t.tolist(), w.tolist(), inv.square().tolist())
+        return
+    pix = max(1, x[0, 0].numel())
+    flat_idx = index.reshape(-1).to(torch.int64).cpu()
+    entry_k = torch.arange(K).repeat_interleave(L)
+    keep = ((flat_idx >= 0) & (flat_idx < F)).nonzero().squeeze(1)
+    flat_x = x.reshape(K * L, pix)
+    step = max(1, _BATCH_ELEMS // (4 * pix))
+    for e0 in range(0, keep.numel(), step):
+        sel = keep[e0:e0 + step]
+        k = entry_k[sel].to(acc.device)
+        f = flat_idx[sel].to(acc.device)
+        v = flat_x[sel.to(x.device)].to(device=acc.device, dtype=dt) * s[k][:, None] + t[k][:, None]
+        q = (v - center.view(F, -1)[f]) * inv[f][:, None]
+        p = w[k][:, None] / (1.0 + q * q)
+        acc.view(F, -1).index_add_(0, f, p * v)
+        wsum.view(F, -1).index_add_(0, f, p)
+
+
+def _robust_per_entry(acc, wsum, x, index, center, s, t, w, inv_d2) -> None:
+    """One entry at a time with two reused frame buffers (large frames: everything stays in cache)."""
+    F = acc.shape[0]
+    v = torch.empty(acc.shape[1:], dtype=acc.dtype, device=acc.device)
+    r = torch.empty_like(v)
+    one = torch.ones_like(v)
+    for k, frames in enumerate(index.tolist()):
+        for j, f in enumerate(frames):
+            if not 0 <= f < F:
+                continue
+            v.copy_(x[k, j]).mul_(s[k]).add_(t[k])
+            torch.sub(v, center[f], out=r)
+            torch.addcmul(one, r, r, value=inv_d2[f], out=r).reciprocal_()  # 1 / (1 + (r / delta)^2)
+            wsum[f].add_(r, alpha=w[k])
+            acc[f].addcmul_(r, v, value=w[k])
+
+
 def finalize_frames(
     acc: torch.Tensor, count: torch.Tensor, out_dtype: Optional[torch.dtype] = None
 ) -> torch.Tensor:
@@ -220,10 +303,11 @@ def average_frames_ref(
 # ---------------------------------------------------------------------------
 
 
-def _csr_tables(x: torch.Tensor, index: torch.Tensor, num_frames: int, scale, shift, weight):
+def _csr_tables(x: torch.Tensor, index: torch.Tensor, num_frames: int, scale, shift, weight, fold: bool = True):
     """Entries grouped by frame (CSR), built on the device without host syncs.
 
-    Returns (entry_off, entry_a, entry_b, entry_w, frame_start). Within a
+    Returns (entry_off, entry_a, entry_b, entry_w, frame_start), with (a, b) = (w s, w t), or
+    (s, t) when ``fold`` is False. Within a
     frame, entries keep their (k, j) order (stable sort), which fixes the
     summation order.
     """
@@ -240,7 +324,7 @@ def _csr_tables(x: torch.Tensor, index: torch.Tensor, num_frames: int, scale, sh
     k = order // L
     j = order - k * L
     entry_off = k * x.stride(0) + j * x.stride(1)
-    a, b, w = _snippet_coefficients(K, device, torch.float32, scale, shift, weight)
+    a, b, w = _snippet_coefficients(K, device, torch.float32, scale, shift, weight, fold)
     tables = [entry_off, a[k], b[k], w[k]]
     if flat.numel() == 0:
         # Some backends reject null pointers even when never dereferenced.
@@ -342,3 +426,48 @@ def accumulate_frames(
         accumulate_frames_ref(acc, count, x, index, scale, shift, weight)
         return
     _average_triton(x, index, acc, count, scale, shift, weight)
+
+
+def accumulate_frames_robust(
+    acc: torch.Tensor,
+    wsum: torch.Tensor,
+    x: torch.Tensor,
+    index: torch.Tensor,
+    center: torch.Tensor,
+    delta: torch.Tensor,
+    scale: Optional[torch.Tensor] = None,
+    shift: Optional[torch.Tensor] = None,
+    weight: Optional[torch.Tensor] = None,
+    impl: str = "auto",
+) -> None:
+    """One Cauchy-reweighted pass of the per-frame mean, added into caller-owned sums (in place).
+
+    Each pixel of each entry counts with ``w_k / (1 + ((s_k x + t_k - center[f]) / delta[f])^2)``
+    (see :func:`accumulate_frames_robust_ref`); ``acc / wsum`` is then the reweighted mean.
+    Iterating with ``center`` set to the last result is IRLS for a Cauchy M-estimate of each
+    pixel's value: an entry far from the others (a model failure in one snippet) stops pulling
+    the mean, while agreeing entries count as in the plain mean.
+
+    Args:
+        acc: contiguous fp32 ``[F, C, H, W]`` sum of weighted values.
+        wsum: contiguous fp32 ``[F, C, H, W]`` sum of weights (per pixel).
+        x: ``[K, L, C, H, W]`` snippet maps, any strides and float dtype.
+        index: ``[K, L]`` frame index into ``acc``; entries outside ``[0, F)`` are skipped.
+        center: contiguous fp32 ``[F, C, H, W]``, the current estimate.
+        delta: fp32 ``[F]`` Cauchy scale per frame, > 0; ``inf`` gives the plain weighted mean.
+        scale, shift, weight: ``[K]`` or ``None`` (1, 0, 1).
+        impl: ``"auto"``, ``"triton"`` or ``"torch"``.
+    """
+    _check_robust(acc, wsum, x, index, center, delta, scale, shift, weight)
+    for name, t in (("acc", acc), ("wsum", wsum), ("center", center)):
+        if t.dtype != torch.float32 or not t.is_contiguous() or t.device != x.device:
+            raise ValueError(f"{name} must be a contiguous float32 tensor on x's device")
+    if select_impl(impl, (acc, x)) == "torch":
+        accumulate_frames_robust_ref(acc, wsum, x, index, center, delta, scale, shift, weight)
+        return
+    from ._triton_kernels import launch_frame_average  # lazy: triton only when chosen
+
+    # unfolded coefficients: the kernel needs s x + t itself to weigh it
+    off, s_e, t_e, w_e, start = _csr_tables(x, index, acc.shape[0], scale, shift, weight, fold=False)
+    inv_d2 = delta.to(device=x.device, dtype=torch.float32).reciprocal().square().contiguous()
+    launch_frame_average(x, off, s_e, t_e, w_e, start, acc, None, robust=(wsum, center, inv_d2))

@@ -1,10 +1,147 @@
-"""Full-resolution merge (SPEC section 5) and re-normalization."""
+"""Full-resolution merge (SPEC section 5) and re-normalization.
+
+The merge is done chunk of frames by chunk of frames: for each chunk, the
+snippets that cover it are fetched in batches (from memory, or from the
+pipeline's snippet store), corrected by their scale and shift and averaged
+with the kernels of `kernels.average`.
+
+Two kinds of average:
+
+* the mean (SPEC; every solver but `robust`): per frame, the weighted mean of
+  the aligned snippet frames covering it;
+* the robust mean (with `--align robust`): starting from that mean,
+  `ROBUST_PASSES` Cauchy-reweighted pass(es) per pixel (a one-step M-estimate). An entry whose value at
+  a pixel disagrees with the others (a snippet where the model failed: a
+  reflection, a wrong layer, a blob of garbage) stops pulling that pixel,
+  while entries that agree count as in the mean. The Cauchy scale of frame
+  `f` is `CAUCHY_C * 1.4826 * median |residual|` over the solver pixels of the
+  entries covering it (`merge_deltas`); a frame covered by fewer than
+  `MIN_ENTRIES` entries keeps the mean (two values that disagree give no
+  majority to follow).
+"""
 
 from __future__ import annotations
 
+import math
+from typing import Callable, Iterator
+
 import torch
 
-from .kernels.average import accumulate_frames
+from .kernels.average import accumulate_frames, accumulate_frames_robust
+
+CAUCHY_C = 2.385  # the Cauchy loss's 95 %-efficiency constant (Gaussian residuals), in robust-sigma units
+ROBUST_PASSES = 1  # one reweighting step from the mean: most of the gain of iterating, at a third of the cost
+MIN_ENTRIES = 3
+
+# fetch(group, first, last) -> depth [last - first, L, H, W] of snippets first..last-1 of a group
+Fetch = Callable[[int, int, int], torch.Tensor]
+
+
+def merge_deltas(groups, params: list[tuple[torch.Tensor, torch.Tensor]], num_frames: int,
+                 c: float = CAUCHY_C, block_elems: int = 1 << 22) -> torch.Tensor:
+    """Per-frame Cauchy scales `[N]` for the robust merge, from the solver's copies.
+
+    `groups`: per distinct dilation an object with `depth [K, L, P]` (the solver view), `indices
+    [K, L]` and `weight` (`align.AlignGroup`); `params` as solved on them. A frame's scale is
+    `c * 1.4826 * median |s x + t - mean|` over its entries and pixels; `inf` (the plain mean) for
+    frames with fewer than `MIN_ENTRIES` entries or no spread.
+    """
+    P = groups[0].depth.shape[-1]
+    acc = torch.zeros(num_frames, 1, 1, P)
+    cnt = torch.zeros(num_frames)
+    aligned = []
+    for g, (s, t) in zip(groups, params):
+        a = g.depth.float() * s.float()[:, None, None] + t.float()[:, None, None]
+        aligned.append(a)
+        accumulate_frames(acc, cnt, a[:, :, None, None, :], g.indices,
+                          weight=torch.full((a.shape[0],), float(g.weight)))
+    mean = acc[:, 0, 0] / cnt.clamp_min(1e-30)[:, None]
+    rows = torch.cat([(a - mean[g.indices]).abs().reshape(-1, P) for a, g in zip(aligned, groups)])
+    frame = torch.cat([g.indices.reshape(-1) for g in groups]).long()
+    order = torch.sort(frame, stable=True).indices
+    per_frame = torch.bincount(frame, minlength=num_frames)
+    start = torch.zeros(num_frames + 1, dtype=torch.long)
+    start[1:] = per_frame.cumsum(0)
+    M = max(1, int(per_frame.max()))
+    delta = torch.full((num_frames,), math.inf)
+    step = max(1, block_elems // (M * P))
+    for f0 in range(0, num_frames, step):
+        f1 = min(num_frames, f0 + step)
+        pad = torch.full((f1 - f0, M, P), math.nan)
+        sel = order[start[f0]:start[f1]]
+        f = frame[sel] - f0
+        slot = torch.arange(sel.numel()) - (start[frame[sel]] - start[f0])
+        pad[f, slot] = rows[sel]
+        delta[f0:f1] = cauchy_scales(pad.reshape(f1 - f0, -1).nanmedian(1).values, per_frame[f0:f1], c)
+    return delta
+
+
+def cauchy_scales(median_abs: torch.Tensor, entries: torch.Tensor, c: float = CAUCHY_C) -> torch.Tensor:
+    """Per frame: `c * 1.4826 * median |residual|` (a robust sigma), `inf` (the plain mean) where
+    fewer than `MIN_ENTRIES` entries cover the frame or the entries agree exactly."""
+    d = c * 1.4826 * median_abs.float()
+    ok = (entries >= MIN_ENTRIES) & (d > 0) & torch.isfinite(d)
+    return torch.where(ok, d, torch.full_like(d, math.inf))
+
+
+def _batches(fetch: Fetch, indices: list[torch.Tensor], weights: list[int], params, global_min: torch.Tensor,
+             f0: int, f1: int, device: torch.device, batch: int) -> Iterator[tuple]:
+    """The snippets covering frames `[f0, f1)`, `batch` at a time: `(depth [k, L, 1, H, W], index
+    relative to f0, scale, shift with the minimum folded in, weight)` on `device`."""
+    gm = global_min.to(device=device, dtype=torch.float32)
+    for gi, (idx, wgt, (sc, sh)) in enumerate(zip(indices, weights, params)):
+        # snippets are ordered by first frame, so those covering a range of frames are a range too
+        hit = torch.nonzero((idx[:, 0] < f1) & (idx[:, -1] >= f0)).flatten()
+        if hit.numel() == 0:
+            continue
+        k0, k1 = int(hit[0]), int(hit[-1]) + 1
+        for a in range(k0, k1, batch):
+            b = min(k1, a + batch)
+            s_k = sc[a:b].to(device, torch.float32)
+            # s (x - m) + t == s x + (t - s m): the minimum folds into the shift, so the snippets
+            # are read once, in their own dtype (the reference first rounds x - m to that dtype)
+            yield (fetch(gi, a, b).to(device).unsqueeze(2), (idx[a:b] - f0).to(device), s_k,
+                   sh[a:b].to(device, torch.float32) - s_k * gm, torch.full((b - a,), float(wgt), device=device))
+
+
+def merge_frames(fetch: Fetch, indices: list[torch.Tensor], weights: list[int],
+                 params: list[tuple[torch.Tensor, torch.Tensor]], global_min: torch.Tensor, f0: int, f1: int,
+                 hw: tuple[int, int], device: torch.device, delta: torch.Tensor | None = None,
+                 batch: int = 16) -> torch.Tensor:
+    """Frames `[f0, f1)` of the merged video, `[f1 - f0, H, W]` float32 on `device`.
+
+    `delta`: per-frame Cauchy scales of these frames for the robust mean (see module doc), or
+    None for the mean.
+    """
+    h, w = hw
+    acc = torch.zeros(f1 - f0, 1, h, w, dtype=torch.float32, device=device)
+    cnt = torch.zeros(f1 - f0, dtype=torch.float32, device=device)
+    for x, idx, s, t, wt in _batches(fetch, indices, weights, params, global_min, f0, f1, device, batch):
+        accumulate_frames(acc, cnt, x, idx, scale=s, shift=t, weight=wt)
+    mean = acc.div_(cnt.view(-1, 1, 1, 1))
+    if delta is None:
+        return mean[:, 0]
+    return robust_mean(lambda: _batches(fetch, indices, weights, params, global_min, f0, f1, device, batch),
+                       mean, delta)[:, 0]
+
+
+def robust_mean(batches: Callable[[], Iterator[tuple]], mean: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
+    """`ROBUST_PASSES` Cauchy-reweighted passes from `mean [F, C, H, W]` (fp32, contiguous).
+
+    `batches()` yields, on every call, the entries as `(x [k, L, C, H, W], index [k, L] into the F
+    frames, scale, shift, weight)`; `delta [F]` the per-frame scales (`inf`: the frame keeps the mean).
+    """
+    delta = delta.to(device=mean.device, dtype=torch.float32)
+    if not bool(torch.isfinite(delta).any()):
+        return mean
+    center = mean
+    for _ in range(ROBUST_PASSES):
+        num = torch.zeros_like(center)
+        den = torch.zeros_like(center)
+        for x, idx, s, t, wt in batches():
+            accumulate_frames_robust(num, den, x, idx, center, delta, scale=s, shift=t, weight=wt)
+        center = num.div_(den)
+    return center
 
 
 def merge_aligned(
@@ -12,31 +149,33 @@ def merge_aligned(
     params: list[tuple[torch.Tensor, torch.Tensor]],
     global_min: torch.Tensor,
     num_frames: int,
+    delta: torch.Tensor | None = None,
+    chunk: int = 16,
 ) -> torch.Tensor:
-    """Per frame, the mean of all aligned snippet frames covering it.
+    """Per frame, the (robust) mean of all aligned snippet frames covering it.
 
     Args:
         groups: per distinct dilation `(depth [K, L, H, W], indices [K, L], weight)`.
         params: per group `(scale [K], shift [K])`, solved on depth minus `global_min`.
         global_min: the minimum over all snippets, subtracted before the affine as in the solve.
         num_frames: N.
+        delta: `[N]` Cauchy scales for the robust mean (`merge_deltas`), or None for the mean.
+        chunk: frames merged at a time (the robust mean keeps three such buffers).
 
     Returns:
         `[N, H, W]` float32 on the snippets' device.
     """
     depth0 = groups[0][0]
+    device = depth0.device
     H, W = depth0.shape[-2:]
-    acc = torch.zeros(num_frames, 1, H, W, dtype=torch.float32, device=depth0.device)
-    count = torch.zeros(num_frames, dtype=torch.float32, device=depth0.device)
-    gm = global_min.to(device=acc.device, dtype=torch.float32)
-    for (depth, idx, weight), (s, t) in zip(groups, params):
-        s = s.to(device=acc.device, dtype=torch.float32)
-        # s * (x - m) + t == s * x + (t - s * m): the minimum folds into the shift, so the snippets
-        # are read once, in their own dtype (the reference first rounds x - m to that dtype)
-        accumulate_frames(acc, count, depth.unsqueeze(2), idx.to(acc.device), scale=s,
-                          shift=t.to(device=acc.device, dtype=torch.float32) - s * gm,
-                          weight=torch.full((depth.shape[0],), float(weight), device=acc.device))
-    return acc.div_(count.view(-1, 1, 1, 1))[:, 0]
+    out = torch.empty(num_frames, H, W, dtype=torch.float32, device=device)
+    indices = [g[1] for g in groups]
+    weights = [g[2] for g in groups]
+    for f0 in range(0, num_frames, chunk):
+        f1 = min(num_frames, f0 + chunk)
+        out[f0:f1] = merge_frames(lambda gi, a, b: groups[gi][0][a:b], indices, weights, params, global_min,
+                                  f0, f1, (H, W), device, None if delta is None else delta[f0:f1])
+    return out
 
 
 def renormalize(depth: torch.Tensor, inplace: bool = False) -> torch.Tensor:

@@ -30,6 +30,7 @@ from .align import BORDER, FACTOR, AlignGroup, align_reference, check_finite
 from .backends.base import Backend
 from .errors import UserError
 from .kernels.average import accumulate_frames
+from .merge import merge_deltas, merge_frames
 from .progress import StageClock
 from .scheduler import RollingScheduler, Snippet, SnippetStore, batches
 from .settings import Settings
@@ -279,12 +280,13 @@ class Pipeline:
                     solve_groups.append(AlignGroup((sub - gmin.to(sub.dtype)).float(), idx, wgt))
                 params = self._solve(solve_groups, n, s, tick)
                 objective = objective_value(solve_groups, params, n)
+                delta = merge_deltas(solve_groups, params, n) if s.align == "robust" else None
                 del solve_groups
 
             # 4. merge at full resolution over chunks of frames, then re-normalize
             out = _Output((n, h, w), self.budgets.host_output, self.budgets.spill_dir, temp_files)
             with clock.stage("merge", total=n):
-                lo, hi = _merge_into(out.array, store, group_list, params, gmin, be.device)
+                lo, hi = _merge_into(out.array, store, group_list, params, gmin, be.device, delta)
                 _renormalize_inplace(out.array, lo, hi)
             snippets_kept = []
             if keep_snippets:
@@ -407,29 +409,22 @@ def _group_indices(d: int, n: int, L: int) -> torch.Tensor:
 
 
 def _merge_into(out: np.ndarray, store: SnippetStore, groups, params, gmin: torch.Tensor,
-                device: torch.device, chunk: int = 32) -> tuple[float, float]:
-    """Per frame, the weighted mean of aligned snippet frames (full resolution), chunk by chunk.
+                device: torch.device, delta: torch.Tensor | None = None, chunk: int = 32) -> tuple[float, float]:
+    """Per frame, the (robust) mean of aligned snippet frames (full resolution), chunk by chunk
+    (`merge.merge_frames`; `delta`: per-frame Cauchy scales for the robust mean).
 
     Returns the min and max of the merged video (for re-normalization).
     """
     n, h, w = out.shape
     lo, hi = float("inf"), float("-inf")
+    dils = [d for d, _, _ in groups]
+
+    def fetch(gi: int, a: int, b: int) -> torch.Tensor:
+        return store.get_many([(dils[gi], k) for k in range(a, b)], device)
+
     for f0, f1 in _chunks(n, chunk):
-        acc = torch.zeros(f1 - f0, 1, h, w, dtype=torch.float32, device=device)
-        cnt = torch.zeros(f1 - f0, dtype=torch.float32, device=device)
-        for (d, wgt, idx), (sc, sh) in zip(groups, params):
-            span = idx[:, -1] - idx[:, 0]
-            ks = torch.nonzero((idx[:, 0] < f1) & (idx[:, 0] + span >= f0)).flatten().tolist()
-            for a in range(0, len(ks), 16):
-                kk = ks[a:a + 16]
-                dep = store.get_many([(d, k) for k in kk], device)
-                sel = torch.tensor(kk)
-                s_k = sc[sel].to(device, torch.float32)
-                # s (x - m) + t == s x + (t - s m): see merge.merge_aligned
-                accumulate_frames(acc, cnt, dep.unsqueeze(2), (idx[sel] - f0).to(device), scale=s_k,
-                                  shift=sh[sel].to(device, torch.float32) - s_k * gmin.to(device, torch.float32),
-                                  weight=torch.full((len(kk),), float(wgt), device=device))
-        merged = acc[:, 0] / cnt[:, None, None]
+        merged = merge_frames(fetch, [idx for _, _, idx in groups], [wgt for _, wgt, _ in groups], params, gmin,
+                              f0, f1, (h, w), device, None if delta is None else delta[f0:f1])
         lo, hi = min(lo, float(merged.min())), max(hi, float(merged.max()))
         out[f0:f1] = merged.cpu().numpy()
         trim_host_memory()

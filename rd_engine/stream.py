@@ -33,6 +33,7 @@ import torch
 
 from .align import BORDER, FACTOR, AlignGroup, check_finite
 from .errors import UserError
+from .merge import cauchy_scales, robust_mean
 from .solvers import solve_one, solve_robust
 
 FROZEN_WEIGHT = 1.0  # finished frames: final values
@@ -195,6 +196,25 @@ class OnlineAligner:
         for sn, (sc, sh) in zip(snips, params):
             sn.s, sn.t = a * sc, a * sh + b
 
+    @staticmethod
+    def _merge(ents, consensus: torch.Tensor) -> torch.Tensor:
+        """A finished frame: the robust mean of its entries (`merge.robust_mean`, as the offline
+        `robust` merge), its Cauchy scale from the entries' solver copies around their consensus."""
+        wsum = sum(sn.weight for sn, _, _ in ents)
+        depth = sum((d.float() * sn.s + sn.t) * sn.weight for sn, _, d in ents) / wsum
+        r = torch.cat([(sn.x[j] * sn.s + sn.t - consensus).abs().reshape(-1) for sn, j, _ in ents])
+        delta = cauchy_scales(r.median()[None], torch.tensor([len(ents)], device=r.device))
+        if not bool(torch.isfinite(delta).all()):
+            return depth
+        x = torch.stack([d for _, _, d in ents])[:, None, None]  # [E, 1, 1, H, W]: E one-frame snippets
+        coef = [torch.tensor([getattr(sn, a) for sn, _, _ in ents], dtype=torch.float32)
+                for a in ("s", "t", "weight")]
+
+        def batches():
+            yield x, torch.zeros(len(ents), 1, dtype=torch.long), *coef
+
+        return robust_mean(batches, depth[None, None].contiguous(), delta)[0, 0]
+
     def finish(self, upto: int | None = None, max_window: int = 0) -> list[FinishedFrame]:
         """Finish frames whose lag has passed (all covered frames when `upto` is None, i.e. on flush)."""
         ready = []
@@ -209,10 +229,10 @@ class OnlineAligner:
         out = []
         now = time.perf_counter()
         for f in ready:
-            self.frozen[f] = self._consensus(f)
+            consensus = self._consensus(f)
+            self.frozen[f] = consensus
             ents = self.entries.pop(f)
-            wsum = sum(sn.weight for sn, _, _ in ents)
-            depth = sum((d.float() * sn.s + sn.t) * sn.weight for sn, _, d in ents) / wsum
+            depth = self._merge(ents, consensus)
             for sn, _, _ in ents:
                 sn.open -= 1
                 if sn.open == 0 and sn is not self.first:

@@ -36,15 +36,19 @@ def _compile_variants(full: bool) -> None:
         kernel = triton.compile(ASTSource(fn, sig, consts), target=target, options={"num_warps": tk.NUM_WARPS})
         assert kernel.asm["cubin"]
 
-    avg = [("fp16", "fp16", False, False), ("fp32", "fp32", True, True)]
+    avg = [("fp16", "fp16", False, False, False), ("fp32", "fp32", True, True, False),
+           ("fp16", "fp32", False, False, True)]
     if full:
-        avg = [(x, "fp32" if a else o, a, c) for x, o, a, c in
-               itertools.product(["fp16", "bf16", "fp32"], ["fp16", "fp32"], [False, True], [False, True])]
-    for xdt, odt, acc, contig in avg:
+        avg = [(x, "fp32" if a or r else o, a, c, r) for x, o, a, c, r in
+               itertools.product(["fp16", "bf16", "fp32"], ["fp16", "fp32"], [False, True], [False, True],
+                                 [False, True])]
+    for xdt, odt, acc, contig, robust in avg:
         sig = {"x_ptr": f"*{xdt}", "entry_off_ptr": "*i64", "entry_a_ptr": "*fp32", "entry_b_ptr": "*fp32",
                "entry_w_ptr": "*fp32", "frame_start_ptr": "*i64", "out_ptr": f"*{odt}", "count_ptr": "*fp32",
+               "wpix_ptr": "*fp32", "center_ptr": "*fp32", "inv_d2_ptr": "*fp32",
                "n_pix": "i32", "W": "i32", "HW": "i32", "stride_c": "i64", "stride_h": "i64", "stride_w": "i64"}
-        build(tk._frame_average_kernel, sig, {"ACCUMULATE": acc, "INNER_CONTIG": contig, "BLOCK": tk.BLOCK})
+        build(tk._frame_average_kernel, sig,
+              {"ACCUMULATE": acc, "ROBUST": robust, "INNER_CONTIG": contig, "BLOCK": tk.BLOCK})
 
     mom = [("bf16", True, 2, False), ("fp32", False, 0, True)]
     if full:
