@@ -223,7 +223,7 @@ def _child(spec_path: str) -> int:
     res: dict = dict(solver=solver, status="ok", torch_threads=torch.get_num_threads())
 
     # imports before the baseline, so that they are not counted as the solver's memory
-    from rd_engine.align import AlignGroup, align_reference, objective_value, solver_view
+    from rd_engine.align import AlignGroup, align_reference, objective_value, solver_view, solver_views
     from rd_engine.merge import merge_aligned, merge_deltas, renormalize
 
     from benchmarks.synthetic import global_affine_metrics, true_params_after_min_shift
@@ -278,7 +278,9 @@ def _child(spec_path: str) -> int:
             peak_solve = _maxrss_bytes()
         else:
             global_min = torch.stack([g.depth.min() for g in groups]).min()
-            align_groups = [AlignGroup(solver_view(g.depth, global_min), g.indices, g.weight) for g in groups]
+            views = solver_views([g.depth for g in groups], global_min)  # back to back, as the pipeline's
+            align_groups = [AlignGroup(v, g.indices, g.weight) for v, g in zip(views, groups)]
+            del views
             if solver == "reference":
                 params = align_reference(align_groups, n, iters=int(spec["reference_iters"]))
             elif solver == "true":

@@ -11,6 +11,7 @@ live beside it.
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 
 import torch
@@ -42,6 +43,25 @@ def solver_view(depth: torch.Tensor, global_min: torch.Tensor) -> torch.Tensor:
     if d.numel() == 0:
         raise UserError(f"frames of {depth.shape[-1]}x{depth.shape[-2]} pixels are too small to align (need > 4)")
     return d.reshape(d.shape[0], d.shape[1], -1).float()
+
+
+def back_to_back(shapes: list[tuple[int, ...]], device=None) -> list[torch.Tensor]:
+    """Empty float32 arrays of the given shapes, laid back to back in one buffer, so that a solver
+    can use them as one array along the first axis without copying (see `solvers._Flat`)."""
+    sizes = [math.prod(sh) for sh in shapes]
+    buf = torch.empty(sum(sizes), dtype=torch.float32, device=device)
+    return [part.view(sh) for part, sh in zip(buf.split(sizes), shapes)]
+
+
+def solver_views(depths: list[torch.Tensor], global_min: torch.Tensor) -> list[torch.Tensor]:
+    """`solver_view` of each `[K_g, L, H, W]` array, written back to back into one buffer."""
+    subs = [d[:, :, BORDER:-BORDER, BORDER:-BORDER][:, :, ::FACTOR, ::FACTOR] for d in depths]
+    if any(s.numel() == 0 for s in subs):
+        return [solver_view(d, global_min) for d in depths]  # raises the clear error
+    out = back_to_back([(s.shape[0], s.shape[1], s.shape[2] * s.shape[3]) for s in subs], depths[0].device)
+    for o, s in zip(out, subs):
+        o.copy_((s - global_min.to(s.dtype)).reshape(o.shape))  # the subtraction in the snippets' dtype
+    return out
 
 
 def check_finite(depth: torch.Tensor, stage: str) -> None:

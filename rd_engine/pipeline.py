@@ -26,7 +26,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .align import BORDER, FACTOR, AlignGroup, align_reference, check_finite
+from .align import BORDER, FACTOR, AlignGroup, align_reference, back_to_back, check_finite
 from .backends.base import Backend
 from .errors import UserError
 from .kernels.average import accumulate_frames
@@ -274,10 +274,14 @@ class Pipeline:
 
             # 3. co-alignment on the small copies; the global minimum is subtracted in the run dtype
             with clock.stage("align", total=s.align_iters if s.align == "reference" else None, unit="it") as tick:
+                # one buffer for all groups: the fast solver uses it as one array, without a copy
+                views = back_to_back([(idx.shape[0], *stats[(d, 0)].shape) for d, _, idx in group_list])
                 solve_groups = []
-                for d, wgt, idx in group_list:
-                    sub = torch.stack([stats.pop((d, k)) for k in range(idx.shape[0])])
-                    solve_groups.append(AlignGroup((sub - gmin.to(sub.dtype)).float(), idx, wgt))
+                for (d, wgt, idx), v in zip(group_list, views):
+                    for k in range(idx.shape[0]):
+                        st = stats.pop((d, k))
+                        v[k] = st - gmin.to(st.dtype)
+                    solve_groups.append(AlignGroup(v, idx, wgt))
                 params = self._solve(solve_groups, n, s, tick)
                 objective = objective_value(solve_groups, params, n)
                 delta = merge_deltas(solve_groups, params, n) if s.align == "robust" else None

@@ -62,6 +62,20 @@ def _frame_mean(values: list[torch.Tensor], groups: list[AlignGroup], n: int,
     return acc[:, 0, 0] / wacc[:, 0, 0].clamp_min(1e-12)
 
 
+def _joined(arrays: list[torch.Tensor]) -> torch.Tensor:
+    """`torch.cat(arrays)`, as a view without a copy when they already lie back to back in one buffer
+    (`align.back_to_back`, as the pipeline and `align.solver_views` lay out the solver's copies)."""
+    a0 = arrays[0]
+    end = a0.data_ptr()
+    for a in arrays:
+        if not (a.is_contiguous() and a.dtype == a0.dtype and a.device == a0.device and a.shape[1:] == a0.shape[1:]
+                and a.data_ptr() == end and a.untyped_storage().data_ptr() == a0.untyped_storage().data_ptr()):
+            return torch.cat(arrays)
+        end += a.numel() * a.element_size()
+    shape = (sum(a.shape[0] for a in arrays), *a0.shape[1:])
+    return a0.as_strided(shape, a0.stride())
+
+
 @dataclass
 class _Flat:
     """All groups concatenated along the snippet axis, so each pass is a handful of big ops."""
@@ -81,7 +95,7 @@ class _Flat:
         w = torch.cat([torch.full((k,), float(g.weight)) for g, k in zip(groups, sizes)])
         pw = torch.cat([torch.full((k,), float(g.weight) / k) for g, k in zip(groups, sizes)])
         rows = L * sum(g.weight for g in groups)
-        return cls(torch.cat([g.depth.float() for g in groups]), torch.cat([g.indices for g in groups]).long(),
+        return cls(_joined([g.depth.float() for g in groups]), torch.cat([g.indices for g in groups]).long(),
                    w, pw, sizes, n, float(rows * n * P))
 
     def coarse(self, step: int) -> "_Flat":

@@ -148,3 +148,19 @@ def test_nan_is_a_clear_error(kind):
     groups[1].depth[0, 0, 0] = float("nan")
     with pytest.raises(UserError, match="co-alignment"):
         solve(groups, n, kind)
+
+
+def test_solver_views_lie_back_to_back_and_the_solver_joins_them_without_a_copy():
+    from rd_engine.align import solver_views
+    from rd_engine.solvers import _joined
+
+    g = torch.Generator().manual_seed(0)
+    depths = [torch.rand(k, 3, 30, 40, generator=g).half() for k in (5, 3, 2)]
+    gm = torch.stack([d.min() for d in depths]).min()
+    views = solver_views(depths, gm)
+    for v, d in zip(views, depths):
+        assert torch.equal(v, solver_view(d, gm))  # the same values as one at a time
+    joined = _joined(views)
+    assert joined.data_ptr() == views[0].data_ptr() and torch.equal(joined, torch.cat(views))
+    apart = [solver_view(d, gm) for d in depths]  # separate allocations: a copy, same values
+    assert torch.equal(_joined(apart), joined)
