@@ -76,7 +76,9 @@ def _add_run_parser(sub) -> None:
     m.add_argument("--refine-start-dilation", type=_positive_int, default=None)
     m.add_argument("--dtype", choices=["fp16", "bf16", "fp32"], default=None,
                    help="precision (preset value on GPU; fp32 on CPU unless given)")
-    m.add_argument("--align", choices=["reference", "fast", "robust"], default=None, help="co-alignment solver")
+    m.add_argument("--align", choices=["reference", "fast", "robust"], default=None,
+                   help="co-alignment: reference (the paper's Adam solve), fast (the same objective, solved to "
+                        "convergence) or robust (our objective and a robust per-pixel merge; see README)")
     m.add_argument("--align-iters", type=_positive_int, default=None, help="Adam iterations of the reference solver")
     m.add_argument("--seed", type=_positive_int, default=None, help="seed of the initial noise (random if unset)")
     m.add_argument("--start-frame", type=_positive_int, default=None, help="first frame to process")
