@@ -7,7 +7,8 @@ solved robustly (Cauchy IRLS on the batched moments kernel) against the
 frames it covers: finished frames count with their frozen values, unfinished
 ones with the running mean of the snippets already aligned to them. When
 frames finish, the snippets covering them are re-solved against everything
-known by then (see `OnlineAligner`).
+known by then (see `OnlineAligner`). A finished frame is the robust mean of
+its entries (`merge.robust_mean`, as offline `--align robust` merges).
 
 Normalization of a stream: the first snippet fixes the stream's affine frame
 (its aligned values span exactly [-1, 1]); every later snippet is aligned to
