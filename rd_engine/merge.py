@@ -49,15 +49,19 @@ def merge_deltas(groups, params: list[tuple[torch.Tensor, torch.Tensor]], num_fr
     P = groups[0].depth.shape[-1]
     acc = torch.zeros(num_frames, 1, 1, P)
     cnt = torch.zeros(num_frames)
-    aligned = []
     for g, (s, t) in zip(groups, params):
-        a = g.depth.float() * s.float()[:, None, None] + t.float()[:, None, None]
-        aligned.append(a)
-        accumulate_frames(acc, cnt, a[:, :, None, None, :], g.indices,
-                          weight=torch.full((a.shape[0],), float(g.weight)))
+        accumulate_frames(acc, cnt, g.depth[:, :, None, None, :], g.indices, scale=s.float(), shift=t.float(),
+                          weight=torch.full((g.depth.shape[0],), float(g.weight)))
     mean = acc[:, 0, 0] / cnt.clamp_min(1e-30)[:, None]
-    rows = torch.cat([(a - mean[g.indices]).abs().reshape(-1, P) for a, g in zip(aligned, groups)])
+    del acc
+    # every snippet frame as a row: its group, its row in the group, its frame, its affine
+    L = groups[0].depth.shape[1]
+    gid = torch.cat([torch.full((g.indices.numel(),), i) for i, g in enumerate(groups)])
+    lrow = torch.cat([torch.arange(g.indices.numel()) for g in groups])
     frame = torch.cat([g.indices.reshape(-1) for g in groups]).long()
+    sc = torch.cat([s.float().repeat_interleave(L) for s, _ in params])
+    sh = torch.cat([t.float().repeat_interleave(L) for _, t in params])
+    rows = [g.depth.reshape(-1, P) for g in groups]
     order = torch.sort(frame, stable=True).indices
     per_frame = torch.bincount(frame, minlength=num_frames)
     start = torch.zeros(num_frames + 1, dtype=torch.long)
@@ -65,13 +69,17 @@ def merge_deltas(groups, params: list[tuple[torch.Tensor, torch.Tensor]], num_fr
     M = max(1, int(per_frame.max()))
     delta = torch.full((num_frames,), math.inf)
     step = max(1, block_elems // (M * P))
-    for f0 in range(0, num_frames, step):
+    for f0 in range(0, num_frames, step):  # frame blocks: nothing of the size of all snippets is built
         f1 = min(num_frames, f0 + step)
-        pad = torch.full((f1 - f0, M, P), math.nan)
         sel = order[start[f0]:start[f1]]
-        f = frame[sel] - f0
+        vals = torch.empty(sel.numel(), P)
+        for i, r in enumerate(rows):
+            m = (gid[sel] == i).nonzero().squeeze(1)
+            vals[m] = r.index_select(0, lrow[sel[m]]).float()
+        vals = (vals * sc[sel, None] + sh[sel, None] - mean[frame[sel]]).abs_()
+        pad = torch.full((f1 - f0, M, P), math.nan)
         slot = torch.arange(sel.numel()) - (start[frame[sel]] - start[f0])
-        pad[f, slot] = rows[sel]
+        pad[frame[sel] - f0, slot] = vals
         delta[f0:f1] = cauchy_scales(pad.reshape(f1 - f0, -1).nanmedian(1).values, per_frame[f0:f1], c)
     return delta
 
