@@ -212,7 +212,8 @@ def accumulate_frames_robust_ref(
     s, t, w = _snippet_coefficients(K, acc.device, dt, scale, shift, weight, fold=False)
     inv = delta.to(acc.device, dt).reciprocal()  # inf -> 0: plain mean
     if x[0, 0].numel() >= _PER_ENTRY_MIN_ELEMS:
-        _robust_per_entry(acc, wsum, x, index, center, s.tolist(), t.tolist(), w.tolist(), inv.square().tolist())
+        inv_d2 = inv.square().clamp_max(torch.finfo(dt).max)  # finite: an exact agreement (r = 0) keeps weight w
+        _robust_per_entry(acc, wsum, x, index, center, s.tolist(), t.tolist(), w.tolist(), inv_d2.tolist())
         return
     pix = max(1, x[0, 0].numel())
     flat_idx = index.reshape(-1).to(torch.int64).cpu()
@@ -469,5 +470,6 @@ def accumulate_frames_robust(
 
     # unfolded coefficients: the kernel needs s x + t itself to weigh it
     off, s_e, t_e, w_e, start = _csr_tables(x, index, acc.shape[0], scale, shift, weight, fold=False)
-    inv_d2 = delta.to(device=x.device, dtype=torch.float32).reciprocal().square().contiguous()
+    inv_d2 = delta.to(device=x.device, dtype=torch.float32).reciprocal().square()
+    inv_d2 = inv_d2.clamp_max(torch.finfo(torch.float32).max).contiguous()  # 0 * inf would give NaN weights
     launch_frame_average(x, off, s_e, t_e, w_e, start, acc, None, robust=(wsum, center, inv_d2))

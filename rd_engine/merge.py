@@ -148,7 +148,8 @@ def robust_mean(batches: Callable[[], Iterator[tuple]], mean: torch.Tensor, delt
         den = torch.zeros_like(center)
         for x, idx, s, t, wt in batches():
             accumulate_frames_robust(num, den, x, idx, center, delta, scale=s, shift=t, weight=wt)
-        center = num.div_(den)
+        # a pixel where every entry lies hopelessly far out (weights underflow to 0) keeps the mean
+        center = torch.where(den > 0, num.div_(den), mean)
     return center
 
 

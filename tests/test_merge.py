@@ -98,3 +98,23 @@ def test_robust_mean_of_constant_entries_is_the_mean():
     out = merge_aligned(groups, params, gm, 12, delta)
     assert torch.equal(out, torch.zeros(out.shape))
     assert not math.isnan(float(out.sum())) and np.isfinite(out.numpy()).all()
+
+
+def test_robust_mean_keeps_the_mean_where_every_weight_underflows():
+    """A tiny scale against a huge disagreement: all Cauchy weights of a pixel round to 0 in fp32;
+    that pixel keeps the mean instead of becoming 0 / 0."""
+    from rd_engine.merge import robust_mean
+
+    x = torch.zeros(3, 1, 1, 2, 2)
+    x[:, 0, 0, 0, 0] = torch.tensor([-1e30, 0.0, 1e30])
+    idx = torch.zeros(3, 1, dtype=torch.long)
+    mean = x.mean(0)
+    for size in (2, 130):  # the batched and the per-entry (large frame) reference paths
+        xs = torch.zeros(3, 1, 1, size, size)
+        xs[:, 0, 0, 0, 0] = x[:, 0, 0, 0, 0]
+        xs[:, 0, 0, 1, 1] = 0.5  # exact agreement: weight 1 each, not 0 * inf
+        mean = xs.mean(0)
+        out = robust_mean(lambda: iter([(xs, idx, None, None, None)]), mean.contiguous(), torch.tensor([1e-30]))
+        assert torch.isfinite(out).all()
+        assert float(out[0, 0, 0, 0]) == float(mean[0, 0, 0, 0])
+        assert float(out[0, 0, 1, 1]) == 0.5

@@ -143,3 +143,15 @@ def test_validation_errors():
         accumulate_frames_robust(acc, ws, x, index, center[:1], delta, s, t, w)
     with pytest.raises(ValueError, match="contiguous float32"):
         accumulate_frames_robust(acc.double(), ws.double(), x, index, center.double(), delta, s, t, w)
+
+
+def test_tiny_delta_gives_no_nan(device):
+    """1 / delta^2 overflows fp32: exact agreement keeps weight w (not 0 * inf), far values get ~0."""
+    x = torch.zeros(3, 1, 1, 3, 5, device=device)
+    x[2] = 1.0
+    index = torch.zeros(3, 1, dtype=torch.long, device=device)
+    center = torch.zeros(1, 1, 3, 5, device=device)
+    for impl in ("triton", "torch"):
+        acc, ws = _run(x, index, center, torch.tensor([1e-30], device=device), None, None, None, impl)
+        assert torch.equal(ws.cpu(), torch.full((1, 1, 3, 5), 2.0))  # the two exact entries, weight 1 each
+        assert float(acc.abs().max()) < 1e-30
