@@ -30,7 +30,7 @@ import torch
 from .kernels.average import accumulate_frames, accumulate_frames_robust
 
 CAUCHY_C = 2.385  # the Cauchy loss's 95 %-efficiency constant (Gaussian residuals), in robust-sigma units
-# one reweighting step from the mean: a second one gained 3-6 % AbsRel on the harness for another full
+# one reweighting step from the mean: a second one gained 2-6 % AbsRel on the harness for another full
 # pass over every snippet
 ROBUST_PASSES = 1
 MIN_ENTRIES = 3
