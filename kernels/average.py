@@ -132,27 +132,17 @@ _PER_ENTRY_MIN_ELEMS = 1 << 14
 _BATCH_ELEMS = 1 << 22
 
 
-def _accumulate_per_entry(acc, count, x, index, a, b, w) -> None:
-    """acc[f] += (w s) x + w t, one entry at a time: each snippet frame is read once and converted
-    on the fly while acc[f] stays in cache (batched gathers of large frames materialise several
-    converted copies and are ~10x slower on a CPU)."""
-    F = acc.shape[0]
-    a, b, w = a.tolist(), b.tolist(), w.tolist()
-    added = [0.0] * F
+def _entries(index: torch.Tensor, F: int):
+    """`(k, j, f)` of every entry whose frame `f = index[k, j]` lies in `[0, F)`, in (k, j) order."""
     for k, frames in enumerate(index.tolist()):
         for j, f in enumerate(frames):
-            if not 0 <= f < F:
-                continue
-            dst = acc[f]
-            dst.add_(x[k, j].to(acc.device), alpha=a[k])
-            if b[k] != 0.0:
-                dst.add_(b[k])
-            added[f] += w[k]
-    count.add_(torch.tensor(added, dtype=count.dtype, device=count.device))
+            if 0 <= f < F:
+                yield k, j, f
 
 
-def _accumulate_batched(acc, count, x, index, a, b, w) -> None:
-    """The same sums through index_add_ over batches of entries (small frames)."""
+def _entry_batches(x: torch.Tensor, index: torch.Tensor, acc: torch.Tensor, batch_elems: int):
+    """Batches of in-range entries for index_add_: `(k, f, rows)` on acc's device, `rows` the entries'
+    maps as `[batch, pixels]` in acc's dtype (at most `batch_elems` elements each)."""
     F = acc.shape[0]
     K, L = index.shape
     pix = max(1, x[0, 0].numel())
@@ -160,15 +150,34 @@ def _accumulate_batched(acc, count, x, index, a, b, w) -> None:
     entry_k = torch.arange(K).repeat_interleave(L)
     keep = ((flat_idx >= 0) & (flat_idx < F)).nonzero().squeeze(1)
     flat_x = x.reshape(K * L, pix)
-    step = max(1, _BATCH_ELEMS // pix)
+    step = max(1, batch_elems // pix)
     for e0 in range(0, keep.numel(), step):
         sel = keep[e0:e0 + step]
-        k = entry_k[sel]
-        src = flat_x[sel.to(x.device)].to(device=acc.device, dtype=acc.dtype)
-        src = src * a[k].to(acc.device)[:, None] + b[k].to(acc.device)[:, None]
-        dst = flat_idx[sel].to(acc.device)
-        acc.view(F, -1).index_add_(0, dst, src)
-        count.index_add_(0, dst, w[k].to(count.device))
+        rows = flat_x[sel.to(x.device)].to(device=acc.device, dtype=acc.dtype)
+        yield entry_k[sel].to(acc.device), flat_idx[sel].to(acc.device), rows
+
+
+def _accumulate_per_entry(acc, count, x, index, a, b, w) -> None:
+    """acc[f] += (w s) x + w t, one entry at a time: each snippet frame is read once and converted
+    on the fly while acc[f] stays in cache (batched gathers of large frames materialise several
+    converted copies and are ~10x slower on a CPU)."""
+    a, b, w = a.tolist(), b.tolist(), w.tolist()
+    added = [0.0] * acc.shape[0]
+    for k, j, f in _entries(index, acc.shape[0]):
+        dst = acc[f]
+        dst.add_(x[k, j].to(acc.device), alpha=a[k])
+        if b[k] != 0.0:
+            dst.add_(b[k])
+        added[f] += w[k]
+    count.add_(torch.tensor(added, dtype=count.dtype, device=count.device))
+
+
+def _accumulate_batched(acc, count, x, index, a, b, w) -> None:
+    """The same sums through index_add_ over batches of entries (small frames)."""
+    a, b, w = a.to(acc.device), b.to(acc.device), w.to(count.device)
+    for k, f, rows in _entry_batches(x, index, acc, _BATCH_ELEMS):
+        acc.view(acc.shape[0], -1).index_add_(0, f, rows * a[k][:, None] + b[k][:, None])
+        count.index_add_(0, f, w[k])
 
 
 def _check_robust(acc, wsum, x, index, center, delta, scale, shift, weight) -> None:
@@ -215,17 +224,8 @@ def accumulate_frames_robust_ref(
         inv_d2 = inv.square().clamp_max(torch.finfo(dt).max)  # finite: an exact agreement (r = 0) keeps weight w
         _robust_per_entry(acc, wsum, x, index, center, s.tolist(), t.tolist(), w.tolist(), inv_d2.tolist())
         return
-    pix = max(1, x[0, 0].numel())
-    flat_idx = index.reshape(-1).to(torch.int64).cpu()
-    entry_k = torch.arange(K).repeat_interleave(L)
-    keep = ((flat_idx >= 0) & (flat_idx < F)).nonzero().squeeze(1)
-    flat_x = x.reshape(K * L, pix)
-    step = max(1, _BATCH_ELEMS // (4 * pix))
-    for e0 in range(0, keep.numel(), step):
-        sel = keep[e0:e0 + step]
-        k = entry_k[sel].to(acc.device)
-        f = flat_idx[sel].to(acc.device)
-        v = flat_x[sel.to(x.device)].to(device=acc.device, dtype=dt) * s[k][:, None] + t[k][:, None]
+    for k, f, rows in _entry_batches(x, index, acc, _BATCH_ELEMS // 4):  # ~4 temporaries of that size
+        v = rows * s[k][:, None] + t[k][:, None]
         q = (v - center.view(F, -1)[f]) * inv[f][:, None]
         p = w[k][:, None] / (1.0 + q * q)
         acc.view(F, -1).index_add_(0, f, p * v)
@@ -234,19 +234,15 @@ def accumulate_frames_robust_ref(
 
 def _robust_per_entry(acc, wsum, x, index, center, s, t, w, inv_d2) -> None:
     """One entry at a time with two reused frame buffers (large frames: everything stays in cache)."""
-    F = acc.shape[0]
     v = torch.empty(acc.shape[1:], dtype=acc.dtype, device=acc.device)
     r = torch.empty_like(v)
     one = torch.ones_like(v)
-    for k, frames in enumerate(index.tolist()):
-        for j, f in enumerate(frames):
-            if not 0 <= f < F:
-                continue
-            v.copy_(x[k, j]).mul_(s[k]).add_(t[k])
-            torch.sub(v, center[f], out=r)
-            torch.addcmul(one, r, r, value=inv_d2[f], out=r).reciprocal_()  # 1 / (1 + (r / delta)^2)
-            wsum[f].add_(r, alpha=w[k])
-            acc[f].addcmul_(r, v, value=w[k])
+    for k, j, f in _entries(index, acc.shape[0]):
+        v.copy_(x[k, j]).mul_(s[k]).add_(t[k])
+        torch.sub(v, center[f], out=r)
+        torch.addcmul(one, r, r, value=inv_d2[f], out=r).reciprocal_()  # 1 / (1 + (r / delta)^2)
+        wsum[f].add_(r, alpha=w[k])
+        acc[f].addcmul_(r, v, value=w[k])
 
 
 def finalize_frames(

@@ -39,10 +39,7 @@ def solver_view(depth: torch.Tensor, global_min: torch.Tensor) -> torch.Tensor:
     The subtraction happens in the snippets' own dtype, as the reference does (after the
     subsampling, which changes no value and touches 1% of the pixels).
     """
-    d = depth[:, :, BORDER:-BORDER, BORDER:-BORDER][:, :, ::FACTOR, ::FACTOR] - global_min.to(depth.dtype)
-    if d.numel() == 0:
-        raise UserError(f"frames of {depth.shape[-1]}x{depth.shape[-2]} pixels are too small to align (need > 4)")
-    return d.reshape(d.shape[0], d.shape[1], -1).float()
+    return solver_views([depth], global_min)[0]
 
 
 def back_to_back(shapes: list[tuple[int, ...]], device=None) -> list[torch.Tensor]:
@@ -56,8 +53,9 @@ def back_to_back(shapes: list[tuple[int, ...]], device=None) -> list[torch.Tenso
 def solver_views(depths: list[torch.Tensor], global_min: torch.Tensor) -> list[torch.Tensor]:
     """`solver_view` of each `[K_g, L, H, W]` array, written back to back into one buffer."""
     subs = [d[:, :, BORDER:-BORDER, BORDER:-BORDER][:, :, ::FACTOR, ::FACTOR] for d in depths]
-    if any(s.numel() == 0 for s in subs):
-        return [solver_view(d, global_min) for d in depths]  # raises the clear error
+    for d, sub in zip(depths, subs):
+        if sub.numel() == 0:
+            raise UserError(f"frames of {d.shape[-1]}x{d.shape[-2]} pixels are too small to align (need > 4)")
     out = back_to_back([(s.shape[0], s.shape[1], s.shape[2] * s.shape[3]) for s in subs], depths[0].device)
     for o, s in zip(out, subs):
         o.copy_((s - global_min.to(s.dtype)).reshape(o.shape))  # the subtraction in the snippets' dtype
