@@ -16,12 +16,12 @@ solver runs in its OWN subprocess, so that its peak RSS is its own:
   per-frame scales of its robust mean) + full-resolution merge
   (``merge_aligned`` + ``renormalize``), ``time.perf_counter``; solve-only
   numbers are kept in the JSON and the last two table columns;
-* objective = ``rd_engine.align.objective_value`` at the solver's params;
+* objective = ``rd_engine.coalign.problem.objective_value`` at the solver's params;
 * AbsRel / delta1 of the merged, re-normalized video against the GT depth after
   one global affine fit in inverse depth.
 
 Solvers: ``reference`` (``align_reference``, ``--reference-iters``), ``fast`` and
-``robust`` (``rd_engine.solvers.solve``; recorded as unavailable if that module
+``robust`` (``rd_engine.coalign.solvers.solve``; recorded as unavailable if that module
 cannot be imported), ``true`` (the generating affines, i.e. the true-affine
 optimum).
 
@@ -149,7 +149,7 @@ def machine_info() -> dict:
 
 @dataclass
 class _Group:
-    """The fields of rd_engine.pipeline.SnippetGroup (not imported here: the child stays lean)."""
+    """The fields of rd_engine.pipeline.offline.SnippetGroup (not imported here: the child stays lean)."""
 
     dilation: int
     weight: int
@@ -190,9 +190,9 @@ def _warmup(solver: str, solve, upstream=None) -> None:
     """Run the solver and the merge once on a tiny random problem (8 frames, dilations 1 and 2)."""
     import torch
 
-    from rd_engine.align import AlignGroup, align_reference, solver_view
-    from rd_engine.merge import merge_aligned, merge_deltas, renormalize
-    from rd_engine.snippets import snippet_indices
+    from rd_engine.coalign.problem import AlignGroup, align_reference, solver_view
+    from rd_engine.coalign.merge import merge_aligned, merge_deltas, renormalize
+    from rd_engine.snippets.plan import snippet_indices
 
     gen = torch.Generator().manual_seed(0)
     idx = [snippet_indices(8, 3, 1), snippet_indices(8, 3, 2)]
@@ -223,15 +223,15 @@ def _child(spec_path: str) -> int:
     res: dict = dict(solver=solver, status="ok", torch_threads=torch.get_num_threads())
 
     # imports before the baseline, so that they are not counted as the solver's memory
-    from rd_engine.align import AlignGroup, align_reference, objective_value, solver_view, solver_views
-    from rd_engine.merge import merge_aligned, merge_deltas, renormalize
+    from rd_engine.coalign.problem import AlignGroup, align_reference, objective_value, solver_view, solver_views
+    from rd_engine.coalign.merge import merge_aligned, merge_deltas, renormalize
 
-    from benchmarks.synthetic import global_affine_metrics, true_params_after_min_shift
+    from rd_engine.testing.synthetic import global_affine_metrics, true_params_after_min_shift
 
     solve = None
     if solver in ("fast", "robust"):
         try:
-            from rd_engine.solvers import solve
+            from rd_engine.coalign.solvers import solve
         except Exception as e:  # noqa: BLE001 - module may be missing or half-written
             res.update(status="unavailable", error=f"{type(e).__name__}: {e}")
             out.write_text(json.dumps(res))
@@ -450,7 +450,7 @@ def main(argv=None) -> int:
 
     import torch
 
-    from benchmarks.synthetic import make_scene_depth, make_snippets
+    from rd_engine.testing.synthetic import make_scene_depth, make_snippets
 
     dtype = torch.float16 if args.dtype == "fp16" else torch.float32
     out_path = Path(args.out)

@@ -44,8 +44,8 @@ class NullBackend:
     def __init__(self, dtype):
         import torch
 
-        from rd_engine.ddim import DDIM
-        from rd_engine.models import _reference_config
+        from rd_engine.model.ddim import DDIM
+        from rd_engine.model.checkpoint import _reference_config
 
         self.device = torch.device("cpu")
         self.dtype = dtype
@@ -78,8 +78,8 @@ def _status(key: str) -> int:
 def child(frames: int, res: int, host_snippets: int, workdir: Path) -> dict:
     import torch
 
-    from rd_engine.media import write_test_video
-    from rd_engine.pipeline import Budgets, Pipeline
+    from rd_engine.testing.media import write_test_video
+    from rd_engine.pipeline.offline import Budgets, Pipeline
     from rd_engine.settings import resolve
 
     torch.set_num_threads(1)

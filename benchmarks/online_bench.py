@@ -2,10 +2,10 @@
 
     python -m benchmarks.online_bench --frames 90 --width 192 --height 108
 
-Snippets come from `benchmarks.synthetic` (both modes); offline solves the whole
+Snippets come from `rd_engine.testing.synthetic` (both modes); offline solves the whole
 video (`fast`; `robust` merged by the SPEC's mean and by its own robust mean, as
 `--align robust` does), online replays the snippets in the order a stream
-produces them through `rd_engine.stream.OnlineAligner` at lag 0 and at a full lag.
+produces them through `rd_engine.online.session.OnlineAligner` at lag 0 and at a full lag.
 AbsRel after one global affine fit, as in `align_bench`.
 """
 
@@ -15,11 +15,11 @@ import argparse
 
 import torch
 
-from benchmarks.synthetic import global_affine_metrics, global_min_of, make_scene_depth, make_snippets
-from rd_engine.align import AlignGroup, solver_view
-from rd_engine.merge import merge_aligned, merge_deltas, renormalize
-from rd_engine.solvers import solve
-from rd_engine.stream import OnlineAligner
+from rd_engine.testing.synthetic import global_affine_metrics, global_min_of, make_scene_depth, make_snippets
+from rd_engine.coalign.problem import AlignGroup, solver_view
+from rd_engine.coalign.merge import merge_aligned, merge_deltas, renormalize
+from rd_engine.coalign.solvers import solve
+from rd_engine.online.session import OnlineAligner
 
 
 def replay(groups, n: int, lag: int) -> torch.Tensor:

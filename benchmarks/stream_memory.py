@@ -23,7 +23,7 @@ def child(frames: int, res: int, lag: int, dilations: list[int]) -> dict:
     import torch
 
     from rd_engine import Engine
-    from rd_engine.media import synthetic_frame
+    from rd_engine.testing.media import synthetic_frame
 
     torch.set_num_threads(1)
     engine = Engine.demo(device="cpu")

@@ -20,12 +20,12 @@ from pathlib import Path
 
 import torch
 
-from ..errors import UserError
-from ..models import LATENT_SCALE
-from .contracts import all_contracts
-from .manifest import (EMPTY_PROMPT_FILE, FORMAT_VERSION, MANIFEST, ONNX_DIR, TRT_DIR, Profile, cuda_device_info,
+from rd_engine.errors import UserError
+from rd_engine.model.checkpoint import LATENT_SCALE
+from rd_engine.engine_format.contracts import all_contracts
+from rd_engine.engine_format.manifest import (EMPTY_PROMPT_FILE, FORMAT_VERSION, MANIFEST, ONNX_DIR, TRT_DIR, Profile, cuda_device_info,
                        library_versions, tensorrt_version, write_manifest)
-from .onnx_export import DEFAULT_OPSET, export_onnx, onnx_parity
+from rd_engine.export.onnx_export import DEFAULT_OPSET, export_onnx, onnx_parity
 
 BACKENDS = ("auto", "onnxruntime", "tensorrt")
 PRECISIONS = ("fp32", "fp16", "bf16")
@@ -77,7 +77,7 @@ def _check_target(out: Path, force: bool) -> None:
 
 def resolve_backends(backend: str, device: str) -> tuple[bool, str | None]:
     """(build TensorRT plans?, why not) for a --backend choice."""
-    from .tensorrt_build import tensorrt_unavailable_reason
+    from rd_engine.export.tensorrt_build import tensorrt_unavailable_reason
 
     if backend not in BACKENDS:
         raise UserError(f"--backend must be one of {', '.join(BACKENDS)}, got {backend}")
@@ -101,8 +101,8 @@ def build_engine(opts: BuildOptions, echo: Callable[[str], None] = _echo) -> Pat
     Raises:
         UserError: Bad options, an unusable checkpoint, an existing target without --force.
     """
-    from ..models import load_checkpoint, resolve_checkpoint, weights_hash
-    from ..writers import atomic_output
+    from rd_engine.model.checkpoint import load_checkpoint, resolve_checkpoint, weights_hash
+    from rd_engine.io.files import atomic_output
 
     out = Path(opts.output)
     _check_target(out, opts.force)
@@ -186,7 +186,7 @@ def build_engine(opts: BuildOptions, echo: Callable[[str], None] = _echo) -> Pat
 
         trt_info = None
         if with_trt:
-            from .tensorrt_build import build_plan, default_timing_cache
+            from rd_engine.export.tensorrt_build import build_plan, default_timing_cache
 
             device = torch.device(opts.device)
             cache = Path(opts.timing_cache) if opts.timing_cache else default_timing_cache(device)
@@ -256,9 +256,9 @@ def build_engine(opts: BuildOptions, echo: Callable[[str], None] = _echo) -> Pat
 def _check_tensorrt(folder: Path, models, device: torch.device, echo: Callable[[str], None]) -> None:
     """Run every plan once at the profile's optimum (batch 1) next to the fp32 PyTorch modules and
     report the max |difference|; non-finite outputs (half-precision overflow) fail the build."""
-    from ..backends.tensorrt_backend import TrtBackend
-    from ..backends.torch_backend import TorchBackend
-    from .manifest import open_engine
+    from rd_engine.backends.tensorrt_backend import TrtBackend
+    from rd_engine.backends.torch_backend import TorchBackend
+    from rd_engine.engine_format.manifest import open_engine
 
     engine = open_engine(folder)
     trt_be = TrtBackend(None, device, engine=engine, cuda_graphs=False)

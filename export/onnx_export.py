@@ -26,11 +26,11 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from .contracts import SAMPLE_DIMS, Contract
-from .ort_graph import fuse_attention
+from rd_engine.engine_format.contracts import SAMPLE_DIMS, Contract
+from rd_engine.export.ort_graph import fuse_attention
 
 if TYPE_CHECKING:
-    from ..models import Models
+    from rd_engine.model.checkpoint import Models
 
 DEFAULT_OPSET = 17
 # Conv, InstanceNormalization, Expand... accept bfloat16 only from opset 22 on: bf16 graphs are traced at

@@ -28,9 +28,9 @@ from pathlib import Path
 
 import torch
 
-from ..backends.tensorrt_backend import trt_logger
-from .contracts import Contract
-from .manifest import Profile, cuda_device_info, tensorrt_version
+from rd_engine.backends.tensorrt_backend import trt_logger
+from rd_engine.engine_format.contracts import Contract
+from rd_engine.engine_format.manifest import Profile, cuda_device_info, tensorrt_version
 
 log = logging.getLogger("rd_engine")
 

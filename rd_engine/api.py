@@ -19,10 +19,10 @@ import av
 import numpy as np
 import torch
 
-from .errors import UserError
-from .pipeline import Budgets, Pipeline, Prediction
-from .settings import Settings, resolve
-from .stream import FinishedFrame, StreamSession
+from rd_engine.errors import UserError
+from rd_engine.pipeline.offline import Budgets, Pipeline, Prediction
+from rd_engine.settings import Settings, resolve
+from rd_engine.online.session import FinishedFrame, StreamSession
 
 
 class Engine:
@@ -38,8 +38,8 @@ class Engine:
 
     def __init__(self, checkpoint: str | Path, device: str = "auto", dtype: str | None = None,
                  progress: bool = False, budgets: Budgets | None = None, models=None):
-        from .backends.torch_backend import TorchBackend
-        from .models import load_checkpoint
+        from rd_engine.backends.torch_backend import TorchBackend
+        from rd_engine.model.checkpoint import load_checkpoint
 
         self.device = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
                                    "cpu" if device == "auto" else device)
@@ -53,7 +53,7 @@ class Engine:
     @classmethod
     def demo(cls, **kw) -> "Engine":
         """The tiny RANDOM-weight model: for trying the API, not for meaningful depth."""
-        from .models import tiny_checkpoint_cached
+        from rd_engine.model.checkpoint import tiny_checkpoint_cached
 
         return cls(tiny_checkpoint_cached(), **kw)
 
@@ -85,7 +85,7 @@ def open_source(source: str | Path, options: dict | None = None, start_frame: in
     `/dev/videoN` opens through v4l2; `-` or `pipe:` reads a container from stdin.
     `start_frame`/`frame_count` window files only (live sources run until they end).
     """
-    from .video import iter_frames
+    from rd_engine.io.video import iter_frames
 
     text = str(source)
     path = Path(text)

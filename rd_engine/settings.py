@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .errors import UserError
+from rd_engine.errors import UserError
 
 ALIGN_SOLVERS = ("reference", "fast", "robust")
 

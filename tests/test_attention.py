@@ -3,7 +3,7 @@
 import torch
 from diffusers.models.attention_processor import Attention
 
-from rd_engine.attention import CrossFrameAttnProcessor
+from rd_engine.model.attention import CrossFrameAttnProcessor
 
 
 def _explicit_joint(attn: Attention, x: torch.Tensor, frames: int) -> torch.Tensor:

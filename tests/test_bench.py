@@ -37,7 +37,7 @@ def smoke(tmp_path_factory, tiny_ckpt):
     out = tmp_path_factory.mktemp("bench") / "smoke.json"
     with pytest.MonkeyPatch.context() as mp:
         # `--model tiny` loads the session's tiny checkpoint (same seed) instead of building one in ~/.cache
-        mp.setattr("rd_engine.models.tiny_checkpoint_cached", lambda seed=0: tiny_ckpt)
+        mp.setattr("rd_engine.model.checkpoint.tiny_checkpoint_cached", lambda seed=0: tiny_ckpt)
         args = parse(["--model", "tiny", "--device", "cpu", "--res", "64", "--frames", "6", "--warmup-frames", "4",
                       "--repeats", "1", "--refine-step", "1", "--with-baseline", "--baseline-align-iters", "5",
                       "--peak-n", "256", "--out", str(out), "-q"])

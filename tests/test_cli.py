@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from rd_engine import cli
-from rd_engine.media import write_audio_only, write_test_video, write_truncated_video
+from rd_engine.testing.media import write_audio_only, write_test_video, write_truncated_video
 
 FAST = ["--res", "48", "--align-iters", "10", "--seed", "3", "-q"]
 

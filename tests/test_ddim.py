@@ -7,7 +7,7 @@ import pytest
 import torch
 from diffusers import DDIMScheduler
 
-from rd_engine.ddim import DDIM
+from rd_engine.model.ddim import DDIM
 
 REAL = json.loads(resources.files("rd_engine.configs").joinpath("scheduler_config.json").read_text())
 

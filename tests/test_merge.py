@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from rd_engine.align import AlignGroup, solver_view
+from rd_engine.coalign.problem import AlignGroup, solver_view
 from rd_engine.kernels import average_frames_ref
-from rd_engine.merge import CAUCHY_C, MIN_ENTRIES, merge_aligned, merge_deltas
-from rd_engine.snippets import plan_snippets
+from rd_engine.coalign.merge import CAUCHY_C, MIN_ENTRIES, merge_aligned, merge_deltas
+from rd_engine.snippets.plan import plan_snippets
 
 
 def _snippets(n=20, dil=(1, 3, 5), h=20, w=24, seed=0, noise=0.01):
@@ -103,7 +103,7 @@ def test_robust_mean_of_constant_entries_is_the_mean():
 def test_robust_mean_keeps_the_mean_where_every_weight_underflows():
     """A tiny scale against a huge disagreement: all Cauchy weights of a pixel round to 0 in fp32;
     that pixel keeps the mean instead of becoming 0 / 0."""
-    from rd_engine.merge import robust_mean
+    from rd_engine.coalign.merge import robust_mean
 
     x = torch.zeros(3, 1, 1, 2, 2)
     x[:, 0, 0, 0, 0] = torch.tensor([-1e30, 0.0, 1e30])

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from rd_engine.errors import UserError
-from rd_engine.scheduler import RollingScheduler, SnippetStore
-from rd_engine.snippets import plan_snippets
+from rd_engine.snippets.scheduler import RollingScheduler, SnippetStore
+from rd_engine.snippets.plan import plan_snippets
 
 CASES = [(n, dil, cap) for n in (1, 2, 3, 5, 6, 14, 30, 51, 77, 78, 100, 160)
          for dil in ([1], [1, 25], [1, 10, 25], [1, 3, 3]) for cap in (True, False)]
@@ -93,7 +93,7 @@ def test_spill_file_removed_on_exception(tmp_path):
 
 def test_pipeline_with_tiny_budgets_spills_and_matches(tmp_path, tiny_models, clip):
     from rd_engine.backends.torch_backend import TorchBackend
-    from rd_engine.pipeline import Budgets, Pipeline
+    from rd_engine.pipeline.offline import Budgets, Pipeline
     from rd_engine.settings import resolve
 
     s = resolve("fast", dict(res=64, dilations=[1, 3], seed=2, align="reference", align_iters=20),

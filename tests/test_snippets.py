@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from rd_engine.errors import UserError
-from rd_engine.snippets import cap_dilation, plan_snippets, refine_gap, snippet_indices
+from rd_engine.snippets.plan import cap_dilation, plan_snippets, refine_gap, snippet_indices
 
 
 def test_indices_dilation_1():

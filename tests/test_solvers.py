@@ -3,10 +3,10 @@
 import pytest
 import torch
 
-from rd_engine.align import AlignGroup, align_reference, dense_objective_value, objective_value, solver_view
+from rd_engine.coalign.problem import AlignGroup, align_reference, dense_objective_value, objective_value, solver_view
 from rd_engine.errors import UserError
-from rd_engine.snippets import plan_snippets
-from rd_engine.solvers import solve
+from rd_engine.snippets.plan import plan_snippets
+from rd_engine.coalign.solvers import solve
 
 
 def _groups(n=20, dil=(1, 4), h=24, w=32, seed=0, normalize=True, return_gt=False):
@@ -72,7 +72,7 @@ def _dense_objective(groups, scales, shifts, n):
 def test_block_gradient_equals_autograd(dil):
     """The fast solver's hand-written value and gradient (frame blocks) against autograd through the
     plain dense formula, with part of one snippet clipped by the 1e-3 floor of the reciprocal."""
-    from rd_engine.solvers import _Flat, _FrameBlocks
+    from rd_engine.coalign.solvers import _Flat, _FrameBlocks
 
     groups, n = _groups(n=16, dil=dil, seed=5)
     g = torch.Generator().manual_seed(1)
@@ -151,8 +151,8 @@ def test_nan_is_a_clear_error(kind):
 
 
 def test_solver_views_lie_back_to_back_and_the_solver_joins_them_without_a_copy():
-    from rd_engine.align import solver_views
-    from rd_engine.solvers import _joined
+    from rd_engine.coalign.problem import solver_views
+    from rd_engine.coalign.solvers import _joined
 
     g = torch.Generator().manual_seed(0)
     depths = [torch.rand(k, 3, 30, 40, generator=g).half() for k in (5, 3, 2)]

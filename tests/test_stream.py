@@ -4,12 +4,12 @@ import numpy as np
 import pytest
 import torch
 
-from benchmarks.synthetic import global_affine_metrics, global_min_of, make_scene_depth, make_snippets
-from rd_engine.align import AlignGroup, solver_view
-from rd_engine.merge import merge_aligned, merge_deltas, renormalize
-from rd_engine.snippets import plan_snippets
-from rd_engine.solvers import solve
-from rd_engine.stream import OnlineAligner
+from rd_engine.testing.synthetic import global_affine_metrics, global_min_of, make_scene_depth, make_snippets
+from rd_engine.coalign.problem import AlignGroup, solver_view
+from rd_engine.coalign.merge import merge_aligned, merge_deltas, renormalize
+from rd_engine.snippets.plan import plan_snippets
+from rd_engine.coalign.solvers import solve
+from rd_engine.online.session import OnlineAligner
 
 
 def _replay(groups, n, lag, track=False):
@@ -37,7 +37,7 @@ def _replay(groups, n, lag, track=False):
 
 def _fake_groups(n, dil):
     _, plan = plan_snippets(n, 3, dil, cap=False)
-    from rd_engine.pipeline import SnippetGroup
+    from rd_engine.pipeline.offline import SnippetGroup
 
     g = torch.Generator().manual_seed(0)
     return [SnippetGroup(p.dilation, p.weight, p.indices, torch.rand(p.indices.shape[0], 3, 12, 14, generator=g))
@@ -96,8 +96,8 @@ def test_online_alignment_on_the_synthetic_harness(mode):
 
 def test_sessions_on_one_engine_match_one_at_a_time(tiny_ckpt, clip, tmp_path):
     from rd_engine import Engine
-    from rd_engine.media import write_test_video
-    from rd_engine.video import iter_frames
+    from rd_engine.testing.media import write_test_video
+    from rd_engine.io.video import iter_frames
 
     other = tmp_path / "other.mp4"
     write_test_video(other, n_frames=10, width=96, height=64, seed=4)

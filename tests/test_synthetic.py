@@ -11,15 +11,15 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # `benchmarks` is not an installed package
     sys.path.insert(0, str(REPO))
 
-from benchmarks.synthetic import (  # noqa: E402
+from rd_engine.testing.synthetic import (  # noqa: E402
     global_affine_metrics,
     global_min_of,
     make_scene_depth,
     make_snippets,
     true_params_after_min_shift,
 )
-from rd_engine.merge import merge_aligned, renormalize  # noqa: E402
-from rd_engine.snippets import plan_snippets  # noqa: E402
+from rd_engine.coalign.merge import merge_aligned, renormalize  # noqa: E402
+from rd_engine.snippets.plan import plan_snippets  # noqa: E402
 
 
 @pytest.fixture(autouse=True)

@@ -1,4 +1,4 @@
-"""Tests for rd_engine.video (probing, decoding, input lists, preprocessing)."""
+"""Tests for rd_engine.io.video (probing, decoding, input lists, preprocessing)."""
 
 from __future__ import annotations
 
@@ -13,13 +13,13 @@ import torch
 import torch.nn.functional as F
 
 from rd_engine.errors import UserError
-from rd_engine.media import (
+from rd_engine.testing.media import (
     synthetic_frame,
     write_audio_only,
     write_test_video,
     write_truncated_video,
 )
-from rd_engine.video import (
+from rd_engine.io.video import (
     iter_frames,
     list_inputs,
     preprocess,

@@ -1,4 +1,4 @@
-"""Tests for rd_engine.writers (atomic outputs, colouring, videos, PNG16, arrays)."""
+"""Tests for rd_engine.io.files (atomic outputs, colouring, videos, PNG16, arrays)."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ import pytest
 from PIL import Image
 
 from rd_engine.errors import UserError
-from rd_engine.media import synthetic_frame
-from rd_engine.video import iter_frames, probe
-from rd_engine.writers import (
+from rd_engine.testing.media import synthetic_frame
+from rd_engine.io.video import iter_frames, probe
+from rd_engine.io.files import (
     VideoWriter,
     atomic_output,
     colorize,

@@ -14,7 +14,7 @@ from typing import Protocol
 
 import torch
 
-from ..ddim import DDIMStep
+from rd_engine.model.ddim import DDIMStep
 
 
 class Backend(Protocol):

@@ -27,10 +27,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .base import step_inputs
-from ..ddim import DDIMStep
-from ..errors import UserError
-from ..export.manifest import Engine, open_engine
+from rd_engine.backends.base import step_inputs
+from rd_engine.model.ddim import DDIMStep
+from rd_engine.errors import UserError
+from rd_engine.engine_format.manifest import Engine, open_engine
 
 log = logging.getLogger("rd_engine")
 

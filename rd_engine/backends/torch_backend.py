@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from ..ddim import DDIMStep, ddim_update
-from ..models import LATENT_SCALE, Models
+from rd_engine.model.ddim import DDIMStep, ddim_update
+from rd_engine.model.checkpoint import LATENT_SCALE, Models
 
 
 class TorchBackend:

@@ -15,8 +15,8 @@ BUILD_ARGS = ["--res", "96", "--min-res", "32", "--max-res", "128", "--max-batch
 
 
 def _parser() -> argparse.ArgumentParser:
-    """A stand-in for rd_engine.cli's parser with the export subcommands wired in."""
-    from rd_engine.export.cli import add_build_parser, add_info_parser
+    """A stand-in for rd_engine.cli.main's parser with the export subcommands wired in."""
+    from rd_engine.cli.build import add_build_parser, add_info_parser
 
     p = argparse.ArgumentParser(prog="rd-engine")
     sub = p.add_subparsers(dest="command", required=True)
@@ -38,7 +38,7 @@ def build_args() -> list[str]:
 @pytest.fixture(scope="session")
 def engine_dir(tiny_ckpt, tmp_path_factory):
     """fp32 ONNX graphs of the tiny checkpoint (snippet length 3)."""
-    from rd_engine.export.cli import cmd_build
+    from rd_engine.cli.build import cmd_build
 
     out = tmp_path_factory.mktemp("engines") / "tiny"
     args = _parser().parse_args(["build", "-c", str(tiny_ckpt), "-o", str(out), "-q", *BUILD_ARGS])
@@ -73,6 +73,6 @@ def cuda_reference(tiny_ckpt):
     """The PyTorch backend in fp32 on the GPU (its own copy of the weights: the session's
     `tiny_models` stay on the CPU)."""
     from rd_engine.backends.torch_backend import TorchBackend
-    from rd_engine.models import load_checkpoint
+    from rd_engine.model.checkpoint import load_checkpoint
 
     return TorchBackend(load_checkpoint(tiny_ckpt), torch.device("cuda"), torch.float32)

@@ -12,8 +12,8 @@ import torch
 
 from rd_engine.errors import UserError
 from rd_engine.export import build as build_mod
-from rd_engine.export.contracts import SAMPLE_DIMS, all_contracts, unet_step_contract
-from rd_engine.export.manifest import FORMAT_VERSION, open_engine
+from rd_engine.engine_format.contracts import SAMPLE_DIMS, all_contracts, unet_step_contract
+from rd_engine.engine_format.manifest import FORMAT_VERSION, open_engine
 from rd_engine.export.onnx_export import attention_summary, export_onnx
 
 CPU = torch.device("cpu")
@@ -27,7 +27,7 @@ def _manifest(folder: Path) -> dict:
 
 
 def test_manifest_records_the_build(engine_dir, tiny_ckpt, tiny_models):
-    from rd_engine.models import LATENT_SCALE, weights_hash
+    from rd_engine.model.checkpoint import LATENT_SCALE, weights_hash
 
     m = _manifest(engine_dir)
     assert m["format_version"] == FORMAT_VERSION
@@ -86,7 +86,7 @@ def test_attention_exports_as_matmul_softmax_matmul(engine_dir):
 
 
 def test_contract_profiles():
-    from rd_engine.export.manifest import Profile
+    from rd_engine.engine_format.manifest import Profile
 
     p = Profile(min_res=64, opt_res=768, max_res=1024, max_batch=8, opt_batch=8, max_vae_batch=8, opt_vae_batch=4)
     assert p.latent_range() == (8, 128) and p.opt_latent() == (54, 96)  # 768x432
@@ -177,7 +177,7 @@ def test_unknown_format_version_is_refused(engine_copy):
 
 
 def test_other_weights_are_refused(engine_dir, tmp_path):
-    from rd_engine.models import make_tiny_checkpoint
+    from rd_engine.model.checkpoint import make_tiny_checkpoint
 
     other = make_tiny_checkpoint(tmp_path / "other", seed=1)
     with pytest.raises(UserError, match=r"built from other weights than checkpoint .*other.*rd-engine build "
@@ -219,7 +219,7 @@ def test_failed_build_leaves_nothing_and_keeps_the_old_engine(engine_copy, tiny_
                                                               build_args):
     """A build that dies half-way (here: in the second component) removes its temporary folder
     and leaves an existing engine at the target as it was."""
-    from rd_engine.export.cli import cmd_build
+    from rd_engine.cli.build import cmd_build
 
     before = {p.relative_to(engine_copy): p.read_bytes() for p in engine_copy.rglob("*") if p.is_file()}
     real = build_mod.export_onnx
@@ -243,7 +243,7 @@ def test_failed_build_leaves_nothing_and_keeps_the_old_engine(engine_copy, tiny_
 
 
 def test_failed_first_build_leaves_no_folder(tiny_ckpt, tmp_path, monkeypatch, parser, build_args):
-    from rd_engine.export.cli import cmd_build
+    from rd_engine.cli.build import cmd_build
 
     def crash(*a, **kw):
         raise KeyboardInterrupt  # Ctrl-C mid-export
@@ -257,7 +257,7 @@ def test_failed_first_build_leaves_no_folder(tiny_ckpt, tmp_path, monkeypatch, p
 
 
 def test_existing_target_needs_force_and_must_be_an_engine(tiny_ckpt, tmp_path, parser, build_args):
-    from rd_engine.export.cli import cmd_build
+    from rd_engine.cli.build import cmd_build
 
     out = tmp_path / "out"
     out.mkdir()
@@ -270,7 +270,7 @@ def test_existing_target_needs_force_and_must_be_an_engine(tiny_ckpt, tmp_path, 
 
 
 def test_build_options_are_validated(tiny_ckpt, tmp_path, parser):
-    from rd_engine.export.cli import cmd_build
+    from rd_engine.cli.build import cmd_build
 
     def build(*extra):
         return cmd_build(parser.parse_args(["build", "-c", str(tiny_ckpt), "-o", str(tmp_path / "e"), "-q",
@@ -291,7 +291,7 @@ def test_build_options_are_validated(tiny_ckpt, tmp_path, parser):
 
 
 def test_info_shows_the_engine(engine_dir, capsys, parser):
-    from rd_engine.export.cli import cmd_info
+    from rd_engine.cli.build import cmd_info
 
     assert cmd_info(parser.parse_args(["info", str(engine_dir)])) == 0
     out = capsys.readouterr().out
@@ -303,7 +303,7 @@ def test_info_shows_the_engine(engine_dir, capsys, parser):
 
 
 def test_info_reports_a_damaged_engine(engine_copy, capsys, parser):
-    from rd_engine.export.cli import cmd_info
+    from rd_engine.cli.build import cmd_info
 
     (engine_copy / "empty_prompt.safetensors").write_bytes(b"junk")
     assert cmd_info(parser.parse_args(["info", str(engine_copy)])) == 1

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from rd_engine.errors import UserError
-from rd_engine.pipeline import Pipeline
+from rd_engine.pipeline.offline import Pipeline
 from rd_engine.settings import resolve
 
 CPU = torch.device("cpu")

@@ -35,7 +35,7 @@ def test_onnxruntime_cuda_provider_binds_torch_tensors(engine_dir, cuda_referenc
 
 def test_onnxruntime_cuda_end_to_end(engine_dir, cuda_reference, clip):
     from rd_engine.backends.onnx_backend import OrtBackend
-    from rd_engine.pipeline import Pipeline
+    from rd_engine.pipeline.offline import Pipeline
     from rd_engine.settings import resolve
 
     settings, _ = resolve("fast", dict(res=64, dilations=[1, 3], seed=1, align="reference", align_iters=30,

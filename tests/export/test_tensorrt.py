@@ -32,7 +32,7 @@ def _precisions():
 
 @pytest.fixture(scope="module", params=_precisions())
 def trt_engine(request, tiny_ckpt, tmp_path_factory, parser, build_args):
-    from rd_engine.export.cli import cmd_build
+    from rd_engine.cli.build import cmd_build
 
     prec = request.param
     tmp = tmp_path_factory.mktemp(f"trt-{prec}")
@@ -123,8 +123,8 @@ def test_runs_on_a_non_default_stream_and_splits_large_batches(trt_backend):
 
 
 def test_end_to_end_with_auto_backend(trt_engine, cuda_reference, clip):
-    from rd_engine.export.cli import open_backend
-    from rd_engine.pipeline import Pipeline
+    from rd_engine.cli.build import open_backend
+    from rd_engine.pipeline.offline import Pipeline
     from rd_engine.settings import resolve
 
     folder, prec = trt_engine
@@ -144,8 +144,8 @@ def test_end_to_end_with_auto_backend(trt_engine, cuda_reference, clip):
 
 
 def test_foreign_plans_are_refused(trt_engine, tmp_path):
-    from rd_engine.export.cli import open_backend
-    from rd_engine.export.manifest import open_engine
+    from rd_engine.cli.build import open_backend
+    from rd_engine.engine_format.manifest import open_engine
 
     copy = tmp_path / "engine"
     shutil.copytree(trt_engine[0], copy)

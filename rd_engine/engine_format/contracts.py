@@ -5,7 +5,7 @@ backends must agree on: input and output names, dtypes and shapes (with named
 dynamic axes), the min/opt/max shapes of a resolution/batch profile, a sample
 input for tracing, and the traced module itself. The modules reproduce
 `rd_engine.backends.torch_backend.TorchBackend` operation for operation (the
-DDIM update is literally `rd_engine.ddim.ddim_update`), so the graphs match the
+DDIM update is literally `rd_engine.model.ddim.ddim_update`), so the graphs match the
 PyTorch reference to float rounding.
 
 Symbolic dimensions: `B` frames per VAE call, `S` snippets per UNet call,
@@ -21,12 +21,12 @@ from typing import TYPE_CHECKING, Union
 import torch
 from torch import nn
 
-from ..ddim import ddim_update
-from ..models import LATENT_SCALE
+from rd_engine.model.ddim import ddim_update
+from rd_engine.model.checkpoint import LATENT_SCALE
 
 if TYPE_CHECKING:
-    from ..models import Models
-    from .manifest import Profile
+    from rd_engine.model.checkpoint import Models
+    from rd_engine.engine_format.manifest import Profile
 
 Dim = Union[int, str]
 VAE_FACTOR = 8  # pixels per latent cell of the SD VAE

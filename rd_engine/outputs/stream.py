@@ -10,10 +10,10 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__
-from .outputs import OutputOptions
-from .stream import StreamSession
-from .writers import VideoWriter, colorize, open_npy_memmap_atomic, save_npz_atomic
+from rd_engine import __version__
+from rd_engine.outputs.offline import OutputOptions
+from rd_engine.online.session import StreamSession
+from rd_engine.io.files import VideoWriter, colorize, open_npy_memmap_atomic, save_npz_atomic
 
 # a stream's depth lives in the affine frame fixed by its first snippet, spanning [-1, 1] (stream.py);
 # colorized videos use that fixed range, so colors mean the same thing for the whole stream
@@ -44,7 +44,7 @@ def run_stream(pipe, settings, lag: int, source, out_dir: Path, stem: str, opts:
     """Run one online session over `source`, writing outputs as frames finish. Returns the summary line."""
     from contextlib import ExitStack
 
-    from .api import open_source
+    from rd_engine.api import open_source
 
     session = StreamSession(pipe, settings, lag)
     fps = opts.fps or _source_fps(source)
@@ -85,7 +85,7 @@ def run_stream(pipe, settings, lag: int, source, out_dir: Path, stem: str, opts:
 
 
 def _source_fps(source) -> float:
-    from .video import probe
+    from rd_engine.io.video import probe
 
     if not os.path.isfile(str(source)):
         return 30.0  # live sources: the nominal rate of most cameras

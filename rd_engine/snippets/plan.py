@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .errors import UserError
+from rd_engine.errors import UserError
 
 
 def cap_dilation(num_frames: int, snippet_len: int, dilation: int) -> int:

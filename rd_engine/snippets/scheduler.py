@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .errors import UserError
-from .snippets import cap_dilation, window_span
+from rd_engine.errors import UserError
+from rd_engine.snippets.plan import cap_dilation, window_span
 
 
 @dataclass(frozen=True)

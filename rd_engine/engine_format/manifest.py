@@ -25,9 +25,9 @@ from typing import Any
 
 import torch
 
-from ..ddim import DDIM
-from ..errors import UserError
-from .contracts import Contract, contract_from_json
+from rd_engine.model.ddim import DDIM
+from rd_engine.errors import UserError
+from rd_engine.engine_format.contracts import Contract, contract_from_json
 
 FORMAT_VERSION = 1
 SUPPORTED_FORMAT_VERSIONS = (1,)
@@ -121,7 +121,7 @@ def library_versions() -> dict[str, str | None]:
     """Versions of everything that shapes a build (None: not installed)."""
     from importlib import metadata
 
-    from .. import __version__
+    from rd_engine import __version__
 
     out: dict[str, str | None] = {"rd_engine": __version__, "python": platform.python_version(),
                                   "torch": torch.__version__}
@@ -293,7 +293,7 @@ class Engine:
 
     def check_checkpoint(self, checkpoint) -> None:
         """Refuse an engine built from other weights than `checkpoint` (a Models or a folder)."""
-        from ..models import weights_hash
+        from rd_engine.model.checkpoint import weights_hash
 
         source = getattr(checkpoint, "source", checkpoint)
         if source is None:

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .errors import UserError
+from rd_engine.errors import UserError
 
 _DEFAULTS: dict[str, Any] = {
     # diffusers' DDIMScheduler defaults, for keys a config leaves out

@@ -10,11 +10,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import __version__
-from .pipeline import Prediction
-from .progress import StageClock
-from .video import iter_frames, preprocess
-from .writers import (VideoWriter, colorize, open_npy_memmap_atomic, save_npz_atomic, side_by_side,
+from rd_engine import __version__
+from rd_engine.pipeline.offline import Prediction
+from rd_engine.progress import StageClock
+from rd_engine.io.video import iter_frames, preprocess
+from rd_engine.io.files import (VideoWriter, colorize, open_npy_memmap_atomic, save_npz_atomic, side_by_side,
                       write_png16_sequence)
 
 DEFAULT_CMAPS = ("Spectral_r", "Greys_r")

@@ -12,7 +12,7 @@ What one measurement is (see benchmarks/README.md for how to read the JSON):
   model, so the harness times them in their own passes over the same input.
 * align, merge and refine come from `Prediction.stage_seconds`; refine also
   includes its final VAE decode (the pipeline's "decode" stage). The writers
-  (`rd_engine.outputs.write_outputs`, default outputs) run into a temporary
+  (`rd_engine.outputs.offline.write_outputs`, default outputs) run into a temporary
   folder and make the "write" stage.
 * End to end = wall time of `Pipeline.predict` + the writers. One warm-up run
   (a short clip of the same size) comes first; then `--repeats` runs, whose
@@ -52,10 +52,10 @@ from pathlib import Path
 
 import torch
 
-from .cli import int_at_least
-from .errors import UserError
-from .pipeline import Pipeline
-from .progress import human_bytes
+from rd_engine.cli.args import int_at_least
+from rd_engine.errors import UserError
+from rd_engine.pipeline.offline import Pipeline
+from rd_engine.progress import human_bytes
 
 log = logging.getLogger("rd_engine")
 
@@ -174,7 +174,7 @@ class TimedBackend:
 
 
 def _phased_pipeline_class():
-    from .pipeline import Pipeline
+    from rd_engine.pipeline.offline import Pipeline
 
     class _PhasedPipeline(Pipeline):
         """The pipeline unchanged, except that backend calls made by the refinement are tagged."""
@@ -380,7 +380,7 @@ def machine_info(device: torch.device) -> dict:
 def library_versions() -> dict:
     from importlib import metadata
 
-    from . import __version__
+    from rd_engine import __version__
 
     out = {"python": platform.python_version(), "rd_engine": __version__}
     for dist in ("torch", "diffusers", "transformers", "numpy", "av", "triton", "onnxruntime",
@@ -416,13 +416,13 @@ def _percentile(values: list[float], q: float) -> float:
 
 
 def _frames_of(settings, path) -> int:
-    from .video import iter_frames
+    from rd_engine.io.video import iter_frames
 
     return sum(1 for _ in iter_frames(path, settings.start_frame, settings.frame_count))
 
 
 def _time_decode(path, settings) -> tuple[float, int]:
-    from .video import iter_frames
+    from rd_engine.io.video import iter_frames
 
     t0 = time.perf_counter()
     n = sum(1 for _ in iter_frames(path, settings.start_frame, settings.frame_count))
@@ -430,7 +430,7 @@ def _time_decode(path, settings) -> tuple[float, int]:
 
 
 def _time_resize(path, settings, size, device, dtype, timer: StageTimer) -> None:
-    from .video import iter_frames, preprocess
+    from rd_engine.io.video import iter_frames, preprocess
 
     buf = []
 
@@ -450,8 +450,8 @@ def _time_resize(path, settings, size, device, dtype, timer: StageTimer) -> None
 
 def _one_run(pipe, timed: TimedBackend, path, settings, write: bool, model_name: str) -> dict:
     """Predict (+ write) once; returns the wall times and the timer's per-key seconds."""
-    from .outputs import OutputOptions, write_outputs
-    from .progress import StageClock
+    from rd_engine.outputs.offline import OutputOptions, write_outputs
+    from rd_engine.progress import StageClock
 
     device = timed.device
     timed.timer.reset()
@@ -505,7 +505,7 @@ def measure(backend, path, settings, *, repeats: int, warmup_frames: int, write:
     timer = StageTimer(device)
     timed = TimedBackend(backend, timer)
     pipe = _phased_pipeline_class()(timed, progress=False)
-    from .video import probe, processed_size
+    from rd_engine.io.video import probe, processed_size
 
     info = probe(path)
     size = processed_size(info.width, info.height, settings.res)
@@ -649,7 +649,7 @@ def flop_summary(flops: FlopTable, runs_shapes: dict) -> dict:
 
 def load_models(args):
     """(models, kind, name) for --model / --checkpoint."""
-    from .models import full_size_random, load_checkpoint, quiet_libraries, tiny_checkpoint_cached
+    from rd_engine.model.checkpoint import full_size_random, load_checkpoint, quiet_libraries, tiny_checkpoint_cached
 
     quiet_libraries()
     if args.checkpoint:
@@ -663,7 +663,7 @@ def load_models(args):
 def make_backend(kind: str, models, device: torch.device, dtype: torch.dtype):
     if kind != "pytorch":
         raise UserError(f"backend {kind!r} is not available to the benchmark yet (use pytorch)")
-    from .backends.torch_backend import TorchBackend
+    from rd_engine.backends.torch_backend import TorchBackend
 
     return TorchBackend(models, device, dtype)
 
@@ -703,8 +703,8 @@ def default_out_path(model: str, res: int, preset: str, backend: str, device: to
 
 def measure_online(backend, path: Path, settings, lag: int) -> dict:
     """Push every frame of `path` through one online session: push-to-finished latency percentiles."""
-    from .stream import StreamSession
-    from .video import iter_frames
+    from rd_engine.online.session import StreamSession
+    from rd_engine.io.video import iter_frames
 
     session = StreamSession(Pipeline(backend, progress=False), settings, lag)
     frames = [(f.rgb, f.timestamp) for f in iter_frames(path, settings.start_frame, settings.frame_count)]
@@ -817,7 +817,7 @@ def check_finite_json(obj, path="result") -> None:
 
 
 def write_json(result: dict, path: Path) -> None:
-    from .writers import atomic_output
+    from rd_engine.io.files import atomic_output
 
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_output(path) as tmp:
@@ -990,9 +990,9 @@ def cmd_bench(args) -> int:
 
 def run_bench(args) -> list[tuple[Path, dict]]:
     """Measure every requested resolution; returns (path written, result) per resolution."""
-    from .media import write_test_video
-    from .settings import pick_device, resolve
-    from .video import probe, processed_size
+    from rd_engine.testing.media import write_test_video
+    from rd_engine.settings import pick_device, resolve
+    from rd_engine.io.video import probe, processed_size
 
     if args.baseline and args.with_baseline:
         raise UserError("--baseline measures only the baseline; --with-baseline adds it to a normal run: pick one")

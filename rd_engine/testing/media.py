@@ -6,7 +6,7 @@ PyAV, so the demo can make a clip on a machine with nothing downloaded.
 Rotation convention: ``rotation`` is the clockwise angle, in degrees, by which
 a player turns the stored frames to show them upright. That is the meaning of
 the legacy MP4 ``rotate`` tag and of what phones record for portrait video
-(stored landscape, ``rotation=90``); `rd_engine.video.VideoInfo.rotation` uses
+(stored landscape, ``rotation=90``); `rd_engine.io.video.VideoInfo.rotation` uses
 the same convention.
 """
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .errors import UserError
+from rd_engine.errors import UserError
 
 log = logging.getLogger("rd_engine")
 
@@ -160,6 +160,6 @@ def dense_objective_value(groups: list[AlignGroup], params: list[tuple[torch.Ten
 def objective_value(groups: list[AlignGroup], params: list[tuple[torch.Tensor, torch.Tensor]],
                     num_frames: int) -> float:
     """The reference objective at per-group parameters (sparse: no dense array; equal to the dense value)."""
-    from .solvers import objective_value as sparse
+    from rd_engine.coalign.solvers import objective_value as sparse
 
     return sparse(groups, params, num_frames)

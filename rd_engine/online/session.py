@@ -32,10 +32,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .align import BORDER, FACTOR, AlignGroup, check_finite
-from .errors import UserError
-from .merge import cauchy_scales, robust_mean
-from .solvers import solve_one, solve_robust
+from rd_engine.coalign.problem import BORDER, FACTOR, AlignGroup, check_finite
+from rd_engine.errors import UserError
+from rd_engine.coalign.merge import cauchy_scales, robust_mean
+from rd_engine.coalign.solvers import solve_one, solve_robust
 
 FROZEN_WEIGHT = 1.0  # finished frames: final values
 PROVISIONAL_WEIGHT = 0.5  # unfinished frames: running mean of the snippets aligned so far
@@ -300,12 +300,12 @@ class StreamSession:
         rgb = torch.as_tensor(np.asarray(frame))
         if rgb.ndim != 3 or rgb.shape[-1] != 3 or rgb.dtype != torch.uint8:
             raise UserError(f"push() takes an [H, W, 3] uint8 RGB frame, got {tuple(rgb.shape)} {rgb.dtype}")
-        from .video import processed_size
+        from rd_engine.io.video import processed_size
 
         if self.size is None:
             self.size = processed_size(rgb.shape[1], rgb.shape[0], self.settings.res)
             self.input_hw = tuple(rgb.shape[:2])
-            from .pipeline import _ceil8
+            from rd_engine.pipeline.offline import _ceil8
 
             self.padded = (_ceil8(self.size[0]), _ceil8(self.size[1]))
         elif tuple(rgb.shape[:2]) != self.input_hw:
@@ -315,7 +315,7 @@ class StreamSession:
         self.aligner.note_frame(i, timestamp, t0)
         lat = self.pipe.encode_frames(rgb[None], self.size, self.padded)
         if self.noise is None:
-            from .pipeline import _noise
+            from rd_engine.pipeline.offline import _noise
 
             self.noise = _noise(self.seed, lat, self.pipe.backend)
         self.latents[i] = lat[0]

@@ -1,6 +1,6 @@
 """CLI pieces of the engine: `rd-engine build`, `rd-engine info`, and backend selection for `run`.
 
-`rd_engine.cli` wires these in:
+`rd_engine.cli.main` wires these in:
     add_build_parser(sub); add_info_parser(sub)
     "build" -> cmd_build(args); "info" -> cmd_info(args)
     run: backend = open_backend(engine_dir, models_or_None, args.backend, device, dtype, processed_size)
@@ -16,9 +16,9 @@ from pathlib import Path
 
 import torch
 
-from ..cli import int_at_least
-from ..errors import UserError
-from .manifest import Engine, Profile, open_engine
+from rd_engine.cli.args import int_at_least
+from rd_engine.errors import UserError
+from rd_engine.engine_format.manifest import Engine, Profile, open_engine
 
 log = logging.getLogger("rd_engine")
 
@@ -73,8 +73,8 @@ def add_build_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def build_options(args) -> "BuildOptions":  # noqa: F821
-    from ..models import DEFAULT_CHECKPOINT
-    from .build import BuildOptions
+    from rd_engine.model.checkpoint import DEFAULT_CHECKPOINT
+    from rd_engine.export.build import BuildOptions
 
     res = args.res
     profile = Profile(
@@ -93,7 +93,7 @@ def build_options(args) -> "BuildOptions":  # noqa: F821
 
 def cmd_build(args) -> int:
     """Run `rd-engine build`; returns the exit code (UserError propagates to the caller)."""
-    from .build import build_engine
+    from rd_engine.export.build import build_engine
 
     echo = (lambda msg: None) if getattr(args, "quiet", False) else (lambda msg: print(msg, flush=True))
     build_engine(build_options(args), echo=echo)
@@ -183,8 +183,8 @@ def describe(engine: Engine) -> list[str]:
 
 def _availability(engine: Engine, device: torch.device | None) -> list[tuple[str, str | None]]:
     """(backend, why it cannot run here or None) for the engine's backends."""
-    from ..backends.onnx_backend import onnxruntime_unavailable_reason
-    from .tensorrt_build import tensorrt_unavailable_reason
+    from rd_engine.backends.onnx_backend import onnxruntime_unavailable_reason
+    from rd_engine.export.tensorrt_build import tensorrt_unavailable_reason
 
     out = []
     if engine.tensorrt:
@@ -210,7 +210,7 @@ def open_backend(engine_dir: Path | None, models=None, backend: str = "auto", de
 
     Args:
         engine_dir: An engine folder, or None.
-        models: A loaded checkpoint (rd_engine.models.Models), or None. With an engine, its
+        models: A loaded checkpoint (rd_engine.model.checkpoint.Models), or None. With an engine, its
             weights must be the ones the engine was built from.
         backend: "auto", "pytorch", "onnxruntime" or "tensorrt".
         device: The run's device.
@@ -229,7 +229,7 @@ def open_backend(engine_dir: Path | None, models=None, backend: str = "auto", de
         if models is None:
             raise UserError("the pytorch backend needs a checkpoint (--checkpoint); an engine folder holds no "
                             "PyTorch weights")
-        from ..backends.torch_backend import TorchBackend
+        from rd_engine.backends.torch_backend import TorchBackend
 
         if engine_dir is not None:
             log.info("backend pytorch: the engine folder %s is not used", engine_dir)
@@ -261,7 +261,7 @@ def open_backend(engine_dir: Path | None, models=None, backend: str = "auto", de
 
 def _why_not(name: str, engine: Engine, models, device: torch.device) -> str | None:
     if name == "tensorrt":
-        from .tensorrt_build import tensorrt_unavailable_reason
+        from rd_engine.export.tensorrt_build import tensorrt_unavailable_reason
 
         if not engine.tensorrt:
             return (f"engine holds no TensorRT plans (build them on a GPU machine: "
@@ -274,7 +274,7 @@ def _why_not(name: str, engine: Engine, models, device: torch.device) -> str | N
         engine.check_tensorrt_machine(device)  # a foreign plan is refused, not skipped: rebuild it
         return None
     if name == "onnxruntime":
-        from ..backends.onnx_backend import onnxruntime_unavailable_reason
+        from rd_engine.backends.onnx_backend import onnxruntime_unavailable_reason
 
         if "fp32" not in engine.onnx_precisions:
             return "engine holds no ONNX graphs"
@@ -286,7 +286,7 @@ def _why_not(name: str, engine: Engine, models, device: torch.device) -> str | N
 
 def _construct(name: str, engine: Engine, models, device: torch.device, dtype: torch.dtype):
     if name == "tensorrt":
-        from ..backends.tensorrt_backend import TrtBackend
+        from rd_engine.backends.tensorrt_backend import TrtBackend
 
         be = TrtBackend(None, device, engine=engine)
         if dtype != be.dtype:
@@ -294,9 +294,9 @@ def _construct(name: str, engine: Engine, models, device: torch.device, dtype: t
                      str(dtype).replace("torch.", ""))
         return be
     if name == "onnxruntime":
-        from ..backends.onnx_backend import OrtBackend
+        from rd_engine.backends.onnx_backend import OrtBackend
 
         return OrtBackend(None, device, dtype, engine=engine)
-    from ..backends.torch_backend import TorchBackend
+    from rd_engine.backends.torch_backend import TorchBackend
 
     return TorchBackend(models, device, dtype)

@@ -26,17 +26,17 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .align import BORDER, FACTOR, AlignGroup, align_reference, back_to_back, check_finite
-from .backends.base import Backend
-from .errors import UserError
-from .kernels.average import accumulate_frames
-from .merge import merge_deltas, merge_frames
-from .progress import StageClock
-from .scheduler import RollingScheduler, Snippet, SnippetStore, batches
-from .settings import Settings
-from .snippets import cap_dilation, refine_gap, snippet_indices
-from .solvers import objective_value
-from .video import VideoInfo, iter_frames, preprocess, probe, processed_size
+from rd_engine.coalign.problem import BORDER, FACTOR, AlignGroup, align_reference, back_to_back, check_finite
+from rd_engine.backends.base import Backend
+from rd_engine.errors import UserError
+from rd_engine.kernels.average import accumulate_frames
+from rd_engine.coalign.merge import merge_deltas, merge_frames
+from rd_engine.progress import StageClock
+from rd_engine.snippets.scheduler import RollingScheduler, Snippet, SnippetStore, batches
+from rd_engine.settings import Settings
+from rd_engine.snippets.plan import cap_dilation, refine_gap, snippet_indices
+from rd_engine.coalign.solvers import objective_value
+from rd_engine.io.video import VideoInfo, iter_frames, preprocess, probe, processed_size
 
 log = logging.getLogger("rd_engine")
 
@@ -332,7 +332,7 @@ class Pipeline:
             return [(torch.ones(1), torch.zeros(1))]
         if s.align == "reference":
             return align_reference(groups, n, iters=s.align_iters, progress=tick)
-        from .solvers import solve
+        from rd_engine.coalign.solvers import solve
 
         return solve(groups, n, s.align, progress=tick)
 

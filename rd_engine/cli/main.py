@@ -11,38 +11,13 @@ import time
 import traceback
 from pathlib import Path
 
-from . import __version__
-from .errors import UserError
+from rd_engine import __version__
+from rd_engine.cli.args import fps_value, int_at_least
+from rd_engine.errors import UserError
 
 log = logging.getLogger("rd_engine")
 
-
-def int_at_least(lo: int):
-    """An argparse type: an integer >= `lo`, with a one-line error otherwise."""
-
-    def parse(text: str) -> int:
-        try:
-            v = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-        if v < lo:
-            raise argparse.ArgumentTypeError(f"must be >= {lo}: {text}")
-        return v
-
-    return parse
-
-
-_positive_int = int_at_least(0)  # ">= 0": the run options where 0 means "off" or "input size"
-
-
-def _fps(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not (v >= 0 and v < 10000):
-        raise argparse.ArgumentTypeError(f"must be in [0, 10000): {text}")
-    return v
+_non_negative_int = int_at_least(0)  # the run options where 0 means "off" or "input size"
 
 
 def _add_run_parser(sub) -> None:
@@ -66,31 +41,31 @@ def _add_run_parser(sub) -> None:
 
     m = p.add_argument_group("method (explicit values override the preset and are reported)")
     m.add_argument("-p", "--preset", default="fast", choices=["fast", "fast1024", "full", "paper"])
-    m.add_argument("--res", type=_positive_int, default=None, help="longer edge of the processed frames; 0 = input size")
-    m.add_argument("-d", "--dilations", type=_positive_int, nargs="+", default=None, help="snippet dilations (must include 1)")
+    m.add_argument("--res", type=_non_negative_int, default=None, help="longer edge of the processed frames; 0 = input size")
+    m.add_argument("-d", "--dilations", type=_non_negative_int, nargs="+", default=None, help="snippet dilations (must include 1)")
     m.add_argument("--cap-dilation", action=argparse.BooleanOptionalAction, default=None,
                    help="cap dilations for short videos as the reference does")
-    m.add_argument("--snippet-len", type=_positive_int, default=None, help="frames per snippet")
-    m.add_argument("--refine-step", type=_positive_int, default=None, help="refinement steps (0 = off)")
-    m.add_argument("--refine-snippet-len", type=_positive_int, default=None)
-    m.add_argument("--refine-start-dilation", type=_positive_int, default=None)
+    m.add_argument("--snippet-len", type=_non_negative_int, default=None, help="frames per snippet")
+    m.add_argument("--refine-step", type=_non_negative_int, default=None, help="refinement steps (0 = off)")
+    m.add_argument("--refine-snippet-len", type=_non_negative_int, default=None)
+    m.add_argument("--refine-start-dilation", type=_non_negative_int, default=None)
     m.add_argument("--dtype", choices=["fp16", "bf16", "fp32"], default=None,
                    help="precision (preset value on GPU; fp32 on CPU unless given)")
     m.add_argument("--align", choices=["reference", "fast", "robust"], default=None,
                    help="co-alignment: reference (the paper's Adam solve), fast (the same objective, solved to "
                         "convergence) or robust (our objective and a robust per-pixel merge; see README)")
-    m.add_argument("--align-iters", type=_positive_int, default=None, help="Adam iterations of the reference solver")
-    m.add_argument("--seed", type=_positive_int, default=None, help="seed of the initial noise (random if unset)")
-    m.add_argument("--start-frame", type=_positive_int, default=None, help="first frame to process")
-    m.add_argument("--frame-count", type=_positive_int, default=None, help="frames to process (0 = to the end)")
-    m.add_argument("--snippet-batch", type=_positive_int, default=None, help="snippets per UNet call")
-    m.add_argument("--vae-batch", type=_positive_int, default=None, help="frames per VAE call")
+    m.add_argument("--align-iters", type=_non_negative_int, default=None, help="Adam iterations of the reference solver")
+    m.add_argument("--seed", type=_non_negative_int, default=None, help="seed of the initial noise (random if unset)")
+    m.add_argument("--start-frame", type=_non_negative_int, default=None, help="first frame to process")
+    m.add_argument("--frame-count", type=_non_negative_int, default=None, help="frames to process (0 = to the end)")
+    m.add_argument("--snippet-batch", type=_non_negative_int, default=None, help="snippets per UNet call")
+    m.add_argument("--vae-batch", type=_non_negative_int, default=None, help="frames per VAE call")
 
     st = p.add_argument_group("online mode")
     st.add_argument("--stream", action="store_true",
                     help="online: depth for each frame as soon as its lag has passed (inputs may be live sources: "
                          "/dev/videoN, rtsp://..., http(s)://..., pipe:)")
-    st.add_argument("--lag", type=_positive_int, default=0,
+    st.add_argument("--lag", type=_non_negative_int, default=0,
                     help="frames of look-ahead before a frame is finished (0 = causal)")
     st.add_argument("--max-memory", type=float, default=None,
                     help="GiB of host memory for snippet depth before it spills to disk (offline)")
@@ -106,7 +81,7 @@ def _add_run_parser(sub) -> None:
     o.add_argument("--png16", action="store_true", help="16-bit PNG sequence + normalization JSON")
     o.add_argument("--save-snippets", action="store_true", help="raw snippet depth, indices, scales and shifts")
     o.add_argument("--restore-res", action="store_true", help="resize outputs back to the input resolution")
-    o.add_argument("--fps", type=_fps, default=0.0, help="output video fps (0 = input fps)")
+    o.add_argument("--fps", type=fps_value, default=0.0, help="output video fps (0 = input fps)")
 
     v = p.add_argument_group("messages")
     v.add_argument("-q", "--quiet", action="store_true", help="errors and the summary only, no progress bars")
@@ -119,8 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"rd-engine {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_run_parser(sub)
-    from .bench import add_bench_parser
-    from .export.cli import add_build_parser, add_info_parser
+    from rd_engine.bench import add_bench_parser
+    from rd_engine.cli.build import add_build_parser, add_info_parser
 
     add_build_parser(sub)
     add_info_parser(sub)
@@ -157,12 +132,12 @@ def _check_output_dir(path: Path) -> None:
 def cmd_run(args) -> int:
     import torch
 
-    from .models import DEFAULT_CHECKPOINT, load_checkpoint, tiny_checkpoint_cached
-    from .outputs import DEFAULT_CMAPS, OutputOptions, write_outputs
-    from .pipeline import Budgets, Pipeline
-    from .progress import StageClock, human_bytes, peak_host_bytes
-    from .settings import pick_device, resolve
-    from .video import list_inputs
+    from rd_engine.model.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint, tiny_checkpoint_cached
+    from rd_engine.outputs.offline import DEFAULT_CMAPS, OutputOptions, write_outputs
+    from rd_engine.pipeline.offline import Budgets, Pipeline
+    from rd_engine.progress import StageClock, human_bytes, peak_host_bytes
+    from rd_engine.settings import pick_device, resolve
+    from rd_engine.io.video import list_inputs
 
     if not args.inputs and not args.demo:
         raise UserError("no input videos given (pass files, folders or .txt lists, or --demo)")
@@ -178,7 +153,7 @@ def cmd_run(args) -> int:
     else:
         inputs = list_inputs([str(p) for p in args.inputs]) if args.inputs else []
     if args.demo:
-        from .media import write_test_video
+        from rd_engine.testing.media import write_test_video
 
         if checkpoint is None:
             log.warning("DEMO: the model has RANDOM weights, so its depth is meaningless; "
@@ -204,7 +179,7 @@ def cmd_run(args) -> int:
     _check_cmaps(cmaps)  # fail on an unknown colormap before any work
 
     t0 = time.perf_counter()
-    from .export.cli import open_backend
+    from rd_engine.cli.build import open_backend
 
     models = None
     if args.engine is None or checkpoint is not None or args.backend == "pytorch":
@@ -230,7 +205,7 @@ def cmd_run(args) -> int:
             stem = f"{stem}_{stems[stem]}"  # two inputs with one name must not overwrite each other
         try:
             if args.stream:
-                from .stream_io import run_stream
+                from rd_engine.outputs.stream import run_stream
 
                 line = run_stream(pipe, settings, args.lag, path, out_dir, stem, opts, model_name, not args.quiet)
                 print(line, flush=True)
@@ -275,7 +250,7 @@ def cmd_run(args) -> int:
 def _check_cmaps(cmaps: list[str]) -> None:
     import numpy as np
 
-    from .writers import colorize
+    from rd_engine.io.files import colorize
 
     for c in cmaps:
         colorize(np.zeros((1, 1), np.float32), 0.0, 1.0, c)
@@ -289,15 +264,15 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "run":
             return cmd_run(args)
         if args.command == "build":
-            from .export.cli import cmd_build
+            from rd_engine.cli.build import cmd_build
 
             return cmd_build(args)
         if args.command == "info":
-            from .export.cli import cmd_info
+            from rd_engine.cli.build import cmd_info
 
             return cmd_info(args)
         if args.command == "bench":
-            from .bench import cmd_bench
+            from rd_engine.bench import cmd_bench
 
             return cmd_bench(args)
         parser.error(f"unknown command {args.command}")
@@ -309,6 +284,3 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -17,9 +17,9 @@ from typing import Any
 
 import torch
 
-from .attention import install_cross_frame_attention
-from .ddim import DDIM
-from .errors import UserError
+from rd_engine.model.attention import install_cross_frame_attention
+from rd_engine.model.ddim import DDIM
+from rd_engine.errors import UserError
 
 log = logging.getLogger("rd_engine")
 
@@ -275,7 +275,7 @@ def tiny_checkpoint_cached(seed: int = 0) -> Path:
     base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "rd-engine"
     folder = base / f"tiny-seed{seed}"
     if not (folder / "model_index.json").is_file():
-        from .writers import atomic_output
+        from rd_engine.io.files import atomic_output
 
         base.mkdir(parents=True, exist_ok=True)
         with atomic_output(folder, folder=True) as tmp:

@@ -27,7 +27,7 @@ from typing import Callable, Iterator
 
 import torch
 
-from .kernels.average import accumulate_frames, accumulate_frames_robust
+from rd_engine.kernels.average import accumulate_frames, accumulate_frames_robust
 
 CAUCHY_C = 2.385  # the Cauchy loss's 95 %-efficiency constant (Gaussian residuals), in robust-sigma units
 # one reweighting step from the mean: a second one gained 2-6 % AbsRel on the harness for another full

@@ -6,7 +6,7 @@ Three pieces:
   back wall, side wall, axis-aligned boxes, spheres), ray cast analytically per
   pixel for a pinhole camera that translates and yaws smoothly over the video.
 * :func:`make_snippets`: the snippet set the pipeline would build for that
-  video (``rd_engine.snippets.plan_snippets``), each snippet being the GT
+  video (``rd_engine.snippets.plan.plan_snippets``), each snippet being the GT
   inverse depth of its frames under a random affine, plus noise and outlier
   blobs; optionally normalized to ``[-1, 1]`` per snippet like a model's
   output. Returns the per-snippet affines that undo all of that (the
@@ -16,7 +16,7 @@ Three pieces:
   affine fit (in inverse depth, float64).
 
 Convention reminder: the pipeline's solvers work on ``depth - global_min``
-(``rd_engine.align.solver_view``) and ``rd_engine.merge.merge_aligned``
+(``rd_engine.coalign.problem.solver_view``) and ``rd_engine.coalign.merge.merge_aligned``
 subtracts ``global_min`` before applying ``(s, t)``. ``make_snippets`` returns
 params for the stored (unshifted) snippets; convert them with
 :func:`true_params_after_min_shift` before merging or evaluating the objective.
@@ -32,10 +32,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from rd_engine.snippets import plan_snippets
+from rd_engine.snippets.plan import plan_snippets
 
 if TYPE_CHECKING:  # the pipeline module is heavier to import; only make_snippets needs it
-    from rd_engine.pipeline import SnippetGroup
+    from rd_engine.pipeline.offline import SnippetGroup
 
 __all__ = [
     "make_scene_depth",
@@ -257,7 +257,7 @@ def make_snippets(
 
 def _make_snippets(inv, plan, effective, mode, seed, noise, outlier_blobs, dtype, scale_range, shift_range,
                    blob_radius):
-    from rd_engine.pipeline import SnippetGroup
+    from rd_engine.pipeline.offline import SnippetGroup
 
     N, H, W = inv.shape
     sub = inv[:, ::max(1, H // 64), ::max(1, W // 64)]

@@ -30,10 +30,10 @@ from dataclasses import dataclass
 
 import torch
 
-from .align import AlignGroup
-from .errors import UserError
-from .kernels.average import accumulate_frames
-from .kernels.scale_shift import irls_moments, irls_weights, weighted_moments
+from rd_engine.coalign.problem import AlignGroup
+from rd_engine.errors import UserError
+from rd_engine.kernels.average import accumulate_frames
+from rd_engine.kernels.scale_shift import irls_moments, irls_weights, weighted_moments
 
 log = logging.getLogger("rd_engine")
 

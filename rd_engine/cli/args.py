@@ -1,0 +1,30 @@
+"""Argument types shared by the subcommands."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def int_at_least(lo: int):
+    """An argparse type: an integer >= `lo`, with a one-line error otherwise."""
+
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+        if v < lo:
+            raise argparse.ArgumentTypeError(f"must be >= {lo}: {text}")
+        return v
+
+    return parse
+
+
+def fps_value(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not (v >= 0 and v < 10000):
+        raise argparse.ArgumentTypeError(f"must be in [0, 10000): {text}")
+    return v
