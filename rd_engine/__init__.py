@@ -1,6 +1,8 @@
 """rd-engine: temporally consistent video depth (RollingDepth) as an inference engine."""
 
-__version__ = "0.1.0"
+from rd_engine.version import __version__
+
+__all__ = ["Engine", "__version__"]
 
 
 def __getattr__(name):

@@ -380,7 +380,7 @@ def machine_info(device: torch.device) -> dict:
 def library_versions() -> dict:
     from importlib import metadata
 
-    from rd_engine import __version__
+    from rd_engine.version import __version__
 
     out = {"python": platform.python_version(), "rd_engine": __version__}
     for dist in ("torch", "diffusers", "transformers", "numpy", "av", "triton", "onnxruntime",

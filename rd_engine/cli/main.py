@@ -11,7 +11,7 @@ import time
 import traceback
 from pathlib import Path
 
-from rd_engine import __version__
+from rd_engine.version import __version__
 from rd_engine.cli.args import fps_value, int_at_least
 from rd_engine.errors import UserError
 

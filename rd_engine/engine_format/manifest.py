@@ -121,7 +121,7 @@ def library_versions() -> dict[str, str | None]:
     """Versions of everything that shapes a build (None: not installed)."""
     from importlib import metadata
 
-    from rd_engine import __version__
+    from rd_engine.version import __version__
 
     out: dict[str, str | None] = {"rd_engine": __version__, "python": platform.python_version(),
                                   "torch": torch.__version__}

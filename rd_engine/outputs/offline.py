@@ -10,7 +10,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from rd_engine import __version__
+from rd_engine.version import __version__
 from rd_engine.pipeline.offline import Prediction
 from rd_engine.progress import StageClock
 from rd_engine.io.video import iter_frames, preprocess

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rd_engine import __version__
+from rd_engine.version import __version__
 from rd_engine.outputs.offline import OutputOptions
 from rd_engine.online.session import StreamSession
 from rd_engine.io.files import VideoWriter, colorize, open_npy_memmap_atomic, save_npz_atomic
