@@ -21,6 +21,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -155,10 +156,19 @@ class _Output:
 class Pipeline:
     """Runs the method on one backend; keeps no state between videos."""
 
-    def __init__(self, backend: Backend, progress: bool = True, budgets: Budgets | None = None):
+    def __init__(self, backend: Backend, progress: bool = True, budgets: Budgets | None = None,
+                 on_phase: Callable[[str], None] | None = None):
+        """Args:
+            backend: Runs the model components.
+            progress: Show a progress bar per stage.
+            budgets: Memory budgets (defaults: `Budgets()`).
+            on_phase: Called with "refine" when refinement starts and "main" when it ends (the
+                benchmark tags backend calls with it).
+        """
         self.backend = backend
         self.progress = progress
         self.budgets = budgets or Budgets()
+        self.on_phase = on_phase
 
     # -- helpers -------------------------------------------------------------
     def encode_frames(self, frames: torch.Tensor, size: tuple[int, int], padded: tuple[int, int]) -> torch.Tensor:
@@ -306,7 +316,13 @@ class Pipeline:
             if s.refine_step > 0:
                 if keep_coaligned:
                     coaligned = np.array(out.array)
-                self._refine(rgb_latent, noise, out.array, n, size, padded, s, clock)
+                if self.on_phase is not None:
+                    self.on_phase("refine")
+                try:
+                    self._refine(rgb_latent, noise, out.array, n, size, padded, s, clock)
+                finally:
+                    if self.on_phase is not None:
+                        self.on_phase("main")
             elif keep_coaligned:
                 coaligned = out.array
             peak = torch.cuda.max_memory_allocated(be.device) if be.device.type == "cuda" else peak_store
