@@ -45,11 +45,11 @@ class NullBackend:
         import torch
 
         from rd_engine.model.ddim import DDIM
-        from rd_engine.model.checkpoint import _reference_config
+        from rd_engine.model.checkpoint import reference_config
 
         self.device = torch.device("cpu")
         self.dtype = dtype
-        self.ddim = DDIM(_reference_config("scheduler_config.json"))
+        self.ddim = DDIM(reference_config("scheduler_config.json"))
 
     def encode(self, frames):
         import torch

@@ -16,10 +16,10 @@ import argparse
 import torch
 
 from rd_engine.testing.synthetic import global_affine_metrics, global_min_of, make_scene_depth, make_snippets
-from rd_engine.coalign.problem import AlignGroup, solver_view
+from rd_engine.coalign.problem import solver_view
 from rd_engine.coalign.merge import merge_aligned, merge_deltas, renormalize
-from rd_engine.coalign.solvers import solve
-from rd_engine.online.session import OnlineAligner
+from rd_engine.coalign.solve import solve
+from rd_engine.online.aligner import OnlineAligner
 
 
 def replay(groups, n: int, lag: int) -> torch.Tensor:
@@ -53,12 +53,12 @@ def main() -> None:
     for mode in ("a", "b"):
         groups, _, eff = make_snippets(gt, a.dilations, mode=mode, seed=1, dtype=torch.float32)
         gm = global_min_of(groups)
-        ag = [AlignGroup(solver_view(g.depth, gm), g.indices, g.weight) for g in groups]
+        ag = [g.with_depth(solver_view(g.depth, gm)) for g in groups]
         row = []
         for kind, robust_mean in (("fast", False), ("robust", False), ("robust", True)):
             params = solve(ag, a.frames, kind)
             delta = merge_deltas(ag, params, a.frames) if robust_mean else None
-            merged = merge_aligned([(g.depth, g.indices, g.weight) for g in groups], params, gm, a.frames, delta)
+            merged = merge_aligned(groups, params, gm, a.frames, delta)
             row.append(global_affine_metrics(renormalize(merged), gt)["absrel"])
         for lag in (0, 2 * max(eff) + 1):
             row.append(global_affine_metrics(replay(groups, a.frames, lag), gt)["absrel"])

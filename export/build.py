@@ -4,7 +4,7 @@ The folder is assembled under a temporary name next to the target
 (`.<name>.partial-<hex>`) and renamed into place at the end; `manifest.json`
 is its last file. A build that fails or is interrupted removes its temporary
 folder; one that is killed outright leaves a `.partial-` folder without a
-manifest, which `open_engine` refuses. An existing engine at the target stays
+manifest, which `open_engine_folder` refuses. An existing engine at the target stays
 untouched until the new one is complete.
 """
 
@@ -20,12 +20,34 @@ from pathlib import Path
 
 import torch
 
-from rd_engine.errors import UserError
-from rd_engine.model.checkpoint import LATENT_SCALE
+from rd_engine.backends.tensorrt_backend import tensorrt_unavailable_reason
 from rd_engine.engine_format.contracts import all_contracts
-from rd_engine.engine_format.manifest import (EMPTY_PROMPT_FILE, FORMAT_VERSION, MANIFEST, ONNX_DIR, TRT_DIR, Profile, cuda_device_info,
-                       library_versions, tensorrt_version, write_manifest)
+from rd_engine.engine_format.manifest import (
+    EMPTY_PROMPT_FILE,
+    FORMAT_VERSION,
+    MANIFEST,
+    ONNX_DIR,
+    TRT_DIR,
+    BuildRecord,
+    Component,
+    DdimRecord,
+    EmptyPrompt,
+    Manifest,
+    OnnxGraph,
+    OnnxInfo,
+    PlanRecord,
+    Source,
+    TensorRTInfo,
+    cuda_device_info,
+    library_versions,
+    tensorrt_version,
+    write_manifest,
+)
+from rd_engine.engine_format.profile import Profile
+from rd_engine.errors import UserError
 from rd_engine.export.onnx_export import DEFAULT_OPSET, export_onnx, onnx_parity
+from rd_engine.model.checkpoint import LATENT_SCALE
+from rd_engine.progress import human_bytes
 
 BACKENDS = ("auto", "onnxruntime", "tensorrt")
 PRECISIONS = ("fp32", "fp16", "bf16")
@@ -54,14 +76,6 @@ def _echo(msg: str) -> None:
     print(msg, flush=True)
 
 
-def _size(n: int) -> str:
-    for unit in ("B", "kB", "MB", "GB"):
-        if n < 1000 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n:.1f} GB"
-
-
 def _check_target(out: Path, force: bool) -> None:
     if not out.exists():
         return
@@ -77,8 +91,6 @@ def _check_target(out: Path, force: bool) -> None:
 
 def resolve_backends(backend: str, device: str) -> tuple[bool, str | None]:
     """(build TensorRT plans?, why not) for a --backend choice."""
-    from rd_engine.export.tensorrt_build import tensorrt_unavailable_reason
-
     if backend not in BACKENDS:
         raise UserError(f"--backend must be one of {', '.join(BACKENDS)}, got {backend}")
     if backend == "onnxruntime":
@@ -154,33 +166,31 @@ def build_engine(opts: BuildOptions, echo: Callable[[str], None] = _echo) -> Pat
         timings["hash"] = time.perf_counter() - t0
         echo(f"      weights {whash[:16]}..., embedding {list(models.empty_embed.shape)} in {timings['hash']:.1f} s")
 
-        components: dict[str, dict] = {}
+        components = {c.name: Component(c) for c in contracts}
         onnx_dir = tmp / ONNX_DIR
         for c in contracts:
-            entry = components.setdefault(c.name, c.to_json())
             for prec in graph_precisions:
                 stage(f"{c.name}: ONNX export ({prec}, opset {opts.opset})")
                 info = export_onnx(c, models, onnx_dir, opset=opts.opset, external_data=opts.external_data,
                                    precision=prec)
-                rec = {"file": f"{ONNX_DIR}/{info['onnx']}", "files": [f"{ONNX_DIR}/{f}" for f in info["files"]],
-                       "opset": info["opset"], "attention": info["attention"],
-                       "seconds": round(info["seconds"], 3)}
-                data = [f for f in rec["files"] if f.endswith(".data")]
-                line = (f"      {rec['file']} ({_size(info['weights_bytes'])} of weights"
+                rec = OnnxGraph(file=f"{ONNX_DIR}/{info['onnx']}", files=[f"{ONNX_DIR}/{f}" for f in info["files"]],
+                                opset=info["opset"], attention=info["attention"], seconds=round(info["seconds"], 3))
+                data = [f for f in rec.files if f.endswith(".data")]
+                line = (f"      {rec.file} ({human_bytes(info['weights_bytes'])} of weights"
                         f"{' in ' + data[0] if data else ''}) in {info['seconds']:.1f} s; attention: "
                         f"{info['attention']['matmul_softmax_matmul']} x MatMul-Softmax-MatMul")
                 if "ort_onnx" in info:
-                    rec["ort_file"] = f"{ONNX_DIR}/{info['ort_onnx']}"
-                    rec["ort_fused_attention"] = info["ort_fused_attention"]
+                    rec.ort_file = f"{ONNX_DIR}/{info['ort_onnx']}"
+                    rec.ort_fused_attention = info["ort_fused_attention"]
                     line += f"; ONNX Runtime flavour with {info['ort_fused_attention']} x MultiHeadAttention"
                 if opts.check and prec == "fp32":
                     t0 = time.perf_counter()
-                    diff = onnx_parity(c, models, tmp / rec.get("ort_file", rec["file"]))
-                    rec["parity_max_abs_vs_pytorch"] = diff
+                    diff = onnx_parity(c, models, tmp / (rec.ort_file or rec.file))
+                    rec.parity_max_abs_vs_pytorch = diff
                     line += f"; ONNX Runtime vs PyTorch max |diff| {diff:.1e} ({time.perf_counter() - t0:.1f} s)"
                     if not diff < 1e-3:
                         raise RuntimeError(f"{c.name}: the exported graph disagrees with PyTorch (max |diff| {diff})")
-                entry.setdefault("onnx", {})[prec] = rec
+                components[c.name].onnx[prec] = rec
                 timings[f"{c.name}.onnx.{prec}"] = info["seconds"]
                 echo(line)
 
@@ -192,58 +202,48 @@ def build_engine(opts: BuildOptions, echo: Callable[[str], None] = _echo) -> Pat
             cache = Path(opts.timing_cache) if opts.timing_cache else default_timing_cache(device)
             for c in contracts:
                 stage(f"{c.name}: TensorRT plan ({precision}; this takes minutes for the real UNet)")
-                graph = tmp / components[c.name]["onnx"][precision]["file"]
+                graph = tmp / components[c.name].onnx[precision].file
                 info = build_plan(graph, tmp / TRT_DIR / f"{c.name}.{precision}.plan", c, profile, precision,
                                   cache, int(opts.workspace_gb * (1 << 30)) if opts.workspace_gb else None, device)
-                components[c.name]["tensorrt"] = {"file": f"{TRT_DIR}/{info['file']}", "precision": precision,
-                                                  "seconds": round(info["seconds"], 3),
-                                                  "fp32_normalization_layers": info["fp32_normalization_layers"]}
+                components[c.name].tensorrt = PlanRecord(
+                    file=f"{TRT_DIR}/{info['file']}", precision=precision, seconds=round(info["seconds"], 3),
+                    fp32_normalization_layers=info["fp32_normalization_layers"])
                 timings[f"{c.name}.tensorrt"] = info["seconds"]
-                echo(f"      {TRT_DIR}/{info['file']} ({_size(info['bytes'])}) in {info['seconds']:.1f} s")
-            trt_info = {"version": tensorrt_version(), "gpu": cuda_device_info(device), "precision": precision,
-                        "strongly_typed": True, "timing_cache": str(cache),
-                        "profile_shapes": {c.name: {k: [list(s) for s in v]
-                                                    for k, v in c.profile_shapes(profile).items()}
-                                           for c in contracts}}
+                echo(f"      {TRT_DIR}/{info['file']} ({human_bytes(info['bytes'])}) in {info['seconds']:.1f} s")
+            trt_info = TensorRTInfo(
+                version=tensorrt_version(), gpu=cuda_device_info(device), precision=precision, strongly_typed=True,
+                timing_cache=str(cache),
+                profile_shapes={c.name: {k: [list(s) for s in v] for k, v in c.profile_shapes(profile).items()}
+                                for c in contracts})
 
         stage("writing the manifest (checksums of every file)")
-        ddim = models.ddim
-        manifest = {
-            "format_version": FORMAT_VERSION,
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "source": {"checkpoint": str(Path(source).resolve()), "name": str(opts.checkpoint),
-                       "weights_hash": whash},
-            "precision": precision,
-            "backends": ["onnxruntime"] + (["tensorrt"] if with_trt else []),
-            "snippet_lens": lens,
-            "profile": profile.to_json(),
-            "latent_scale": LATENT_SCALE,
-            "vae_scale_factor": 8,
-            "empty_prompt": {"file": EMPTY_PROMPT_FILE, "shape": list(models.empty_embed.shape),
-                             "dtype": "float32"},
-            "ddim": {
-                "config": ddim.config,
-                "prediction_type": ddim.prediction_type,
-                "clip_sample_range": ddim.clip_sample_range if ddim.clip_sample else None,
-                "alphas_cumprod": [float(a) for a in ddim.alphas_cumprod],
-                "final_alpha_cumprod": float(ddim.final_alpha_cumprod),
-            },
-            "onnx": {"opset": opts.opset, "exporter": f"torch.onnx.export (TorchScript, dynamo=False), torch "
-                                                      f"{torch.__version__}",
-                     "precisions": graph_precisions},
-            "tensorrt": trt_info,
-            "components": components,
-            "libraries": library_versions(),
-            "build": {
-                "args": {"checkpoint": str(Path(source).resolve()) if Path(opts.checkpoint).expanduser().exists()
-                         else str(opts.checkpoint), "backend": opts.backend, "precision": precision,
-                         "res": profile.opt_res, "min_res": profile.min_res, "max_res": profile.max_res,
-                         "max_batch": profile.max_batch, "max_vae_batch": profile.max_vae_batch,
-                         "snippet_lens": lens},
-                "command": " ".join(sys.argv) if sys.argv and "rd-engine" in os.path.basename(sys.argv[0]) else None,
-                "seconds": {k: round(v, 3) for k, v in timings.items()},
-            },
-        }
+        manifest = Manifest(
+            format_version=FORMAT_VERSION,
+            created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            source=Source(checkpoint=str(Path(source).resolve()), name=str(opts.checkpoint), weights_hash=whash),
+            precision=precision,
+            backends=["onnxruntime"] + (["tensorrt"] if with_trt else []),
+            snippet_lens=lens,
+            profile=profile,
+            latent_scale=LATENT_SCALE,
+            vae_scale_factor=8,
+            empty_prompt=EmptyPrompt(file=EMPTY_PROMPT_FILE, shape=list(models.empty_embed.shape), dtype="float32"),
+            ddim=DdimRecord.of(models.ddim),
+            onnx=OnnxInfo(opset=opts.opset, exporter=f"torch.onnx.export (TorchScript, dynamo=False), torch "
+                                                     f"{torch.__version__}", precisions=graph_precisions),
+            tensorrt=trt_info,
+            components=components,
+            libraries=library_versions(),
+            build=BuildRecord(
+                args={"checkpoint": str(Path(source).resolve()) if Path(opts.checkpoint).expanduser().exists()
+                      else str(opts.checkpoint), "backend": opts.backend, "precision": precision,
+                      "res": profile.opt_res, "min_res": profile.min_res, "max_res": profile.max_res,
+                      "max_batch": profile.max_batch, "max_vae_batch": profile.max_vae_batch,
+                      "snippet_lens": lens},
+                command=" ".join(sys.argv) if sys.argv and "rd-engine" in os.path.basename(sys.argv[0]) else None,
+                seconds={k: round(v, 3) for k, v in timings.items()},
+            ),
+        )
         write_manifest(tmp, manifest)
         if with_trt and opts.check:
             stage("checking the TensorRT plans against PyTorch (fp32) on random inputs")
@@ -258,9 +258,9 @@ def _check_tensorrt(folder: Path, models, device: torch.device, echo: Callable[[
     report the max |difference|; non-finite outputs (half-precision overflow) fail the build."""
     from rd_engine.backends.tensorrt_backend import TrtBackend
     from rd_engine.backends.torch_backend import TorchBackend
-    from rd_engine.engine_format.manifest import open_engine
+    from rd_engine.engine_format.folder import open_engine_folder
 
-    engine = open_engine(folder)
+    engine = open_engine_folder(folder)
     trt_be = TrtBackend(None, device, engine=engine, cuda_graphs=False)
     ref = TorchBackend(models, device, torch.float32)
     h, w = engine.profile.opt_latent()

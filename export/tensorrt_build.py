@@ -15,7 +15,8 @@ for the VAE) and latent sides min..max, tuned at the profile's optimum. The
 timing cache persists across builds (by default in the user cache, one file per
 GPU model and TensorRT version), so a rebuild reuses earlier kernel timings.
 
-Nothing here imports tensorrt at module import time.
+Nothing here imports tensorrt at module import time (whether TensorRT can run here:
+`rd_engine.backends.tensorrt_backend.tensorrt_unavailable_reason`).
 """
 
 from __future__ import annotations
@@ -30,22 +31,10 @@ import torch
 
 from rd_engine.backends.tensorrt_backend import trt_logger
 from rd_engine.engine_format.contracts import Contract
-from rd_engine.engine_format.manifest import Profile, cuda_device_info, tensorrt_version
+from rd_engine.engine_format.manifest import cuda_device_info, tensorrt_version
+from rd_engine.engine_format.profile import Profile
 
 log = logging.getLogger("rd_engine")
-
-TRT_REQUIRED = "TensorRT and a CUDA GPU are required"
-
-
-def tensorrt_unavailable_reason() -> str | None:
-    """Why TensorRT plans cannot be built or run here (None: they can)."""
-    try:
-        import tensorrt  # noqa: F401
-    except Exception as e:  # ImportError, or a broken install (missing libnvinfer)
-        return f"the tensorrt Python package is not importable ({type(e).__name__}: {e})"
-    if not torch.cuda.is_available():
-        return "no CUDA GPU is visible to torch"
-    return None
 
 
 def default_timing_cache(device: torch.device | str | None = None) -> Path:

@@ -255,68 +255,77 @@ def weighted_moments(
 
 def solve_scale_shift(
     moments: torch.Tensor,
-    ridge: float = 0.0,
+    ridge: ScalarOrTensor = 0.0,
     prior_scale: ScalarOrTensor = 1.0,
     prior_shift: ScalarOrTensor = 0.0,
     rcond: float = 1e-6,
+    *,
+    ridge_shift: Optional[ScalarOrTensor] = None,
+    fallback_scale: Optional[ScalarOrTensor] = None,
 ) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Closed-form batched 2x2 weighted least squares for ``(s, t)``.
+    """Closed-form batched 2x2 weighted least squares for ``(s, t)``: the project's one 2x2 solve.
 
     Minimises, per snippet,
-    ``sum w (s x + t - y)^2 + ridge * ((s - prior_scale)^2 + (t - prior_shift)^2)``
-    whose normal equations are::
+    ``sum w (s x + t - y)^2 + rs (s - prior_scale)^2 + rt (t - prior_shift)^2``
+    with ``rs = ridge`` and ``rt = ridge_shift`` (default: ``ridge``), whose
+    normal equations are::
 
-        [Sxx + r   Sx   ] [s]   [Sxy + r ps]
-        [Sx        S0 + r] [t] = [Sy  + r pt]
+        [Sxx + rs  Sx     ] [s]   [Sxy + rs ps]
+        [Sx        S0 + rt] [t] = [Sy  + rt pt]
 
     Solved in fp64 (the system is tiny; fp64 keeps ``Sxx*S0 - Sx^2`` from
     cancelling). Guards, applied per snippet without host syncs:
 
     * singular system (``x`` constant under the weights: normalised
-      determinant ``det / ((Sxx+r)(S0+r)) <= rcond``): ``s = prior_scale`` and
-      ``t`` fits the (ridged) weighted mean of ``y - prior_scale * x``;
-    * zero total weight and no ridge: ``s = prior_scale``, ``t = prior_shift``.
+      determinant ``det / ((Sxx+rs)(S0+rt)) <= rcond``): ``s = fallback_scale``
+      (default ``prior_scale``) and ``t`` is the best shift for it;
+    * singular with zero total weight and no shift ridge: ``t = prior_shift``.
 
     Args:
         moments: ``[K, 5]`` as returned by :func:`weighted_moments` / :func:`irls_moments`.
-        ridge: >= 0 pull towards the prior (also makes every system regular).
+        ridge: >= 0, float or ``[K]``: pull of the scale towards ``prior_scale`` (and of the shift
+            towards ``prior_shift`` unless ``ridge_shift`` is given).
         prior_scale: float or ``[K]`` tensor.
         prior_shift: float or ``[K]`` tensor.
         rcond: threshold on the normalised determinant below which ``x`` is
             treated as constant. Moments accumulated in fp32 carry ~1e-7
             relative error, so a tighter value only trades a stable fallback
             for a noise-dominated scale.
+        ridge_shift: >= 0, float or ``[K]``: pull of the shift towards ``prior_shift``.
+        fallback_scale: float or ``[K]``: the scale of a singular system (default ``prior_scale``).
 
     Returns:
         ``(s, t)``, two fp32 ``[K]`` tensors (fp64 if ``moments`` is fp64).
     """
     if moments.dim() != 2 or moments.shape[1] != 5:
         raise ValueError(f"moments must be [K, 5], got {tuple(moments.shape)}")
-    if ridge < 0:
-        raise ValueError("ridge must be >= 0")
     K = moments.shape[0]
     m = moments.to(torch.float64)
     s0, sx, sy, sxx, sxy = m.unbind(1)
     ps = _per_snippet(prior_scale, K, m.device, torch.float64)
     pt = _per_snippet(prior_shift, K, m.device, torch.float64)
-    r = float(ridge)
+    rs = _per_snippet(ridge, K, m.device, torch.float64)
+    rt = rs if ridge_shift is None else _per_snippet(ridge_shift, K, m.device, torch.float64)
+    if bool((rs < 0).any()) or bool((rt < 0).any()):
+        raise ValueError("ridge must be >= 0")
+    fs = ps if fallback_scale is None else _per_snippet(fallback_scale, K, m.device, torch.float64)
 
-    a11 = sxx + r
-    a22 = s0 + r
+    a11 = sxx + rs
+    a22 = s0 + rt
     det = a11 * a22 - sx * sx
     scale_ref = a11 * a22
     regular = (scale_ref > 0) & (det > rcond * scale_ref)
     det_safe = torch.where(regular, det, torch.ones_like(det))
-    b1 = sxy + r * ps
-    b2 = sy + r * pt
+    b1 = sxy + rs * ps
+    b2 = sy + rt * pt
     s_full = (a22 * b1 - sx * b2) / det_safe
     t_full = (a11 * b2 - sx * b1) / det_safe
 
-    # Fallback: scale pinned to the prior, shift = argmin over t alone.
+    # Fallback: scale pinned, shift = argmin over t alone.
     has_mass = a22 > 0
-    t_fb = torch.where(has_mass, (sy - ps * sx + r * pt) / torch.where(has_mass, a22, torch.ones_like(a22)), pt)
+    t_fb = torch.where(has_mass, (b2 - sx * fs) / torch.where(has_mass, a22, torch.ones_like(a22)), pt)
 
-    s = torch.where(regular, s_full, ps)
+    s = torch.where(regular, s_full, fs)
     t = torch.where(regular, t_full, t_fb)
     out_dtype = torch.float64 if moments.dtype == torch.float64 else torch.float32
     return s.to(out_dtype), t.to(out_dtype)

@@ -7,14 +7,16 @@ from dataclasses import dataclass, field
 
 import torch
 
-from rd_engine.errors import UserError
+from rd_engine.errors import SettingError, UserError
+from rd_engine.snippets.plan import check_dilations
 
-ALIGN_SOLVERS = ("reference", "fast", "robust")
+ALIGN_SOLVERS = ("reference", "fast", "robust")  # rd_engine.coalign.solve.SOLVERS
+DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 
 
 @dataclass
 class Settings:
-    """Everything that decides what a run computes (SPEC section 7 for the presets)."""
+    """Everything that decides what a run computes (docs/method.md, "Presets")."""
 
     res: int = 768
     dilations: list[int] = field(default_factory=lambda: [1, 25])
@@ -33,33 +35,35 @@ class Settings:
     snippet_batch: int = 8
     vae_batch: int = 4
 
-    def validate(self) -> "Settings":
-        def need(cond: bool, msg: str) -> None:
-            if not cond:
-                raise UserError(msg)
+    def validate(self) -> Settings:
+        """Check every value; raises SettingError naming the first bad one."""
 
-        need(self.res >= 0, f"--res must be >= 0 (0 keeps the input size), got {self.res}")
-        need(len(self.dilations) > 0 and all(d >= 1 for d in self.dilations),
-             f"--dilations must be positive integers, got {self.dilations}")
-        need(1 in self.dilations, f"--dilations must include 1 (got {self.dilations})")
-        need(self.dtype in ("fp16", "bf16", "fp32"), f"--dtype must be fp16, bf16 or fp32, got {self.dtype}")
-        need(self.refine_step >= 0, f"--refine-step must be >= 0, got {self.refine_step}")
-        need(self.refine_step <= 500, f"--refine-step must be <= 500, got {self.refine_step}")
-        need(2 <= self.snippet_len <= 8, f"--snippet-len must be in 2..8, got {self.snippet_len}")
-        need(2 <= self.refine_snippet_len <= 8, f"--refine-snippet-len must be in 2..8, got {self.refine_snippet_len}")
-        need(self.refine_start_dilation >= 1, f"--refine-start-dilation must be >= 1, got {self.refine_start_dilation}")
-        need(1 <= self.init_steps <= 1000, f"--init-steps must be in 1..1000, got {self.init_steps}")
-        need(self.align in ALIGN_SOLVERS, f"--align must be one of {', '.join(ALIGN_SOLVERS)}, got {self.align}")
-        need(self.align_iters >= 1, f"--align-iters must be >= 1, got {self.align_iters}")
-        need(self.start_frame >= 0, f"--start-frame must be >= 0, got {self.start_frame}")
-        need(self.frame_count >= 0, f"--frame-count must be >= 0 (0 = to the end), got {self.frame_count}")
-        need(self.snippet_batch >= 1, f"--snippet-batch must be >= 1, got {self.snippet_batch}")
-        need(self.vae_batch >= 1, f"--vae-batch must be >= 1, got {self.vae_batch}")
-        need(self.seed is None or 0 <= self.seed < 2**63, f"--seed must be a non-negative integer, got {self.seed}")
+        def need(cond: bool, name: str, problem: str) -> None:
+            if not cond:
+                raise SettingError(name, problem)
+
+        need(self.res >= 0, "res", f"must be >= 0 (0 keeps the input size), got {self.res}")
+        try:
+            check_dilations(self.dilations)
+        except UserError as e:
+            raise SettingError("dilations", str(e).removeprefix("dilations ")) from None
+        need(self.dtype in DTYPES, "dtype", f"must be fp16, bf16 or fp32, got {self.dtype}")
+        need(0 <= self.refine_step <= 500, "refine_step", f"must be in 0..500, got {self.refine_step}")
+        need(2 <= self.snippet_len <= 8, "snippet_len", f"must be in 2..8, got {self.snippet_len}")
+        need(2 <= self.refine_snippet_len <= 8, "refine_snippet_len", f"must be in 2..8, got {self.refine_snippet_len}")
+        need(self.refine_start_dilation >= 1, "refine_start_dilation", f"must be >= 1, got {self.refine_start_dilation}")
+        need(1 <= self.init_steps <= 1000, "init_steps", f"must be in 1..1000, got {self.init_steps}")
+        need(self.align in ALIGN_SOLVERS, "align", f"must be one of {', '.join(ALIGN_SOLVERS)}, got {self.align}")
+        need(self.align_iters >= 1, "align_iters", f"must be >= 1, got {self.align_iters}")
+        need(self.start_frame >= 0, "start_frame", f"must be >= 0, got {self.start_frame}")
+        need(self.frame_count >= 0, "frame_count", f"must be >= 0 (0 = to the end), got {self.frame_count}")
+        need(self.snippet_batch >= 1, "snippet_batch", f"must be >= 1, got {self.snippet_batch}")
+        need(self.vae_batch >= 1, "vae_batch", f"must be >= 1, got {self.vae_batch}")
+        need(self.seed is None or 0 <= self.seed < 2**63, "seed", f"must be a non-negative integer, got {self.seed}")
         return self
 
     def torch_dtype(self) -> torch.dtype:
-        return {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}[self.dtype]
+        return DTYPES[self.dtype]
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -92,14 +96,14 @@ def resolve(preset: str, overrides: dict, device: torch.device | None = None) ->
         if value is None:
             continue
         if not hasattr(s, key):
-            raise UserError(f"unknown setting {key}")
+            raise UserError(f"unknown setting {key!r}")
         old = getattr(s, key)
         if value != old:
             if key in PRESETS[preset]:
                 notes.append(f"override: {key} = {value} (preset {preset}: {old})")
             setattr(s, key, value)
     if device is not None and device.type == "cpu" and overrides.get("dtype") is None and s.dtype != "fp32":
-        notes.append(f"dtype: fp32 on CPU (preset {preset}: {s.dtype}; pass --dtype to force)")
+        notes.append(f"dtype: fp32 on CPU (preset {preset}: {s.dtype}; set the dtype to force it)")
         s.dtype = "fp32"
     return s.validate(), notes
 
@@ -111,9 +115,9 @@ def pick_device(spec: str) -> torch.device:
     try:
         dev = torch.device(spec)
     except RuntimeError:
-        raise UserError(f"--device {spec!r} is not a device (use auto, cpu, cuda or cuda:N)") from None
+        raise SettingError("device", f"{spec!r} is not a device (use auto, cpu, cuda or cuda:N)") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda requested but no CUDA device is available")
+        raise SettingError("device", f"{spec!r} requested but no CUDA device is available")
     if dev.type not in ("cpu", "cuda"):
-        raise UserError(f"--device {spec!r} is not supported (use auto, cpu, cuda or cuda:N)")
+        raise SettingError("device", f"{spec!r} is not supported (use auto, cpu, cuda or cuda:N)")
     return dev

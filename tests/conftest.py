@@ -13,7 +13,7 @@ torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 @pytest.fixture(scope="session")
 def tiny_ckpt(tmp_path_factory):
     """A seeded tiny random-weight checkpoint in diffusers layout (built once per session)."""
-    from rd_engine.model.checkpoint import make_tiny_checkpoint
+    from rd_engine.model.factory import make_tiny_checkpoint
 
     return make_tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny", seed=0)
 

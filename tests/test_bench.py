@@ -8,7 +8,8 @@ import math
 import pytest
 import torch
 
-from rd_engine import bench
+from rd_engine.bench import flops, measure, report, runner, schema, timing
+from rd_engine.cli import bench
 from rd_engine.errors import UserError
 
 TOP_KEYS = {"schema_version", "created", "options", "machine", "libraries", "backend", "model", "settings", "input",
@@ -37,7 +38,7 @@ def smoke(tmp_path_factory, tiny_ckpt):
     out = tmp_path_factory.mktemp("bench") / "smoke.json"
     with pytest.MonkeyPatch.context() as mp:
         # `--model tiny` loads the session's tiny checkpoint (same seed) instead of building one in ~/.cache
-        mp.setattr("rd_engine.model.checkpoint.tiny_checkpoint_cached", lambda seed=0: tiny_ckpt)
+        mp.setattr("rd_engine.model.factory.tiny_checkpoint_cached", lambda seed=0: tiny_ckpt)
         args = parse(["--model", "tiny", "--device", "cpu", "--res", "64", "--frames", "6", "--warmup-frames", "4",
                       "--repeats", "1", "--refine-step", "1", "--with-baseline", "--baseline-align-iters", "5",
                       "--peak-n", "256", "--out", str(out), "-q"])
@@ -60,11 +61,11 @@ def _positive_finite(value, where):
 
 def _check_measured(part, where, peak_matmul_cpu=True):
     assert MEASURED_KEYS <= set(part), f"{where}: missing {MEASURED_KEYS - set(part)}"
-    assert set(part["stages"]) == set(bench.STAGES)
+    assert set(part["stages"]) == set(schema.STAGES)
     for name, e in part["stages"].items():
         w = f"{where}.stages.{name}"
         assert e["ran"] is True, f"{w} did not run ({e.get('note')})"
-        assert set(bench.STAGE_FIELDS) <= set(e)
+        assert set(schema.STAGE_FIELDS) <= set(e)
         for key in ("seconds", "calls", "items", "fps"):
             _positive_finite(e[key], f"{w}.{key}")
         for i, s in enumerate(e["seconds_runs"]):
@@ -92,7 +93,7 @@ def test_smoke_json_schema_and_figures(smoke):
     assert rc == 0
     r = json.loads(out.read_text())  # strict JSON: no NaN / Infinity tokens
     assert set(r) == TOP_KEYS
-    assert r["schema_version"] == bench.SCHEMA_VERSION
+    assert r["schema_version"] == schema.SCHEMA_VERSION
     assert r["mode"] == "optimized"
     assert {k: r["backend"][k] for k in ("name", "device", "dtype", "execution")} == \
         {"name": "pytorch", "device": "cpu", "dtype": "fp32", "execution": "eager"}
@@ -128,7 +129,7 @@ def test_smoke_json_schema_and_figures(smoke):
     assert r["stages"]["unet"]["calls"] < base["stages"]["unet"]["calls"]
     assert base["end_to_end"]["flops"] == r["end_to_end"]["flops"]
     _positive_finite(base["speedup"]["end_to_end"], "speedup.end_to_end")
-    assert set(base["speedup"]["stages"]) == set(bench.STAGES)
+    assert set(base["speedup"]["stages"]) == set(schema.STAGES)
     for name, v in base["speedup"]["stages"].items():
         _positive_finite(v, f"speedup.{name}")
 
@@ -141,7 +142,7 @@ def test_smoke_json_schema_and_figures(smoke):
 
 def test_smoke_prints_every_field(smoke):
     _, out, text = smoke
-    for word in (*bench.STAGES, "end to end", "p50", "p95", "p99", "host peak", "device peak", "TFLOP/s",
+    for word in (*schema.STAGES, "end to end", "p50", "p95", "p99", "host peak", "device peak", "TFLOP/s",
                  "%peak", "speedup", "baseline", "UNet", "VAE encoder", "VAE decoder", "online", "machine"):
         assert word in text, word
     assert f"result: {out}" in text
@@ -175,7 +176,7 @@ def test_compare(smoke, tmp_path, capsys):
     bad = tmp_path / "bad.json"
     bad.write_text("{}")
     with pytest.raises(UserError, match="not an rd-engine bench result"):
-        bench.compare(out, bad)
+        report.compare(out, bad)
 
 
 def test_attention_flops_counted_from_shapes():
@@ -183,7 +184,7 @@ def test_attention_flops_counted_from_shapes():
 
     q = torch.randn(2, 4, 96, 16)
     k = torch.randn(2, 4, 80, 16)
-    res = bench.count_flops(lambda: F.scaled_dot_product_attention(q, k, k))
+    res = flops.count_flops(lambda: F.scaled_dot_product_attention(q, k, k))
     assert res["attention_flops"] == 4 * 2 * 4 * 96 * 80 * 16
     assert res["flops"] == res["attention_flops"]  # counted once, by the counter or from the shapes
 
@@ -201,8 +202,8 @@ def test_timed_backend_counts_and_forwards():
         def decode(self, z):
             return z
 
-    timer = bench.StageTimer(torch.device("cpu"))
-    tb = bench.TimedBackend(Fake(), timer)
+    timer = timing.StageTimer(torch.device("cpu"))
+    tb = timing.TimedBackend(Fake(), timer)
     assert (tb.name, tb.ddim, tb.dtype) == ("fake", "the ddim", torch.float32)
     tb.encode(torch.randn(5, 3, 8, 8))
     tb.phase = "refine"
@@ -214,22 +215,22 @@ def test_timed_backend_counts_and_forwards():
 
 
 def test_small_helpers():
-    assert bench.generated_clip_size(768, (16, 9)) == (768, 432)
-    assert bench.generated_clip_size(512, (9, 16)) == (288, 512)
-    assert bench._percentile([1.0, 2.0, 3.0, 4.0], 50) == 2.5
-    assert bench._percentile([5.0], 99) == 5.0
+    assert runner.generated_clip_size(768, (16, 9)) == (768, 432)
+    assert runner.generated_clip_size(512, (9, 16)) == (288, 512)
+    assert measure.percentile([1.0, 2.0, 3.0, 4.0], 50) == 2.5
+    assert measure.percentile([5.0], 99) == 5.0
     with pytest.raises(UserError):
-        bench._parse_aspect("wide")
-    peak = bench.measure_peak_tflops(torch.device("cpu"), torch.float32, n=128)
+        runner.parse_aspect("wide")
+    peak = flops.measure_peak_tflops(torch.device("cpu"), torch.float32, n=128)
     assert peak["tflops"] > 0 and peak["n"] == 128
-    path = bench.default_out_path("full", 768, "fast", "pytorch", torch.device("cpu"), "optimized")
+    path = runner.default_out_path("full", 768, "fast", "pytorch", torch.device("cpu"), "optimized")
     assert path.parent.as_posix() == "benchmarks/results" and path.name.startswith("full_768_fast_pytorch_cpu-")
 
 
 def test_bad_options():
     with pytest.raises(UserError, match="pick one"):
-        bench.run_bench(parse(["--baseline", "--with-baseline"]))
+        runner.run_bench(parse(["--baseline", "--with-baseline"]))
     with pytest.raises(UserError, match="not found"):
-        bench.run_bench(parse(["--input", "/nonexistent/video.mp4"]))
+        runner.run_bench(parse(["--input", "/nonexistent/video.mp4"]))
     with pytest.raises(SystemExit):
         parse(["--repeats", "0"])

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from rd_engine.coalign.problem import AlignGroup, solver_view
+from rd_engine.coalign.problem import CAUCHY_C, solver_view
 from rd_engine.kernels import average_frames_ref
-from rd_engine.coalign.merge import CAUCHY_C, MIN_ENTRIES, merge_aligned, merge_deltas
+from rd_engine.coalign.merge import MIN_ENTRIES, merge_aligned, merge_deltas
 from rd_engine.snippets.plan import plan_snippets
 
 
@@ -23,20 +23,20 @@ def _snippets(n=20, dil=(1, 3, 5), h=20, w=24, seed=0, noise=0.01):
         K = p.indices.shape[0]
         a, b = torch.rand(K, generator=g) + 0.5, torch.randn(K, generator=g)
         d = video[p.indices] * a[:, None, None, None] + b[:, None, None, None]
-        groups.append((d + noise * torch.randn(d.shape, generator=g), p.indices, p.weight))
+        groups.append(p.with_depth(d + noise * torch.randn(d.shape, generator=g)))
         params.append((1 / a, -b / a))
-    gm = torch.stack([d.min() for d, _, _ in groups]).min()
+    gm = torch.stack([g.depth.min() for g in groups]).min()
     params = [(s, t + s * gm) for s, t in params]  # s (x - gm) + t' == s x + t
     return groups, params, gm, video
 
 
 def test_chunked_mean_equals_one_shot_average():
     groups, params, gm, _ = _snippets(n=23)
-    x = torch.cat([(d - gm).unsqueeze(2) for d, _, _ in groups])
-    idx = torch.cat([i for _, i, _ in groups])
+    x = torch.cat([(g.depth - gm).unsqueeze(2) for g in groups])
+    idx = torch.cat([g.indices for g in groups])
     s = torch.cat([p[0] for p in params])
     t = torch.cat([p[1] for p in params])
-    w = torch.cat([torch.full((d.shape[0],), float(wt)) for d, _, wt in groups])
+    w = torch.cat([torch.full((g.size,), float(g.weight)) for g in groups])
     want = average_frames_ref(x, idx, 23, s, t, w)[:, 0]
     for chunk in (1, 5, 64):
         got = merge_aligned(groups, params, gm, 23, chunk=chunk)
@@ -46,14 +46,14 @@ def test_chunked_mean_equals_one_shot_average():
 
 
 def _deltas(groups, params, gm, n):
-    views = [AlignGroup(solver_view(d, gm), i, wt) for d, i, wt in groups]
+    views = [g.with_depth(solver_view(g.depth, gm)) for g in groups]
     return merge_deltas(views, params, n), views
 
 
 def test_deltas_follow_the_residual_spread_and_skip_thin_frames():
     groups, params, gm, _ = _snippets(n=20, dil=(1, 4))
     delta, views = _deltas(groups, params, gm, 20)
-    entries = torch.bincount(torch.cat([i.reshape(-1) for _, i, _ in groups]), minlength=20)
+    entries = torch.bincount(torch.cat([g.indices.reshape(-1) for g in groups]), minlength=20)
     assert torch.isinf(delta[entries < MIN_ENTRIES]).all() and (entries < MIN_ENTRIES).any()
     assert torch.isfinite(delta[entries >= MIN_ENTRIES]).all()
     # frame 10 by hand: residuals of its entries' solver pixels around their weighted mean
@@ -74,7 +74,7 @@ def test_deltas_follow_the_residual_spread_and_skip_thin_frames():
 def test_robust_mean_ignores_a_failed_snippet_region():
     n = 20
     groups, params, gm, video = _snippets(n=n, noise=0.01)
-    d, idx, wt = groups[0]
+    d, idx = groups[0].depth, groups[0].indices
     k = 8  # one snippet of dilation 1 fails on a patch of its middle frame
     f = int(idx[k, 1])
     d[k, 1, 4:12, 6:16] = d[k, 1].max() + 3.0
@@ -90,7 +90,7 @@ def test_robust_mean_ignores_a_failed_snippet_region():
 
 def test_robust_mean_of_constant_entries_is_the_mean():
     groups, params, gm, _ = _snippets(n=12, noise=0.0)
-    groups = [(torch.full_like(d, 0.25), i, w) for d, i, w in groups]
+    groups = [g.with_depth(torch.full_like(g.depth, 0.25)) for g in groups]
     params = [(torch.ones_like(s), torch.zeros_like(t)) for s, t in params]
     gm = torch.tensor(0.25)
     delta, _ = _deltas(groups, params, gm, 12)

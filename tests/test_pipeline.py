@@ -83,17 +83,16 @@ def test_duplicate_dilations_after_capping_are_computed_once(pipe, clip):
 def test_robust_alignment_merges_by_the_robust_mean(pipe, clip):
     """--align robust: the pipeline's chunked, store-backed merge is merge.merge_aligned with the
     per-frame Cauchy scales of merge.merge_deltas, on the same snippets and parameters."""
-    from rd_engine.coalign.problem import AlignGroup, solver_view
+    from rd_engine.coalign.problem import solver_view
     from rd_engine.coalign.merge import merge_aligned, merge_deltas, renormalize
 
     p = pipe.predict(clip, _settings(align="robust", dilations=[1, 2, 3]), keep_snippets=True, keep_coaligned=True)
     n = p.depth.shape[0]
     gm = torch.stack([g.depth.min() for g in p.snippets]).min()
-    views = [AlignGroup(solver_view(g.depth, gm), g.indices, g.weight) for g in p.snippets]
+    views = [g.with_depth(solver_view(g.depth, gm)) for g in p.snippets]
     delta = merge_deltas(views, p.params, n)
     assert torch.isfinite(delta).sum() >= n - 2  # all but the thinly covered ends are merged robustly
-    groups = [(g.depth, g.indices, g.weight) for g in p.snippets]
-    robust = renormalize(merge_aligned(groups, p.params, gm, n, delta)).numpy()
-    mean = renormalize(merge_aligned(groups, p.params, gm, n)).numpy()
+    robust = renormalize(merge_aligned(p.snippets, p.params, gm, n, delta)).numpy()
+    mean = renormalize(merge_aligned(p.snippets, p.params, gm, n)).numpy()
     np.testing.assert_allclose(p.coaligned, robust, rtol=0, atol=1e-5)
     assert np.abs(p.coaligned - mean).max() > 1e-4  # and that is not the plain mean

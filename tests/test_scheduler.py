@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from rd_engine.errors import UserError
-from rd_engine.snippets.scheduler import RollingScheduler, SnippetStore
+from rd_engine.pipeline.stores import SnippetStore
+from rd_engine.snippets.scheduler import RollingScheduler
 from rd_engine.snippets.plan import plan_snippets
 
 CASES = [(n, dil, cap) for n in (1, 2, 3, 5, 6, 14, 30, 51, 77, 78, 100, 160)

@@ -3,10 +3,12 @@
 import pytest
 import torch
 
-from rd_engine.coalign.problem import AlignGroup, align_reference, dense_objective_value, objective_value, solver_view
+from rd_engine.coalign.objective import objective_value
+from rd_engine.coalign.problem import solver_view
+from rd_engine.coalign.reference import align_reference, dense_objective_value
 from rd_engine.errors import UserError
 from rd_engine.snippets.plan import plan_snippets
-from rd_engine.coalign.solvers import solve
+from rd_engine.coalign.solve import solve
 
 
 def _groups(n=20, dil=(1, 4), h=24, w=32, seed=0, normalize=True, return_gt=False):
@@ -24,9 +26,9 @@ def _groups(n=20, dil=(1, 4), h=24, w=32, seed=0, normalize=True, return_gt=Fals
         if normalize:
             lo = d.amin(dim=(1, 2, 3), keepdim=True)
             d = (d - lo) / (d.amax(dim=(1, 2, 3), keepdim=True) - lo) * 2 - 1
-        raw.append((d, p.indices, p.weight))
-    mn = torch.stack([d.min() for d, _, _ in raw]).min()
-    groups = [AlignGroup(solver_view(d, mn), i, w) for d, i, w in raw]
+        raw.append(p.with_depth(d))
+    mn = torch.stack([r.depth.min() for r in raw]).min()
+    groups = [r.with_depth(solver_view(r.depth, mn)) for r in raw]
     if return_gt:
         return groups, n, gt
     return groups, n
@@ -72,7 +74,7 @@ def _dense_objective(groups, scales, shifts, n):
 def test_block_gradient_equals_autograd(dil):
     """The fast solver's hand-written value and gradient (frame blocks) against autograd through the
     plain dense formula, with part of one snippet clipped by the 1e-3 floor of the reciprocal."""
-    from rd_engine.coalign.solvers import _Flat, _FrameBlocks
+    from rd_engine.coalign.objective import FlatProblem, FrameBlocks
 
     groups, n = _groups(n=16, dil=dil, seed=5)
     g = torch.Generator().manual_seed(1)
@@ -86,7 +88,7 @@ def test_block_gradient_equals_autograd(dil):
     params = [(sc.detach(), sh.detach()) for sc, sh in zip(scales, shifts)]
     assert float(ref.detach()) == pytest.approx(dense_objective_value(groups, params, n), rel=1e-5)
 
-    blocks = _FrameBlocks(_Flat.of(groups, n), block_elems=1000)  # several frames per block, several blocks
+    blocks = FrameBlocks(FlatProblem.of(groups, n), block_elems=1000)  # several frames per block, several blocks
     value, (gs, gt), mom = blocks.evaluate(s, t, grad=True, moments=True)
     assert value == pytest.approx(float(ref.detach()), rel=1e-5)
     ref_gs, ref_gt = torch.cat([x.grad for x in scales]), torch.cat([x.grad for x in shifts])
@@ -151,8 +153,7 @@ def test_nan_is_a_clear_error(kind):
 
 
 def test_solver_views_lie_back_to_back_and_the_solver_joins_them_without_a_copy():
-    from rd_engine.coalign.problem import solver_views
-    from rd_engine.coalign.solvers import _joined
+    from rd_engine.coalign.problem import joined, solver_views
 
     g = torch.Generator().manual_seed(0)
     depths = [torch.rand(k, 3, 30, 40, generator=g).half() for k in (5, 3, 2)]
@@ -160,7 +161,7 @@ def test_solver_views_lie_back_to_back_and_the_solver_joins_them_without_a_copy(
     views = solver_views(depths, gm)
     for v, d in zip(views, depths):
         assert torch.equal(v, solver_view(d, gm))  # the same values as one at a time
-    joined = _joined(views)
-    assert joined.data_ptr() == views[0].data_ptr() and torch.equal(joined, torch.cat(views))
+    one = joined(views)
+    assert one.data_ptr() == views[0].data_ptr() and torch.equal(one, torch.cat(views))
     apart = [solver_view(d, gm) for d in depths]  # separate allocations: a copy, same values
-    assert torch.equal(_joined(apart), joined)
+    assert torch.equal(joined(apart), one)

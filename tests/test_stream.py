@@ -5,11 +5,11 @@ import pytest
 import torch
 
 from rd_engine.testing.synthetic import global_affine_metrics, global_min_of, make_scene_depth, make_snippets
-from rd_engine.coalign.problem import AlignGroup, solver_view
+from rd_engine.coalign.problem import solver_view
 from rd_engine.coalign.merge import merge_aligned, merge_deltas, renormalize
-from rd_engine.snippets.plan import plan_snippets
-from rd_engine.coalign.solvers import solve
-from rd_engine.online.session import OnlineAligner
+from rd_engine.snippets.plan import SnippetGroup, plan_snippets
+from rd_engine.coalign.solve import solve
+from rd_engine.online.aligner import OnlineAligner
 
 
 def _replay(groups, n, lag, track=False):
@@ -37,7 +37,6 @@ def _replay(groups, n, lag, track=False):
 
 def _fake_groups(n, dil):
     _, plan = plan_snippets(n, 3, dil, cap=False)
-    from rd_engine.pipeline.offline import SnippetGroup
 
     g = torch.Generator().manual_seed(0)
     return [SnippetGroup(p.dilation, p.weight, p.indices, torch.rand(p.indices.shape[0], 3, 12, 14, generator=g))
@@ -79,9 +78,9 @@ def test_online_alignment_on_the_synthetic_harness(mode):
     gt = make_scene_depth(n, w, h, seed=0)
     groups, _, eff = make_snippets(gt, [1, 10], mode=mode, seed=1, dtype=torch.float32)
     gm = global_min_of(groups)
-    ag = [AlignGroup(solver_view(g.depth, gm), g.indices, g.weight) for g in groups]
+    ag = [g.with_depth(solver_view(g.depth, gm)) for g in groups]
     params = solve(ag, n, "robust")
-    merge = lambda delta: renormalize(merge_aligned([(g.depth, g.indices, g.weight) for g in groups],  # noqa: E731
+    merge = lambda delta: renormalize(merge_aligned(groups,  # noqa: E731
                                                     params, gm, n, delta))
     offline = global_affine_metrics(merge(merge_deltas(ag, params, n)), gt)["absrel"]  # robust solve + robust mean
     offline_mean = global_affine_metrics(merge(None), gt)["absrel"]  # robust solve, the SPEC's mean

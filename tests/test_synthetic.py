@@ -82,7 +82,7 @@ def test_true_params_reconstruct_gt_and_merge(gt, mode):
 
     gm = global_min_of(groups)
     shifted = true_params_after_min_shift(params, gm)
-    merged = merge_aligned([(g.depth, g.indices, g.weight) for g in groups], shifted, gm, gt.shape[0])
+    merged = merge_aligned(groups, shifted, gm, gt.shape[0])
     # without renormalization the merge IS the GT inverse depth
     assert torch.allclose(merged, inv, rtol=1e-2, atol=1e-4)
     m = global_affine_metrics(renormalize(merged), gt)
@@ -92,7 +92,7 @@ def test_true_params_reconstruct_gt_and_merge(gt, mode):
 def test_noise_and_outliers_hurt_but_true_affine_stays_good(gt):
     groups, params, _ = make_snippets(gt, [1, 25], mode="b", noise=0.02, outlier_blobs=3, seed=2)
     gm = global_min_of(groups)
-    merged = merge_aligned([(g.depth, g.indices, g.weight) for g in groups],
+    merged = merge_aligned(groups,
                            true_params_after_min_shift(params, gm), gm, gt.shape[0])
     m = global_affine_metrics(merged, gt)
     assert 1e-3 < m["absrel"] < 0.1 and m["delta1"] > 0.9
@@ -100,7 +100,7 @@ def test_noise_and_outliers_hurt_but_true_affine_stays_good(gt):
     ga, pa, _ = make_snippets(gt, [1, 25], mode="a", noise=0.02, outlier_blobs=3, seed=2)
     gma = global_min_of(ga)
     ident = [(torch.ones_like(s), torch.zeros_like(t)) for s, t in pa]
-    bad = global_affine_metrics(merge_aligned([(g.depth, g.indices, g.weight) for g in ga], ident, gma,
+    bad = global_affine_metrics(merge_aligned(ga, ident, gma,
                                               gt.shape[0]), gt)
     assert bad["absrel"] > 2 * m["absrel"]
 

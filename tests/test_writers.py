@@ -14,16 +14,9 @@ from PIL import Image
 from rd_engine.errors import UserError
 from rd_engine.testing.media import synthetic_frame
 from rd_engine.io.video import iter_frames, probe
-from rd_engine.io.files import (
-    VideoWriter,
-    atomic_output,
-    colorize,
-    open_npy_memmap_atomic,
-    save_npy_atomic,
-    save_npz_atomic,
-    side_by_side,
-    write_png16_sequence,
-)
+from rd_engine.io.files import atomic_output, open_npy_memmap_atomic, save_npy_atomic, save_npz_atomic
+from rd_engine.io.video_writer import VideoWriter
+from rd_engine.outputs.render import colorize, side_by_side, write_png16_sequence
 
 
 def _leftovers(folder: Path) -> list[str]:

@@ -6,6 +6,7 @@ Three operations on tensors that stay on the backend's device:
   (UNet with cross-frame attention over each snippet's L frames + one DDIM update)
 - `decode(latents [B,4,h,w]) -> depth [B,1,H,W]` (VAE decode + mean over RGB channels)
 H and W must be multiples of 8; the pipeline pads and crops around the backend.
+`check_size` refuses, before any work, a processed frame size the backend cannot serve.
 """
 
 from __future__ import annotations
@@ -14,32 +15,27 @@ from typing import Protocol
 
 import torch
 
-from rd_engine.model.ddim import DDIMStep
+from rd_engine.model.ddim import DDIM, DDIMStep
 
 
 class Backend(Protocol):
-    name: str
+    """What the pipeline needs from a backend."""
+
+    name: str  # "pytorch", "onnxruntime", "tensorrt"
     device: torch.device
-    dtype: torch.dtype
+    dtype: torch.dtype  # the precision its tensors come back in
+    ddim: DDIM  # the checkpoint's noise schedule (steps come from `ddim.schedule`)
+
+    def check_size(self, size: tuple[int, int]) -> None:
+        """Refuse a processed frame size (width, height) outside what the backend serves.
+
+        Raises:
+            UserError: The size is not served (the message says how to rebuild the engine).
+        """
+        ...
 
     def encode(self, frames: torch.Tensor) -> torch.Tensor: ...
 
     def denoise(self, rgb: torch.Tensor, depth: torch.Tensor, step: DDIMStep) -> torch.Tensor: ...
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor: ...
-
-
-def step_inputs(cache: dict, step: DDIMStep, device: torch.device) -> tuple[torch.Tensor, ...]:
-    """The exported UNet step's (timestep, alpha_t, alpha_prev) inputs for one DDIM step.
-
-    Cached per step in `cache`, so a CUDA run makes no host-to-device copy per call.
-    """
-    a, ap = step.as_floats()
-    key = (step.t, a, ap)
-    got = cache.get(key)
-    if got is None:
-        got = (torch.tensor([step.t], dtype=torch.int64, device=device),
-               step.alpha_t.reshape(1).to(device, torch.float32),
-               step.alpha_prev.reshape(1).to(device, torch.float32))
-        cache[key] = got
-    return got

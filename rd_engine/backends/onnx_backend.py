@@ -27,10 +27,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rd_engine.backends.base import step_inputs
-from rd_engine.model.ddim import DDIMStep
+from rd_engine.backends.engine_file import EngineFileBackend
+from rd_engine.engine_format.folder import EngineFolder, open_engine_folder
 from rd_engine.errors import UserError
-from rd_engine.engine_format.manifest import Engine, open_engine
 
 log = logging.getLogger("rd_engine")
 
@@ -52,7 +51,7 @@ def onnxruntime_unavailable_reason(device: torch.device | str = "cpu") -> str | 
     return None
 
 
-class OrtBackend:
+class OrtBackend(EngineFileBackend):
     """Runs an engine folder's ONNX graphs with ONNX Runtime (the Backend protocol).
 
     Args:
@@ -60,7 +59,7 @@ class OrtBackend:
         device: "cpu" or a CUDA device (CUDA execution provider).
         dtype: Requested run precision: fp16 runs the engine's fp16 graphs if it has them, anything
             else the fp32 graphs. `self.dtype` says what runs.
-        engine: An already opened `Engine`.
+        engine: An already opened `EngineFolder`.
         threads: CPU intra-op threads (default: torch's thread count).
         fused_attention: Run the `.ort.onnx` graphs, whose attention is ONNX Runtime's
             memory-efficient MultiHeadAttention (False: the portable graphs, which materialize every
@@ -70,20 +69,20 @@ class OrtBackend:
     name = "onnxruntime"
 
     def __init__(self, engine_dir: str | os.PathLike | None, device: torch.device | str = "cpu",
-                 dtype: torch.dtype | None = None, *, engine: Engine | None = None, threads: int | None = None,
+                 dtype: torch.dtype | None = None, *, engine: EngineFolder | None = None, threads: int | None = None,
                  fused_attention: bool = True):
         why = onnxruntime_unavailable_reason(device)
         if why:
             raise UserError(f"onnxruntime backend: {why}")
         import onnxruntime as ort
 
-        self.engine = engine if engine is not None else open_engine(Path(engine_dir))
+        folder = engine if engine is not None else open_engine_folder(Path(engine_dir))
         dev = torch.device(device)
         if dev.type == "cuda" and dev.index is None:
             dev = torch.device("cuda", torch.cuda.current_device())
-        self.device = dev
+        super().__init__(folder, dev)
         precision = "fp32"
-        if dtype == torch.float16 and "fp16" in self.engine.onnx_precisions:
+        if dtype == torch.float16 and "fp16" in folder.onnx_precisions:
             precision = "fp16"
         elif dtype is not None and dtype != torch.float32:
             log.info("onnxruntime runs the engine's fp32 graphs (%s was asked for; %s)",
@@ -91,8 +90,8 @@ class OrtBackend:
                      else "ONNX Runtime has no bf16 kernels for them")
         self.precision = precision
         self.dtype = _DTYPE[precision]
-        self.engine.verify_files(self.engine.onnx_files(precision))
-        self.ddim = self.engine.ddim()
+        folder.verify_files(folder.onnx_files(precision))
+        self.ddim = folder.ddim()
 
         opts = ort.SessionOptions()
         opts.log_severity_level = 3  # errors only: ORT's per-node placement warnings are noise here
@@ -121,54 +120,23 @@ class OrtBackend:
             # same stream as torch: no need for ORT to block the host at the end of every run
             self._run_options.add_run_config_entry("disable_synchronize_execution_providers", "1")
         self.sessions: dict[str, object] = {}
-        for name in self.engine.contracts:
-            path = self.engine.onnx_graph(name, precision, "ort" if fused_attention else "portable")
+        for name in folder.contracts:
+            path = folder.onnx_graph(name, precision, "ort" if fused_attention else "portable")
             try:
                 sess = ort.InferenceSession(str(path), opts, providers=providers)
             except Exception as e:
                 raise UserError(f"onnxruntime cannot load {path} ({type(e).__name__}: {e}); rebuild: "
-                                f"{self.engine.rebuild_command()}") from None
+                                f"{folder.rebuild_command()}") from None
             if dev.type == "cuda" and "CUDAExecutionProvider" not in sess.get_providers():
                 raise UserError(f"onnxruntime could not start its CUDA execution provider for {path.name} "
                                 "(CUDA/cuDNN libraries matching onnxruntime-gpu installed?); or run with --device cpu")
             self.sessions[name] = sess
-        self._steps: dict[tuple, tuple[torch.Tensor, ...]] = {}
 
-    # -- the Backend protocol -------------------------------------------------
-    @torch.no_grad()
-    def encode(self, frames: torch.Tensor) -> torch.Tensor:
-        b, _, h, w = frames.shape
-        self._check_pixels(w, h)
-        c = self.engine.component("vae_encoder")
-        return self._run(c.name, {"frames": frames}, {"latents": (b, 4, h // 8, w // 8)})["latents"]
-
-    @torch.no_grad()
-    def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        b, _, h, w = latents.shape
-        self._check_pixels(8 * w, 8 * h)
-        c = self.engine.component("vae_decoder")
-        return self._run(c.name, {"latents": latents}, {"depth": (b, 1, 8 * h, 8 * w)})["depth"]
-
-    @torch.no_grad()
-    def denoise(self, rgb: torch.Tensor, depth: torch.Tensor, step: DDIMStep) -> torch.Tensor:
-        s, l, c, h, w = depth.shape
-        self._check_pixels(8 * w, 8 * h)
-        comp = self.engine.component("unet_step", l)
-        t, a, ap = self._step_tensors(step)
-        feeds = {"rgb_latent": rgb, "depth_latent": depth, "timestep": t, "alpha_t": a, "alpha_prev": ap}
-        return self._run(comp.name, feeds, {"depth_latent_next": (s, l, c, h, w)})["depth_latent_next"]
-
-    # -- internals --------------------------------------------------------------
-    def _check_pixels(self, w: int, h: int) -> None:
-        if not self.engine.profile.covers((w, h)):
-            self.engine.check_size((w, h))
-
-    def _step_tensors(self, step: DDIMStep) -> tuple[torch.Tensor, ...]:
-        return step_inputs(self._steps, step, self.device)
-
-    def _run(self, name: str, feeds: dict[str, torch.Tensor], outputs: dict[str, tuple[int, ...]]):
+    def run_component(self, name: str, feeds: dict[str, torch.Tensor],
+                      out_shapes: dict[str, tuple[int, ...]]) -> dict[str, torch.Tensor]:
+        """Run one graph with its inputs and outputs bound to torch tensors by address."""
         sess = self.sessions[name]
-        contract = self.engine.contracts[name]
+        contract = self.folder.contracts[name]
         binding = sess.io_binding()
         keep = []  # the converted inputs must outlive the run
         for spec in contract.inputs:
@@ -178,7 +146,7 @@ class OrtBackend:
                                t.data_ptr())
         result = {}
         for spec in contract.outputs:
-            out = torch.empty(outputs[spec.name], dtype=spec.torch_dtype(self.dtype), device=self.device)
+            out = torch.empty(out_shapes[spec.name], dtype=spec.torch_dtype(self.dtype), device=self.device)
             result[spec.name] = out
             binding.bind_output(spec.name, self._ort_device, self._device_id, _NP[out.dtype], tuple(out.shape),
                                 out.data_ptr())

@@ -12,7 +12,8 @@
 - Calls larger than a plan's batch profile are split.
 
 The module imports without tensorrt; `TrtBackend` raises a UserError if it is
-missing or the plans were built for another GPU or TensorRT version.
+missing or the plans were built for another GPU or TensorRT version
+(`tensorrt_unavailable_reason` says why TensorRT cannot run here).
 """
 
 from __future__ import annotations
@@ -25,15 +26,26 @@ from pathlib import Path
 
 import torch
 
-from rd_engine.backends.base import step_inputs
-from rd_engine.model.ddim import DDIMStep
+from rd_engine.backends.engine_file import EngineFileBackend
+from rd_engine.engine_format.folder import EngineFolder, open_engine_folder
 from rd_engine.errors import UserError
-from rd_engine.engine_format.manifest import Engine, open_engine
 
 log = logging.getLogger("rd_engine")
 
 _LOGGER = None
 MAX_GRAPHS_PER_PLAN = 8
+TRT_REQUIRED = "TensorRT and a CUDA GPU are required"
+
+
+def tensorrt_unavailable_reason() -> str | None:
+    """Why TensorRT plans cannot be built or run here (None: they can)."""
+    try:
+        import tensorrt  # noqa: F401
+    except Exception as e:  # ImportError, or a broken install (missing libnvinfer)
+        return f"the tensorrt Python package is not importable ({type(e).__name__}: {e})"
+    if not torch.cuda.is_available():
+        return "no CUDA GPU is visible to torch"
+    return None
 
 
 def trt_logger():
@@ -211,20 +223,20 @@ def _side_stream(device: torch.device) -> torch.cuda.Stream:
     return _SIDE[device]
 
 
-class TrtBackend:
+class TrtBackend(EngineFileBackend):
     """Runs an engine folder's TensorRT plans (the Backend protocol).
 
     Args:
         engine_dir: The engine folder (ignored when `engine` is given).
         device: A CUDA device.
-        engine: An already opened `Engine`.
+        engine: An already opened `EngineFolder`.
         cuda_graphs: Capture repeating shapes into CUDA graphs.
     """
 
     name = "tensorrt"
 
     def __init__(self, engine_dir: str | os.PathLike | None, device: torch.device | str = "cuda", *,
-                 engine: Engine | None = None, cuda_graphs: bool = True):
+                 engine: EngineFolder | None = None, cuda_graphs: bool = True):
         try:
             import tensorrt as trt
         except Exception as e:
@@ -235,65 +247,32 @@ class TrtBackend:
             raise UserError(f"tensorrt backend: needs a CUDA device (got {dev})")
         if dev.index is None:
             dev = torch.device("cuda", torch.cuda.current_device())
-        self.device = dev
-        self.engine = engine if engine is not None else open_engine(Path(engine_dir))
-        self.engine.check_tensorrt_machine(dev)
-        self.engine.verify_files(self.engine.plan_files())
-        precision = self.engine.tensorrt["precision"]
+        folder = engine if engine is not None else open_engine_folder(Path(engine_dir))
+        super().__init__(folder, dev)
+        folder.check_tensorrt_machine(dev)
+        folder.verify_files(folder.plan_files())
+        precision = folder.tensorrt.precision
         self.dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
-        self.ddim = self.engine.ddim()
+        self.ddim = folder.ddim()
         with torch.cuda.device(dev):
             self._runtime = trt.Runtime(trt_logger())
-            self.plans = {name: _Plan(trt, self._runtime, self.engine.plan_file(name), name, dev, cuda_graphs)
-                          for name in self.engine.contracts}
+            self.plans = {name: _Plan(trt, self._runtime, folder.plan_file(name), name, dev, cuda_graphs)
+                          for name in folder.contracts}
             self._workspace = _Workspace(max(p.memory_size for p in self.plans.values()), dev)
             for p in self.plans.values():
                 p.workspace = self._workspace
-        self._steps: dict[tuple, tuple[torch.Tensor, ...]] = {}
 
-    # -- the Backend protocol -------------------------------------------------
-    @torch.no_grad()
-    def encode(self, frames: torch.Tensor) -> torch.Tensor:
-        b, _, h, w = frames.shape
-        self._check_pixels(w, h)
-        plan = self.plans[self.engine.component("vae_encoder").name]
-        return self._batched(plan, {"frames": frames}, lambda n: {"latents": (n, 4, h // 8, w // 8)}, [])["latents"]
-
-    @torch.no_grad()
-    def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        b, _, h, w = latents.shape
-        self._check_pixels(8 * w, 8 * h)
-        plan = self.plans[self.engine.component("vae_decoder").name]
-        return self._batched(plan, {"latents": latents}, lambda n: {"depth": (n, 1, 8 * h, 8 * w)}, [])["depth"]
-
-    @torch.no_grad()
-    def denoise(self, rgb: torch.Tensor, depth: torch.Tensor, step: DDIMStep) -> torch.Tensor:
-        s, l, c, h, w = depth.shape
-        self._check_pixels(8 * w, 8 * h)
-        plan = self.plans[self.engine.component("unet_step", l).name]
-        t, a, ap = self._step_tensors(step)
-        out = self._batched(plan, {"rgb_latent": rgb, "depth_latent": depth, "timestep": t, "alpha_t": a,
-                                   "alpha_prev": ap},
-                            lambda n: {"depth_latent_next": (n, l, c, h, w)}, ["timestep", "alpha_t", "alpha_prev"])
-        return out["depth_latent_next"]
-
-    # -- internals --------------------------------------------------------------
-    def _check_pixels(self, w: int, h: int) -> None:
-        if not self.engine.profile.covers((w, h)):
-            self.engine.check_size((w, h))
-
-    def _batched(self, plan: _Plan, feeds: dict[str, torch.Tensor], out_shapes, shared: list[str]):
-        """Run in chunks of at most the plan's max batch (inputs in `shared` are not split)."""
-        first = next(n for n in feeds if n not in shared)
-        total = feeds[first].shape[0]
+    def run_component(self, name: str, feeds: dict[str, torch.Tensor],
+                      out_shapes: dict[str, tuple[int, ...]]) -> dict[str, torch.Tensor]:
+        """Run one plan, in chunks of at most its max batch (inputs without a batch dimension are not split)."""
+        plan = self.plans[name]
+        batched = self.folder.contracts[name].batched_inputs()
+        total = feeds[batched[0]].shape[0]
         if total <= plan.max_batch:
-            return plan.run(feeds, out_shapes(total))
+            return plan.run(feeds, out_shapes)
         parts = []
         for a in range(0, total, plan.max_batch):
             b = min(total, a + plan.max_batch)
-            chunk = {n: (t if n in shared else t[a:b]) for n, t in feeds.items()}
-            parts.append(plan.run(chunk, out_shapes(b - a)))
+            chunk = {n: (t[a:b] if n in batched else t) for n, t in feeds.items()}
+            parts.append(plan.run(chunk, {n: (b - a, *shape[1:]) for n, shape in out_shapes.items()}))
         return {n: torch.cat([p[n] for p in parts]) for n in parts[0]}
-
-    def _step_tensors(self, step: DDIMStep) -> tuple[torch.Tensor, ...]:
-        return step_inputs(self._steps, step, self.device)

@@ -1,15 +1,26 @@
-"""PyTorch backend: eager diffusers modules (the reference and the CPU fallback)."""
+"""PyTorch backend: eager diffusers modules (the reference and the CPU fallback).
+
+It runs the engine components of `rd_engine.model.components`, the same modules the
+exporter traces into the engine graphs.
+"""
 
 from __future__ import annotations
 
 import torch
 
-from rd_engine.model.ddim import DDIMStep, ddim_update
-from rd_engine.model.checkpoint import LATENT_SCALE, Models
+from rd_engine.model.checkpoint import Models
+from rd_engine.model.components import UnetStep, VaeDecode, VaeEncode
+from rd_engine.model.ddim import DDIMStep
 
 
 class TorchBackend:
-    """Runs the stock diffusers UNet (with the cross-frame attention processor) and VAE."""
+    """Runs the stock diffusers UNet (with the cross-frame attention processor) and VAE.
+
+    Args:
+        models: The loaded checkpoint (moved to `device` and cast to `dtype` in place).
+        device: The run's device.
+        dtype: The run's precision.
+    """
 
     name = "pytorch"
 
@@ -22,32 +33,27 @@ class TorchBackend:
         self.ddim = models.ddim
         # the reference casts the fp32 embedding to the run dtype once
         self.embed = models.empty_embed.to(self.device, dtype)
+        self.encoder = VaeEncode(self.vae)
+        self.decoder = VaeDecode(self.vae)
+        self.steps: dict[int, UnetStep] = {}  # per snippet length; they share the UNet
+
+    def check_size(self, size: tuple[int, int]) -> None:
+        """Any processed frame size (width, height) runs: nothing to refuse."""
 
     @torch.no_grad()
     def encode(self, frames: torch.Tensor) -> torch.Tensor:
-        h = self.vae.encoder(frames.to(self.device, self.dtype))
-        if self.vae.quant_conv is not None:
-            h = self.vae.quant_conv(h)
-        mean, _logvar = torch.chunk(h, 2, dim=1)
-        return mean * LATENT_SCALE
+        return self.encoder(frames.to(self.device, self.dtype))
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        z = latents.to(self.device, self.dtype) / LATENT_SCALE
-        if self.vae.post_quant_conv is not None:
-            z = self.vae.post_quant_conv(z)
-        return self.vae.decoder(z).mean(dim=1, keepdim=True)
+        return self.decoder(latents.to(self.device, self.dtype))
 
     @torch.no_grad()
     def denoise(self, rgb: torch.Tensor, depth: torch.Tensor, step: DDIMStep) -> torch.Tensor:
-        s, l, c, h, w = depth.shape
-        x = torch.cat([rgb, depth], dim=2).reshape(s * l, 2 * c, h, w)
+        s, l = depth.shape[:2]
+        module = self.steps.get(l)
+        if module is None:
+            # the update in the sample's dtype, op by op, as the reference computes it
+            module = self.steps[l] = UnetStep.from_models(self.models, l, self.embed, fp32_update=False)
         t = torch.full((s * l,), step.t, device=self.device, dtype=torch.long)
-        out = self.unet(
-            x, t, encoder_hidden_states=self.embed.expand(s * l, -1, -1),
-            cross_attention_kwargs={"num_frames": l},
-        ).sample.reshape(s, l, c, h, w)
-        return ddim_update(
-            out, depth, step.alpha_t, step.alpha_prev, self.ddim.prediction_type,
-            self.ddim.clip_sample_range if self.ddim.clip_sample else None,
-        )
+        return module(rgb, depth, t, step.alpha_t, step.alpha_prev)

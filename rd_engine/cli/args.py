@@ -1,8 +1,21 @@
-"""Argument types shared by the subcommands."""
+"""Argument types and error wording shared by the subcommands."""
 
 from __future__ import annotations
 
 import argparse
+
+from rd_engine.errors import SettingError, UserError
+
+def flag(name: str) -> str:
+    """The command-line flag of a setting (every setting's flag is its name with dashes)."""
+    return "--" + name.replace("_", "-")
+
+
+def worded(error: UserError) -> str:
+    """An error's one line for the command line: a setting is named by its flag."""
+    if isinstance(error, SettingError):
+        return f"{flag(error.name)} {error.problem}"
+    return str(error)
 
 
 def int_at_least(lo: int):

@@ -1,28 +1,31 @@
-"""CLI pieces of the engine: `rd-engine build`, `rd-engine info`, and backend selection for `run`.
+"""CLI pieces of the engine: `rd-engine build` and `rd-engine info`.
 
 `rd_engine.cli.main` wires these in:
     add_build_parser(sub); add_info_parser(sub)
     "build" -> cmd_build(args); "info" -> cmd_info(args)
-    run: backend = open_backend(engine_dir, models_or_None, args.backend, device, dtype, processed_size)
+(the backend of `run` comes from `rd_engine.backends.select.open_backend`).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import logging
-from collections.abc import Sequence
+import re
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from rd_engine.cli.args import int_at_least
+from rd_engine.engine_format.folder import EngineFolder, open_engine_folder
+from rd_engine.engine_format.profile import Profile
 from rd_engine.errors import UserError
-from rd_engine.engine_format.manifest import Engine, Profile, open_engine
+from rd_engine.progress import human_bytes
 
-log = logging.getLogger("rd_engine")
+if TYPE_CHECKING:
+    from rd_engine.export.build import BuildOptions
 
-BACKEND_CHOICES = ("auto", "pytorch", "onnxruntime", "tensorrt")
+# Profile fields -> the `rd-engine build` flags that set them (for the profile's error messages)
+PROFILE_FLAGS = {"min_res": "--min-res", "opt_res": "--res", "max_res": "--max-res", "max_batch": "--max-batch",
+                 "max_vae_batch": "--max-vae-batch"}
 
 
 def add_build_parser(subparsers) -> argparse.ArgumentParser:
@@ -72,9 +75,14 @@ def add_build_parser(subparsers) -> argparse.ArgumentParser:
     return p
 
 
-def build_options(args) -> "BuildOptions":  # noqa: F821
-    from rd_engine.model.checkpoint import DEFAULT_CHECKPOINT
+def build_options(args) -> BuildOptions:
+    """The build options of parsed `rd-engine build` arguments.
+
+    Raises:
+        UserError: The shape profile is invalid (worded with the flags).
+    """
     from rd_engine.export.build import BuildOptions
+    from rd_engine.model.checkpoint import DEFAULT_CHECKPOINT
 
     res = args.res
     profile = Profile(
@@ -83,12 +91,21 @@ def build_options(args) -> "BuildOptions":  # noqa: F821
         max_batch=args.max_batch, opt_batch=args.max_batch,
         max_vae_batch=args.max_vae_batch, opt_vae_batch=min(4, args.max_vae_batch),
     )
+    try:
+        profile.validated()
+    except UserError as e:
+        raise UserError(flag_wording(str(e))) from None
     return BuildOptions(
         checkpoint=args.checkpoint or DEFAULT_CHECKPOINT, output=args.output, backend=args.backend,
         precision=args.precision, profile=profile, snippet_lens=tuple(args.snippet_lens), opset=args.opset,
         external_data=args.external_data, timing_cache=args.timing_cache, workspace_gb=args.workspace_gb,
         device=args.device, force=args.force, check=args.check,
     )
+
+
+def flag_wording(message: str) -> str:
+    """A profile error in the flags' terms: "min_res must be >= 8" -> "--min-res must be >= 8"."""
+    return re.sub(r"\b(" + "|".join(PROFILE_FLAGS) + r")\b", lambda m: PROFILE_FLAGS[m.group(1)], message)
 
 
 def cmd_build(args) -> int:
@@ -114,16 +131,12 @@ def add_info_parser(subparsers) -> argparse.ArgumentParser:
     return p
 
 
-def _mb(n: int) -> str:
-    return f"{n / 1e6:.1f} MB"
-
-
 def cmd_info(args) -> int:
     """Run `rd-engine info`; returns 0, or 1 when the files fail their checksums."""
-    engine = open_engine(args.engine)
+    engine = open_engine_folder(args.engine)
     m = engine.manifest
     if args.json:
-        print(json.dumps(m, indent=2))
+        print(json.dumps(m.to_json(), indent=2))
     else:
         for line in describe(engine):
             print(line)
@@ -135,168 +148,47 @@ def cmd_info(args) -> int:
         print(f"checksums: FAILED: {e}")
         return 1
     if not args.json:
-        print(f"checksums: ok ({len(m['files'])} files)")
+        print(f"checksums: ok ({len(m.files)} files)")
     return 0
 
 
-def describe(engine: Engine) -> list[str]:
+def describe(engine: EngineFolder) -> list[str]:
     """Human-readable summary of an engine folder."""
+    from rd_engine.backends.select import availability
+
     m = engine.manifest
     p = engine.profile
     lo, hi = p.latent_range()
     oh, ow = p.opt_latent()
-    d = m["ddim"]["config"]
-    trt = m.get("tensorrt")
+    d = m.ddim.config
+    trt = m.tensorrt
     lines = [
-        f"engine: {engine.path} (format {m['format_version']}, built {m.get('created', '?')})",
-        f"source: {m['source']['name']} ({m['source']['checkpoint']})",
-        f"weights hash: {m['source']['weights_hash']}",
-        f"precision: {m['precision']}; ONNX graphs: {', '.join(engine.onnx_precisions)} "
-        f"(opset {m['onnx']['opset']})",
+        f"engine: {engine.path} (format {m.format_version}, built {m.created or '?'})",
+        f"source: {m.source.name} ({m.source.checkpoint})",
+        f"weights hash: {m.source.weights_hash}",
+        f"precision: {m.precision}; ONNX graphs: {', '.join(engine.onnx_precisions)} (opset {m.onnx.opset})",
         f"backends: {', '.join(engine.backends)}",
         f"snippet lengths: {', '.join(map(str, engine.snippet_lens))}",
         f"profile: frame sides {8 * lo}..{8 * hi} px (latent {lo}..{hi}), tuned for {8 * ow}x{8 * oh}; "
         f"<= {p.max_batch} snippets per UNet call, <= {p.max_vae_batch} frames per VAE call",
         f"DDIM: {d['prediction_type']}, {d['beta_schedule']} betas {d['beta_start']}..{d['beta_end']}, "
         f"{d['timestep_spacing']} spacing, zero-SNR {d['rescale_betas_zero_snr']}, "
-        f"set_alpha_to_one {d['set_alpha_to_one']}; latent scale {m['latent_scale']}",
+        f"set_alpha_to_one {d['set_alpha_to_one']}; latent scale {m.latent_scale}",
     ]
     if trt:
-        lines.append(f"tensorrt: {trt['version']} on {trt['gpu']['name']} (compute capability "
-                     f"{trt['gpu']['compute_capability']}), {trt['precision']} plans")
+        lines.append(f"tensorrt: {trt.version} on {trt.gpu['name']} (compute capability "
+                     f"{trt.gpu['compute_capability']}), {trt.precision} plans")
     lines.append("components:")
-    for name, comp in m["components"].items():
+    for name, comp in m.components.items():
         parts = []
-        for prec, g in comp.get("onnx", {}).items():
-            size = sum(m["files"][f]["bytes"] for f in g["files"] if f in m["files"])
-            parts.append(f"onnx {prec} {_mb(size)}")
-        if comp.get("tensorrt"):
-            f = comp["tensorrt"]["file"]
-            parts.append(f"plan {comp['tensorrt']['precision']} {_mb(m['files'].get(f, {}).get('bytes', 0))}")
-        ins = ", ".join(f"{t['name']}{t['shape']}" for t in comp["inputs"])
+        for prec, g in comp.onnx.items():
+            size = sum(m.files[f].bytes for f in g.files if f in m.files)
+            parts.append(f"onnx {prec} {human_bytes(size)}")
+        if comp.tensorrt is not None:
+            plan = m.files.get(comp.tensorrt.file)
+            parts.append(f"plan {comp.tensorrt.precision} {human_bytes(plan.bytes if plan else 0)}")
+        ins = ", ".join(f"{t.name}{list(t.shape)}" for t in comp.contract.inputs)
         lines.append(f"  {name}: {'; '.join(parts)} | in: {ins}")
-    libs = m.get("libraries", {})
-    lines.append("built with: " + ", ".join(f"{k} {v}" for k, v in libs.items() if v))
-    lines.append("runs here: " + "; ".join(f"{b}: {why or 'yes'}" for b, why in _availability(engine, None)))
+    lines.append("built with: " + ", ".join(f"{k} {v}" for k, v in m.libraries.items() if v))
+    lines.append("runs here: " + "; ".join(f"{b}: {why or 'yes'}" for b, why in availability(engine, None)))
     return lines
-
-
-def _availability(engine: Engine, device: torch.device | None) -> list[tuple[str, str | None]]:
-    """(backend, why it cannot run here or None) for the engine's backends."""
-    from rd_engine.backends.onnx_backend import onnxruntime_unavailable_reason
-    from rd_engine.export.tensorrt_build import tensorrt_unavailable_reason
-
-    out = []
-    if engine.tensorrt:
-        why = tensorrt_unavailable_reason()
-        if why is None:
-            try:
-                engine.check_tensorrt_machine(device or torch.device("cuda"))
-            except UserError as e:
-                why = str(e)
-        out.append(("tensorrt", why))
-    dev = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    out.append(("onnxruntime", onnxruntime_unavailable_reason(dev)))
-    return out
-
-
-def open_backend(engine_dir: Path | None, models=None, backend: str = "auto", device: torch.device | str = "cpu",
-                 dtype: torch.dtype = torch.float32, processed_size: tuple[int, int] | None = None, *,
-                 snippet_lens: Sequence[int] | None = None):
-    """Pick and open the backend of a run.
-
-    `auto` takes TensorRT, then ONNX Runtime, then PyTorch: the first one that can run here.
-    The choice, and why the better ones were passed over, is logged.
-
-    Args:
-        engine_dir: An engine folder, or None.
-        models: A loaded checkpoint (rd_engine.model.checkpoint.Models), or None. With an engine, its
-            weights must be the ones the engine was built from.
-        backend: "auto", "pytorch", "onnxruntime" or "tensorrt".
-        device: The run's device.
-        dtype: The run's precision (TensorRT runs its plans' precision; ONNX Runtime fp32 on the
-            CPU, see OrtBackend).
-        processed_size: (width, height) of the processed frames, to check against the engine's profile.
-        snippet_lens: Snippet lengths the run needs (snippet_len, refine_snippet_len).
-
-    Raises:
-        UserError: Nothing can run, the forced backend cannot, or the engine is stale or foreign.
-    """
-    if backend not in BACKEND_CHOICES:
-        raise UserError(f"--backend must be one of {', '.join(BACKEND_CHOICES)}, got {backend}")
-    device = torch.device(device)
-    if backend == "pytorch" or (engine_dir is None and backend == "auto"):
-        if models is None:
-            raise UserError("the pytorch backend needs a checkpoint (--checkpoint); an engine folder holds no "
-                            "PyTorch weights")
-        from rd_engine.backends.torch_backend import TorchBackend
-
-        if engine_dir is not None:
-            log.info("backend pytorch: the engine folder %s is not used", engine_dir)
-        elif backend == "auto":
-            log.info("backend auto -> pytorch (no engine folder given; build one with rd-engine build for "
-                     "ONNX Runtime or TensorRT)")
-        return TorchBackend(models, device, dtype)
-    if engine_dir is None:
-        raise UserError(f"--backend {backend} needs an engine folder (--engine); build one with: rd-engine build "
-                        f"--checkpoint CHECKPOINT --backend {backend} -o engines/NAME")
-
-    engine = open_engine(engine_dir, checkpoint=models, processed_size=processed_size)
-    if snippet_lens:
-        engine.check_snippet_lens(snippet_lens)
-    order = ["tensorrt", "onnxruntime", "pytorch"] if backend == "auto" else [backend]
-    skipped = []
-    for name in order:
-        why = _why_not(name, engine, models, device)
-        if why is None:
-            be = _construct(name, engine, models, device, dtype)
-            if backend == "auto":
-                log.info("backend auto -> %s%s", name, f" ({'; '.join(skipped)})" if skipped else "")
-            return be
-        if backend != "auto":
-            raise UserError(f"--backend {name}: {why}")
-        skipped.append(f"{name}: {why}")
-    raise UserError("no backend can run this engine here: " + "; ".join(skipped))
-
-
-def _why_not(name: str, engine: Engine, models, device: torch.device) -> str | None:
-    if name == "tensorrt":
-        from rd_engine.export.tensorrt_build import tensorrt_unavailable_reason
-
-        if not engine.tensorrt:
-            return (f"engine holds no TensorRT plans (build them on a GPU machine: "
-                    f"{engine.rebuild_command(backend='tensorrt', precision=None)})")
-        if device.type != "cuda":
-            return f"TensorRT needs a CUDA device (the run is on {device})"
-        why = tensorrt_unavailable_reason()
-        if why:
-            return why
-        engine.check_tensorrt_machine(device)  # a foreign plan is refused, not skipped: rebuild it
-        return None
-    if name == "onnxruntime":
-        from rd_engine.backends.onnx_backend import onnxruntime_unavailable_reason
-
-        if "fp32" not in engine.onnx_precisions:
-            return "engine holds no ONNX graphs"
-        return onnxruntime_unavailable_reason(device)
-    if models is None:
-        return "no checkpoint given (--checkpoint)"
-    return None
-
-
-def _construct(name: str, engine: Engine, models, device: torch.device, dtype: torch.dtype):
-    if name == "tensorrt":
-        from rd_engine.backends.tensorrt_backend import TrtBackend
-
-        be = TrtBackend(None, device, engine=engine)
-        if dtype != be.dtype:
-            log.info("tensorrt runs the engine's %s plans (%s was asked for)", engine.tensorrt["precision"],
-                     str(dtype).replace("torch.", ""))
-        return be
-    if name == "onnxruntime":
-        from rd_engine.backends.onnx_backend import OrtBackend
-
-        return OrtBackend(None, device, dtype, engine=engine)
-    from rd_engine.backends.torch_backend import TorchBackend
-
-    return TorchBackend(models, device, dtype)

@@ -12,7 +12,7 @@ import traceback
 from pathlib import Path
 
 from rd_engine.version import __version__
-from rd_engine.cli.args import fps_value, int_at_least
+from rd_engine.cli.args import worded, fps_value, int_at_least
 from rd_engine.errors import UserError
 
 log = logging.getLogger("rd_engine")
@@ -94,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"rd-engine {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_run_parser(sub)
-    from rd_engine.bench import add_bench_parser
+    from rd_engine.cli.bench import add_bench_parser
     from rd_engine.cli.build import add_build_parser, add_info_parser
 
     add_build_parser(sub)
@@ -132,7 +132,8 @@ def _check_output_dir(path: Path) -> None:
 def cmd_run(args) -> int:
     import torch
 
-    from rd_engine.model.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint, tiny_checkpoint_cached
+    from rd_engine.model.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
+    from rd_engine.model.factory import tiny_checkpoint_cached
     from rd_engine.outputs.offline import DEFAULT_CMAPS, OutputOptions, write_outputs
     from rd_engine.pipeline.offline import Budgets, Pipeline
     from rd_engine.progress import StageClock, human_bytes, peak_host_bytes
@@ -179,7 +180,7 @@ def cmd_run(args) -> int:
     _check_cmaps(cmaps)  # fail on an unknown colormap before any work
 
     t0 = time.perf_counter()
-    from rd_engine.cli.build import open_backend
+    from rd_engine.backends.select import open_backend
 
     models = None
     if args.engine is None or checkpoint is not None or args.backend == "pytorch":
@@ -226,7 +227,7 @@ def cmd_run(args) -> int:
                   f"| -> {out_dir}/{stem}*", flush=True)
         except UserError as e:
             failures += 1
-            print(f"rd-engine: error: {e}", file=sys.stderr, flush=True)
+            print(f"rd-engine: error: {worded(e)}", file=sys.stderr, flush=True)
         except (MemoryError, torch.cuda.OutOfMemoryError) as e:
             failures += 1
             print(f"rd-engine: error: {path}: out of memory ({type(e).__name__}); "
@@ -250,7 +251,7 @@ def cmd_run(args) -> int:
 def _check_cmaps(cmaps: list[str]) -> None:
     import numpy as np
 
-    from rd_engine.io.files import colorize
+    from rd_engine.outputs.render import colorize
 
     for c in cmaps:
         colorize(np.zeros((1, 1), np.float32), 0.0, 1.0, c)
@@ -272,12 +273,12 @@ def main(argv: list[str] | None = None) -> int:
 
             return cmd_info(args)
         if args.command == "bench":
-            from rd_engine.bench import cmd_bench
+            from rd_engine.cli.bench import cmd_bench
 
             return cmd_bench(args)
         parser.error(f"unknown command {args.command}")
     except UserError as e:
-        print(f"rd-engine: error: {e}", file=sys.stderr)
+        print(f"rd-engine: error: {worded(e)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("rd-engine: interrupted; no partial outputs were left behind", file=sys.stderr)

@@ -1,4 +1,4 @@
-"""Full-resolution merge (SPEC section 5) and re-normalization.
+"""Full-resolution merge (docs/method.md, "Co-alignment") and re-normalization.
 
 The merge is done chunk of frames by chunk of frames: for each chunk, the
 snippets that cover it are fetched in batches (from memory, or from the
@@ -14,7 +14,7 @@ Two kinds of average:
   M-estimate). An entry whose value at a pixel disagrees with the others (a snippet where the model failed: a
   reflection, a wrong layer, a blob of garbage) stops pulling that pixel,
   while entries that agree count as in the mean. The Cauchy scale of frame
-  `f` is `CAUCHY_C * 1.4826 * median |residual|` over the solver pixels of the
+  `f` is `CAUCHY_C * MAD_TO_SIGMA * median |residual|` over the solver pixels of the
   entries covering it (`merge_deltas`); a frame covered by fewer than
   `MIN_ENTRIES` entries keeps the mean (two values that disagree give no
   majority to follow).
@@ -27,9 +27,10 @@ from typing import Callable, Iterator
 
 import torch
 
+from rd_engine.coalign.problem import CAUCHY_C, MAD_TO_SIGMA, Params
 from rd_engine.kernels.average import accumulate_frames, accumulate_frames_robust
+from rd_engine.snippets.plan import SnippetGroup
 
-CAUCHY_C = 2.385  # the Cauchy loss's 95 %-efficiency constant (Gaussian residuals), in robust-sigma units
 # one reweighting step from the mean: a second one gained 2-6 % AbsRel on the harness for another full
 # pass over every snippet
 ROBUST_PASSES = 1
@@ -39,13 +40,13 @@ MIN_ENTRIES = 3
 Fetch = Callable[[int, int, int], torch.Tensor]
 
 
-def merge_deltas(groups, params: list[tuple[torch.Tensor, torch.Tensor]], num_frames: int,
+def merge_deltas(groups: list[SnippetGroup], params: Params, num_frames: int,
                  c: float = CAUCHY_C, block_elems: int = 1 << 22) -> torch.Tensor:
     """Per-frame Cauchy scales `[N]` for the robust merge, from the solver's copies.
 
-    `groups`: per distinct dilation an object with `depth [K, L, P]` (the solver view), `indices
-    [K, L]` and `weight` (`align.AlignGroup`); `params` as solved on them. A frame's scale is
-    `c * 1.4826 * median |s x + t - mean|` over its entries and pixels; `inf` (the plain mean) for
+    `groups`: per distinct dilation, holding the solver copies `depth [K, L, P]`; `params` as
+    solved on them. A frame's scale is
+    `c * MAD_TO_SIGMA * median |s x + t - mean|` over its entries and pixels; `inf` (the plain mean) for
     frames with fewer than `MIN_ENTRIES` entries or no spread.
     """
     P = groups[0].depth.shape[-1]
@@ -87,9 +88,9 @@ def merge_deltas(groups, params: list[tuple[torch.Tensor, torch.Tensor]], num_fr
 
 
 def cauchy_scales(median_abs: torch.Tensor, entries: torch.Tensor, c: float = CAUCHY_C) -> torch.Tensor:
-    """Per frame: `c * 1.4826 * median |residual|` (a robust sigma), `inf` (the plain mean) where
+    """Per frame: `c * MAD_TO_SIGMA * median |residual|` (a robust sigma), `inf` (the plain mean) where
     fewer than `MIN_ENTRIES` entries cover the frame or the entries agree exactly."""
-    d = c * 1.4826 * median_abs.float()
+    d = c * MAD_TO_SIGMA * median_abs.float()
     ok = (entries >= MIN_ENTRIES) & (d > 0) & torch.isfinite(d)
     return torch.where(ok, d, torch.full_like(d, math.inf))
 
@@ -115,7 +116,7 @@ def _batches(fetch: Fetch, indices: list[torch.Tensor], weights: list[int], para
 
 
 def merge_frames(fetch: Fetch, indices: list[torch.Tensor], weights: list[int],
-                 params: list[tuple[torch.Tensor, torch.Tensor]], global_min: torch.Tensor, f0: int, f1: int,
+                 params: Params, global_min: torch.Tensor, f0: int, f1: int,
                  hw: tuple[int, int], device: torch.device, delta: torch.Tensor | None = None,
                  batch: int = 16) -> torch.Tensor:
     """Frames `[f0, f1)` of the merged video, `[f1 - f0, H, W]` float32 on `device`.
@@ -156,8 +157,8 @@ def robust_mean(batches: Callable[[], Iterator[tuple]], mean: torch.Tensor, delt
 
 
 def merge_aligned(
-    groups: list[tuple[torch.Tensor, torch.Tensor, int]],
-    params: list[tuple[torch.Tensor, torch.Tensor]],
+    groups: list[SnippetGroup],
+    params: Params,
     global_min: torch.Tensor,
     num_frames: int,
     delta: torch.Tensor | None = None,
@@ -166,7 +167,7 @@ def merge_aligned(
     """Per frame, the (robust) mean of all aligned snippet frames covering it.
 
     Args:
-        groups: per distinct dilation `(depth [K, L, H, W], indices [K, L], weight)`.
+        groups: per distinct dilation, holding the full-resolution snippet depth `[K, L, H, W]`.
         params: per group `(scale [K], shift [K])`, solved on depth minus `global_min`.
         global_min: the minimum over all snippets, subtracted before the affine as in the solve.
         num_frames: N.
@@ -176,15 +177,15 @@ def merge_aligned(
     Returns:
         `[N, H, W]` float32 on the snippets' device.
     """
-    depth0 = groups[0][0]
+    depth0 = groups[0].depth
     device = depth0.device
     H, W = depth0.shape[-2:]
     out = torch.empty(num_frames, H, W, dtype=torch.float32, device=device)
-    indices = [g[1] for g in groups]
-    weights = [g[2] for g in groups]
+    indices = [g.indices for g in groups]
+    weights = [g.weight for g in groups]
     for f0 in range(0, num_frames, chunk):
         f1 = min(num_frames, f0 + chunk)
-        out[f0:f1] = merge_frames(lambda gi, a, b: groups[gi][0][a:b], indices, weights, params, global_min,
+        out[f0:f1] = merge_frames(lambda gi, a, b: groups[gi].depth[a:b], indices, weights, params, global_min,
                                   f0, f1, (H, W), device, None if delta is None else delta[f0:f1])
     return out
 

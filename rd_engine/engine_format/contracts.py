@@ -3,10 +3,10 @@
 A contract says everything the exporter, the TensorRT builder and the runtime
 backends must agree on: input and output names, dtypes and shapes (with named
 dynamic axes), the min/opt/max shapes of a resolution/batch profile, a sample
-input for tracing, and the traced module itself. The modules reproduce
-`rd_engine.backends.torch_backend.TorchBackend` operation for operation (the
-DDIM update is literally `rd_engine.model.ddim.ddim_update`), so the graphs match the
-PyTorch reference to float rounding.
+input for tracing, and the traced module itself. The modules are the ones the
+PyTorch backend runs (`rd_engine.model.components`; the DDIM update is literally
+`rd_engine.model.ddim.ddim_update`), so the graphs match the PyTorch reference to
+float rounding.
 
 Symbolic dimensions: `B` frames per VAE call, `S` snippets per UNet call,
 `h`/`w` latent height/width, `H`/`W` = 8h/8w pixels.
@@ -21,12 +21,11 @@ from typing import TYPE_CHECKING, Union
 import torch
 from torch import nn
 
-from rd_engine.model.ddim import ddim_update
-from rd_engine.model.checkpoint import LATENT_SCALE
+from rd_engine.model.components import UnetStep, VaeDecode, VaeEncode
 
 if TYPE_CHECKING:
+    from rd_engine.engine_format.profile import Profile
     from rd_engine.model.checkpoint import Models
-    from rd_engine.engine_format.manifest import Profile
 
 Dim = Union[int, str]
 VAE_FACTOR = 8  # pixels per latent cell of the SD VAE
@@ -77,6 +76,10 @@ class Contract:
     @property
     def batch_dim(self) -> str:
         return "S" if self.kind == "unet_step" else "B"
+
+    def batched_inputs(self) -> list[str]:
+        """Names of the inputs split along the batch dimension (the others, e.g. the timestep, are shared)."""
+        return [t.name for t in self.inputs if t.shape and t.shape[0] == self.batch_dim]
 
     def dynamic_axes(self) -> dict[str, dict[int, str]]:
         """`torch.onnx.export` dynamic axes: every symbolic dimension, by name."""
@@ -131,15 +134,12 @@ class Contract:
         It is a copy: the checkpoint's fp32 weights are never rounded in place.
         """
         if self.kind == "vae_encoder":
-            mod = VaeEncoderGraph(models.vae)
+            mod = VaeEncode(models.vae)
         elif self.kind == "vae_decoder":
-            mod = VaeDecoderGraph(models.vae)
+            mod = VaeDecode(models.vae)
         else:
-            ddim = models.ddim
-            mod = UnetStepGraph(
-                models.unet, models.empty_embed.to(precision), self.snippet_len, ddim.prediction_type,
-                ddim.clip_sample_range if ddim.clip_sample else None,
-            )
+            # half graphs: the DDIM update in fp32 (ONNX has no half x fp32 op; see UnetStep)
+            mod = UnetStep.from_models(models, self.snippet_len, models.empty_embed.to(precision), fp32_update=True)
         if precision != torch.float32:
             mod = copy.deepcopy(mod)
         return mod.to(precision).eval()
@@ -200,76 +200,3 @@ def contract_from_json(name: str, data: dict) -> Contract:
         return tuple(TensorSpec(t["name"], t["dtype"], tuple(t["shape"])) for t in items)
 
     return Contract(name, data["kind"], specs(data["inputs"]), specs(data["outputs"]), data.get("snippet_len"))
-
-
-# ----------------------------------------------------------------------------
-# The traced modules (mirror TorchBackend.encode / decode / denoise)
-# ----------------------------------------------------------------------------
-
-
-class VaeEncoderGraph(nn.Module):
-    """frames [B,3,H,W] in [-1,1] -> scaled latents [B,4,H/8,W/8]: encoder, quant_conv, mean half."""
-
-    def __init__(self, vae):
-        super().__init__()
-        self.encoder = vae.encoder
-        self.quant_conv = vae.quant_conv
-
-    def forward(self, frames: torch.Tensor) -> torch.Tensor:
-        h = self.encoder(frames)
-        if self.quant_conv is not None:
-            h = self.quant_conv(h)
-        mean, _logvar = torch.chunk(h, 2, dim=1)
-        return mean * LATENT_SCALE
-
-
-class VaeDecoderGraph(nn.Module):
-    """scaled latents [B,4,h,w] -> depth [B,1,8h,8w]: post_quant_conv, decoder, mean over RGB."""
-
-    def __init__(self, vae):
-        super().__init__()
-        self.post_quant_conv = vae.post_quant_conv
-        self.decoder = vae.decoder
-
-    def forward(self, latents: torch.Tensor) -> torch.Tensor:
-        z = latents / LATENT_SCALE
-        if self.post_quant_conv is not None:
-            z = self.post_quant_conv(z)
-        return self.decoder(z).mean(dim=1, keepdim=True)
-
-
-class UnetStepGraph(nn.Module):
-    """One snippet denoising step: UNet with cross-frame attention over L frames, then DDIM.
-
-    The empty-prompt embedding is a buffer (an initializer in the graph); the
-    prediction type and clipping are Python constants from the checkpoint's
-    scheduler config; timestep and the two alpha_bar values are inputs, so one
-    graph serves every step of every schedule.
-    """
-
-    def __init__(self, unet, empty_embed: torch.Tensor, snippet_len: int, prediction_type: str,
-                 clip_range: float | None):
-        super().__init__()
-        self.unet = unet
-        self.register_buffer("embed", empty_embed.detach().clone())
-        self.snippet_len = int(snippet_len)
-        self.prediction_type = prediction_type
-        self.clip_range = clip_range
-
-    def forward(self, rgb_latent: torch.Tensor, depth_latent: torch.Tensor, timestep: torch.Tensor,
-                alpha_t: torch.Tensor, alpha_prev: torch.Tensor) -> torch.Tensor:
-        s, l, c, h, w = depth_latent.shape
-        x = torch.cat([rgb_latent, depth_latent], dim=2).reshape(s * l, 2 * c, h, w)
-        n = x.shape[0]
-        out = self.unet(
-            x, timestep.expand(n), encoder_hidden_states=self.embed.expand(n, -1, -1),
-            cross_attention_kwargs={"num_frames": self.snippet_len},
-        ).sample.reshape(s, l, c, h, w)
-        a, ap = alpha_t.reshape(()), alpha_prev.reshape(())  # 0-dim, as DDIMStep holds them
-        if out.dtype == torch.float32:
-            return ddim_update(out, depth_latent, a, ap, self.prediction_type, self.clip_range)
-        # Half graphs: the update in fp32, rounded once at the end. PyTorch multiplies half tensors by
-        # fp32 0-dim coefficients in fp32 arithmetic; ONNX has no such mixed op (the exporter would round
-        # the coefficients to half first, and fails outright for bf16).
-        return ddim_update(out.float(), depth_latent.float(), a, ap, self.prediction_type,
-                           self.clip_range).to(out.dtype)

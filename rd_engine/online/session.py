@@ -1,27 +1,9 @@
-"""Online RollingDepth: depth while the video is still arriving, with a bounded lag.
+"""A live stream on a shared engine: `StreamSession.push(frame)` returns the frames that finished.
 
-A frame is *finished* once every snippet that covers it and ends no later
-than `frame + lag` is done (the first `L - 1` frames wait for the first
-snippet, which ends at frame `L - 1`). Each new snippet's scale and shift are
-solved robustly (Cauchy IRLS on the batched moments kernel) against the
-frames it covers: finished frames count with their frozen values, unfinished
-ones with the running mean of the snippets already aligned to them. When
-frames finish, the snippets covering them are re-solved against everything
-known by then (see `OnlineAligner`). A finished frame is the robust mean of
-its entries (`merge.robust_mean`, as offline `--align robust` merges).
-
-Normalization of a stream: the first snippet fixes the stream's affine frame
-(its aligned values span exactly [-1, 1]); every later snippet is aligned to
-that frame, so depth is never re-normalized per frame and its scale is
-consistent across the whole stream. Values can leave [-1, 1] when the scene's
-range grows. Like all RollingDepth output it is relative inverse depth
-(near = large), not metric.
-
-Memory is bounded by the largest window: latents and per-frame accumulators
-live only for the last `(L - 1) * max(dilation) + 1 + lag` frames.
-
-`OnlineAligner` is model-free (it takes decoded snippets), so the same code
-runs on the synthetic ground-truth harness; `StreamSession` adds the model.
+What "finished" means, how each snippet is aligned and how a stream is
+normalized: `rd_engine.online.aligner`. The session adds the model: it keeps
+the latents of the last window of frames, runs the snippets that end at each
+new frame, and hands their decoded depth to its `OnlineAligner`.
 """
 
 from __future__ import annotations
@@ -32,219 +14,14 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from rd_engine.coalign.problem import BORDER, FACTOR, AlignGroup, check_finite
 from rd_engine.errors import UserError
-from rd_engine.coalign.merge import cauchy_scales, robust_mean
-from rd_engine.coalign.solvers import solve_one, solve_robust
-
-FROZEN_WEIGHT = 1.0  # finished frames: final values
-PROVISIONAL_WEIGHT = 0.5  # unfinished frames: running mean of the snippets aligned so far
-WINDOW_ITERS = 20  # Procrustes iterations per window solve (warm-started)
-
-
-@dataclass
-class FinishedFrame:
-    """One frame of depth out of a stream."""
-
-    index: int
-    timestamp: float | None
-    depth: np.ndarray  # [H, W] float32, relative inverse depth in the stream's affine frame
-    latency: float | None = None  # seconds from push to finished (None for offline replays)
-
-
-def _stat(depth: torch.Tensor) -> torch.Tensor:
-    """`[L, H, W]` -> `[L, P]` float32: the cropped, subsampled copy the solve works on."""
-    sub = depth[:, BORDER:-BORDER, BORDER:-BORDER][:, ::FACTOR, ::FACTOR]
-    if sub.numel() == 0:
-        sub = depth
-    return sub.reshape(depth.shape[0], -1).float()
-
-
-def _onto_unit_range(lo: float, hi: float) -> tuple[float, float]:
-    """The affine `(a, b)` that maps `[lo, hi]` onto `[-1, 1]` (the stream's gauge)."""
-    a = 2.0 / (hi - lo) if hi > lo else 1.0
-    return a, -1.0 - a * lo
-
-
-@dataclass(eq=False)
-class _Snippet:
-    dilation: int
-    frames: tuple[int, ...]
-    x: torch.Tensor | None  # [L, P] solver copy; dropped once all its frames are finished
-    s: float
-    t: float
-    weight: float
-    open: int = 0  # unfinished frames it still contributes to
-
-
-class OnlineAligner:
-    """Incremental co-alignment and merge of snippets arriving in end-frame order.
-
-    Every unfinished frame keeps its entries (the snippet frames that cover it,
-    full resolution, with a reference to their snippet's current scale and
-    shift). A new snippet is fitted to the frozen frames and the consensus of
-    the unfinished ones it covers. With `lag > 0`, whenever frames finish, the
-    snippets that still have unfinished frames are re-solved together (see
-    `_solve_window`). The first snippet fixes the gauge: it spans [-1, 1].
-
-    Args:
-        snippet_len: L.
-        lag: K, frames of look-ahead before a frame is finished.
-    """
-
-    def __init__(self, snippet_len: int, lag: int, track: bool = False):
-        if lag < 0:
-            raise UserError(f"--lag must be >= 0, got {lag}")
-        self.L = snippet_len
-        self.lag = lag
-        self.entries: dict[int, list[tuple[_Snippet, int, torch.Tensor]]] = {}  # unfinished frame -> entries
-        self.frozen: dict[int, torch.Tensor] = {}  # finished frames' solver copies [P]
-        self.next_to_finish = 0
-        self.first: _Snippet | None = None
-        self._meta: dict[int, tuple[float | None, float | None]] = {}  # timestamp, push time per frame
-        # (dilation, first frame) of the snippets merged into each finished frame, for tests
-        self.contributions: dict[int, list[tuple[int, int]]] | None = {} if track else None
-
-    def note_frame(self, index: int, timestamp: float | None = None, pushed_at: float | None = None) -> None:
-        """A frame arrived (its timestamp and push time are kept for the output)."""
-        self._meta[index] = (timestamp, pushed_at)
-
-    def _consensus(self, f: int) -> torch.Tensor:
-        """Current mean of the aligned solver copies covering unfinished frame `f`: `[P]`."""
-        acc, wsum = None, 0.0
-        for sn, j, _ in self.entries[f]:
-            v = (sn.x[j] * sn.s + sn.t) * sn.weight
-            acc = v if acc is None else acc + v
-            wsum += sn.weight
-        return acc / wsum
-
-    def _solve(self, x: torch.Tensor, frames: tuple[int, ...]) -> tuple[float, float]:
-        """Robust scale and shift of `x [L, P]` to frozen frames and the consensus of unfinished ones."""
-        y = torch.zeros_like(x)
-        w = torch.zeros_like(x)
-        for j, f in enumerate(frames):
-            if f in self.frozen:
-                y[j], w[j] = self.frozen[f], FROZEN_WEIGHT
-            elif self.entries.get(f):
-                y[j], w[j] = self._consensus(f), PROVISIONAL_WEIGHT
-        if float(w.sum()) == 0:
-            raise RuntimeError("snippet shares no frame with the stream so far")
-        return solve_one(x, y, w)
-
-    def add(self, dilation: int, frames: tuple[int, ...], depth: torch.Tensor, weight: float = 1.0) -> None:
-        """Align one decoded snippet (`depth [L, H, W]`) and add it to its unfinished frames."""
-        check_finite(depth, "online snippet inference")
-        x = _stat(depth)
-        if self.first is None:
-            s, t = _onto_unit_range(float(depth.min()), float(depth.max()))
-        else:
-            s, t = self._solve(x, frames)
-        sn = _Snippet(dilation, tuple(frames), x, s, t, weight)
-        if self.first is None:
-            self.first = sn
-        for j, f in enumerate(frames):
-            if f < self.next_to_finish:
-                continue  # finished frames are final
-            self.entries.setdefault(f, []).append((sn, j, depth[j]))
-            sn.open += 1
-            if self.contributions is not None:
-                self.contributions.setdefault(f, []).append((dilation, frames[0]))
-        if sn.open == 0:
-            sn.x = None
-
-    def _solve_window(self) -> None:
-        """Re-solve every snippet that still has an unfinished frame with the offline robust solver,
-        then map that solution by one affine onto what is already fixed: the frozen frames the
-        window overlaps (fit over all their solver pixels), or, before anything is frozen, the
-        stream's gauge (the first snippet on [-1, 1]). Window by window this is the offline solve;
-        a single affine per window, fit on many frames, adds next to no error along the stream,
-        where chaining snippet by snippet does."""
-        snips = list(dict.fromkeys(sn for ents in self.entries.values() for sn, _, _ in ents))
-        if len(snips) < 2:
-            return
-        pos = {f: i for i, f in enumerate(sorted({f for sn in snips for f in sn.frames}))}
-        by_dilation: dict[int, list[_Snippet]] = {}
-        for sn in snips:
-            by_dilation.setdefault(sn.dilation, []).append(sn)
-        snips = [sn for members in by_dilation.values() for sn in members]
-        groups = [AlignGroup(torch.stack([sn.x for sn in members]),
-                             torch.tensor([[pos[f] for f in sn.frames] for sn in members]),
-                             int(round(members[0].weight))) for members in by_dilation.values()]
-        # warm start: the window moved by a frame or so since the last solve
-        init = [(torch.tensor([sn.s for sn in members]), torch.tensor([sn.t for sn in members]))
-                for members in by_dilation.values()]
-        solved = solve_robust(groups, len(pos), iters=WINDOW_ITERS, fine_iters=2, init=init)
-        params = [(float(sc), float(sh)) for scs, shs in solved for sc, sh in zip(scs, shs)]
-        if self.frozen:
-            # consensus of the new solution on the frozen frames it overlaps, against their frozen values
-            acc: dict[int, torch.Tensor] = {}
-            wsum: dict[int, float] = {}
-            for sn, (sc, sh) in zip(snips, params):
-                for j, f in enumerate(sn.frames):
-                    if f in self.frozen:
-                        acc[f] = acc.get(f, 0) + (sn.x[j] * sc + sh) * sn.weight
-                        wsum[f] = wsum.get(f, 0.0) + sn.weight
-            if not acc:
-                return
-            x = torch.cat([acc[f] / wsum[f] for f in acc])
-            y = torch.cat([self.frozen[f] for f in acc])
-            a, b = solve_one(x[None], y[None], torch.ones_like(x)[None])
-        else:
-            first = self.first
-            sc, sh = params[snips.index(first)] if first in snips else (first.s, first.t)
-            d = torch.stack([dep for f in first.frames for sn, _, dep in self.entries.get(f, []) if sn is first])
-            a, b = _onto_unit_range(*sorted((float(d.min()) * sc + sh, float(d.max()) * sc + sh)))
-        for sn, (sc, sh) in zip(snips, params):
-            sn.s, sn.t = a * sc, a * sh + b
-
-    @staticmethod
-    def _merge(ents, consensus: torch.Tensor) -> torch.Tensor:
-        """A finished frame: the robust mean of its entries (`merge.robust_mean`, as the offline
-        `robust` merge), its Cauchy scale from the entries' solver copies around their consensus."""
-        wsum = sum(sn.weight for sn, _, _ in ents)
-        depth = sum((d.float() * sn.s + sn.t) * sn.weight for sn, _, d in ents) / wsum
-        r = torch.cat([(sn.x[j] * sn.s + sn.t - consensus).abs().reshape(-1) for sn, j, _ in ents])
-        delta = cauchy_scales(r.median()[None], torch.tensor([len(ents)], device=r.device))
-        if not bool(torch.isfinite(delta).all()):
-            return depth
-        x = torch.stack([d for _, _, d in ents])[:, None, None]  # [E, 1, 1, H, W]: E one-frame snippets
-        coef = [torch.tensor([getattr(sn, a) for sn, _, _ in ents], dtype=torch.float32)
-                for a in ("s", "t", "weight")]
-
-        def batches():
-            yield x, torch.zeros(len(ents), 1, dtype=torch.long), *coef
-
-        return robust_mean(batches, depth[None, None].contiguous(), delta)[0, 0]
-
-    def finish(self, upto: int | None = None, max_window: int = 0) -> list[FinishedFrame]:
-        """Finish frames whose lag has passed (all covered frames when `upto` is None, i.e. on flush)."""
-        ready = []
-        f = self.next_to_finish
-        while self.entries.get(f) and (upto is None or max(f + self.lag, self.L - 1) <= upto):
-            ready.append(f)
-            f += 1
-        if not ready:
-            return []
-        if self.lag > 0:
-            self._solve_window()
-        out = []
-        now = time.perf_counter()
-        for f in ready:
-            consensus = self._consensus(f)
-            self.frozen[f] = consensus
-            ents = self.entries.pop(f)
-            depth = self._merge(ents, consensus)
-            for sn, _, _ in ents:
-                sn.open -= 1
-                if sn.open == 0 and sn is not self.first:
-                    sn.x = None
-            ts, pushed = self._meta.pop(f, (None, None))
-            out.append(FinishedFrame(f, ts, depth.cpu().numpy(), None if pushed is None else now - pushed))
-            self.next_to_finish = f + 1
-        # frozen copies older than the largest window can never be a target again
-        for f in [f for f in self.frozen if f < self.next_to_finish - max_window - 1]:
-            del self.frozen[f]
-        return out
+from rd_engine.io.video import processed_size
+from rd_engine.online.aligner import FinishedFrame, OnlineAligner
+from rd_engine.pipeline.inference import (decode_depth, denoise_snippets, encode_frames, initial_noise, padded_size,
+                                          pick_seed)
+from rd_engine.pipeline.offline import Pipeline
+from rd_engine.settings import Settings
+from rd_engine.snippets.plan import check_dilations
 
 
 @dataclass
@@ -271,15 +48,14 @@ class StreamSession:
     so one engine serves any number of them.
     """
 
-    def __init__(self, pipeline, settings, lag: int):
+    def __init__(self, pipeline: Pipeline, settings: Settings, lag: int):
         self.pipe = pipeline
         self.settings = settings
         self.lag = lag
         self.L = settings.snippet_len
+        check_dilations(settings.dilations)
         self.dilations = sorted(dict.fromkeys(settings.dilations))
         self.weights = {d: settings.dilations.count(d) for d in self.dilations}
-        if 1 not in self.dilations:
-            raise UserError(f"dilations must include 1 (got {settings.dilations})")
         self.window = (self.L - 1) * max(self.dilations) + 1
         self.aligner = OnlineAligner(self.L, lag)
         self.latents: dict[int, torch.Tensor] = {}
@@ -288,9 +64,8 @@ class StreamSession:
         self.n = 0
         self.latency = LatencyStats()
         self.closed = False
-        be = pipeline.backend
-        self.steps = be.ddim.schedule(settings.init_steps)
-        self.seed = settings.seed if settings.seed is not None else int(torch.randint(0, 2**31 - 1, (1,)).item())
+        self.steps = pipeline.backend.ddim.schedule(settings.init_steps)
+        self.seed = pick_seed(settings.seed)
 
     def push(self, frame, timestamp: float | None = None) -> list[FinishedFrame]:
         """Add one RGB frame (`[H, W, 3]` uint8, numpy or torch); returns newly finished frames."""
@@ -300,24 +75,22 @@ class StreamSession:
         rgb = torch.as_tensor(np.asarray(frame))
         if rgb.ndim != 3 or rgb.shape[-1] != 3 or rgb.dtype != torch.uint8:
             raise UserError(f"push() takes an [H, W, 3] uint8 RGB frame, got {tuple(rgb.shape)} {rgb.dtype}")
-        from rd_engine.io.video import processed_size
-
         if self.size is None:
             self.size = processed_size(rgb.shape[1], rgb.shape[0], self.settings.res)
+            if min(self.size) < 8:
+                raise UserError(f"processed size {self.size[0]}x{self.size[1]} is too small (at least 8x8 pixels)")
+            self.pipe.backend.check_size(self.size)
             self.input_hw = tuple(rgb.shape[:2])
-            from rd_engine.pipeline.offline import _ceil8
-
-            self.padded = (_ceil8(self.size[0]), _ceil8(self.size[1]))
+            self.padded = padded_size(self.size)
         elif tuple(rgb.shape[:2]) != self.input_hw:
             raise UserError(f"frame size changed mid-stream: {tuple(rgb.shape[:2])} after {self.input_hw}")
         i = self.n
         self.n += 1
         self.aligner.note_frame(i, timestamp, t0)
-        lat = self.pipe.encode_frames(rgb[None], self.size, self.padded)
+        be = self.pipe.backend
+        lat = encode_frames(be, rgb[None], self.size, self.padded)
         if self.noise is None:
-            from rd_engine.pipeline.offline import _noise
-
-            self.noise = _noise(self.seed, lat, self.pipe.backend)
+            self.noise = initial_noise(be, self.seed, lat)
         self.latents[i] = lat[0]
         # the snippets that end at this frame, one per dilation
         ends = [d for d in self.dilations if i - (self.L - 1) * d >= 0]
@@ -333,8 +106,9 @@ class StreamSession:
         frames = [tuple(range(end - (self.L - 1) * d, end + 1, d)) for d in dilations]
         rgb = torch.stack([torch.stack([self.latents[f] for f in fr]) for fr in frames])
         idx = torch.arange(rgb.shape[0] * self.L, device=rgb.device).reshape(rgb.shape[0], self.L)
-        x = self.pipe.denoise_snippets(rgb.reshape(-1, *rgb.shape[2:]), self.noise, idx, self.steps)
-        depth = self.pipe.decode_depth(x.reshape(-1, *x.shape[2:]), self.size, self.settings.vae_batch)
+        be = self.pipe.backend
+        x = denoise_snippets(be, rgb.reshape(-1, *rgb.shape[2:]), self.noise, idx, self.steps)
+        depth = decode_depth(be, x.reshape(-1, *x.shape[2:]), self.size, self.settings.vae_batch)
         depth = depth.reshape(len(frames), self.L, self.size[1], self.size[0])
         for d, fr, dep in zip(dilations, frames, depth):
             self.aligner.add(d, fr, dep, float(self.weights[d]))
@@ -348,8 +122,9 @@ class StreamSession:
             fr = tuple(min(j, self.n - 1) for j in range(self.L))
             rgb = torch.stack([self.latents[f] for f in fr])[None]
             idx = torch.arange(self.L, device=rgb.device)[None]
-            x = self.pipe.denoise_snippets(rgb[0], self.noise, idx, self.steps)
-            depth = self.pipe.decode_depth(x.reshape(-1, *x.shape[2:]), self.size, self.settings.vae_batch)
+            be = self.pipe.backend
+            x = denoise_snippets(be, rgb[0], self.noise, idx, self.steps)
+            depth = decode_depth(be, x.reshape(-1, *x.shape[2:]), self.size, self.settings.vae_batch)
             self.aligner.add(1, fr, depth.reshape(self.L, self.size[1], self.size[0]))
         done = self.aligner.finish(None, self.window + self.lag)
         self.latency.add(done)

@@ -14,8 +14,9 @@ from rd_engine.version import __version__
 from rd_engine.pipeline.offline import Prediction
 from rd_engine.progress import StageClock
 from rd_engine.io.video import iter_frames, preprocess
-from rd_engine.io.files import (VideoWriter, colorize, open_npy_memmap_atomic, save_npz_atomic, side_by_side,
-                      write_png16_sequence)
+from rd_engine.io.files import open_npy_memmap_atomic, save_npz_atomic
+from rd_engine.io.video_writer import VideoWriter
+from rd_engine.outputs.render import colorize, side_by_side, write_png16_sequence
 
 DEFAULT_CMAPS = ("Spectral_r", "Greys_r")
 

@@ -13,7 +13,10 @@ import numpy as np
 from rd_engine.version import __version__
 from rd_engine.outputs.offline import OutputOptions
 from rd_engine.online.session import StreamSession
-from rd_engine.io.files import VideoWriter, colorize, open_npy_memmap_atomic, save_npz_atomic
+from rd_engine.io.files import open_npy_memmap_atomic, save_npz_atomic
+from rd_engine.io.sources import open_source
+from rd_engine.io.video_writer import VideoWriter
+from rd_engine.outputs.render import colorize
 
 # a stream's depth lives in the affine frame fixed by its first snippet, spanning [-1, 1] (stream.py);
 # colorized videos use that fixed range, so colors mean the same thing for the whole stream
@@ -44,7 +47,6 @@ def run_stream(pipe, settings, lag: int, source, out_dir: Path, stem: str, opts:
     """Run one online session over `source`, writing outputs as frames finish. Returns the summary line."""
     from contextlib import ExitStack
 
-    from rd_engine.api import open_source
 
     session = StreamSession(pipe, settings, lag)
     fps = opts.fps or _source_fps(source)

@@ -1,8 +1,11 @@
-"""Which frames each snippet covers (SPEC section 3) and dilation capping."""
+"""Which frames each snippet covers, dilation capping, and the one type for the snippets of a dilation.
+
+See docs/method.md, "Snippets".
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -44,24 +47,47 @@ def snippet_indices(num_frames: int, snippet_len: int, dilation: int) -> torch.T
             return torch.tensor([idx], dtype=torch.long)
         raise UserError(
             f"dilation {dilation} needs at least {span} frames per snippet but the video has "
-            f"{num_frames}; turn dilation capping on or lower --dilations"
+            f"{num_frames}; turn dilation capping on or use smaller dilations"
         )
     starts = torch.arange(0, num_frames - span + 1)
     return starts[:, None] + dilation * torch.arange(snippet_len)[None, :]
 
 
 @dataclass(frozen=True)
-class DilationGroup:
-    """The snippets of one distinct dilation and how often the settings list it."""
+class SnippetGroup:
+    """The snippets of one distinct dilation: the one type every stage uses for them.
+
+    `depth` is what the stage at hand holds per snippet frame: nothing (the plan), the full-resolution
+    depth `[K, L, H, W]` (decoded snippets, the merge) or the aligner's solver copy `[K, L, P]`
+    (`rd_engine.coalign.problem.solver_copy`).
+    """
 
     dilation: int
-    weight: int
-    indices: torch.Tensor  # [K, L] long
+    weight: int  # how many times the settings list this dilation (capping can make two equal)
+    indices: torch.Tensor  # [K, L] long: frame of each snippet frame, snippets ordered by first frame
+    depth: torch.Tensor | None = None
+
+    @property
+    def size(self) -> int:
+        """Number of snippets K."""
+        return int(self.indices.shape[0])
+
+    def with_depth(self, depth: torch.Tensor) -> SnippetGroup:
+        """The same snippets holding `depth` (`[K, L, ...]`)."""
+        return replace(self, depth=depth)
+
+
+def check_dilations(dilations: list[int]) -> None:
+    """The one rule on requested dilations: positive integers, 1 among them (raises UserError)."""
+    if len(dilations) == 0 or any(int(d) < 1 for d in dilations):
+        raise UserError(f"dilations must be positive integers, got {list(dilations)}")
+    if 1 not in dilations:
+        raise UserError(f"dilations must include 1 (got {list(dilations)})")
 
 
 def plan_snippets(
     num_frames: int, snippet_len: int, dilations: list[int], cap: bool
-) -> tuple[list[int], list[DilationGroup]]:
+) -> tuple[list[int], list[SnippetGroup]]:
     """The effective dilations and the distinct snippet groups of a video.
 
     Capping can make dilations equal (30 frames: [1, 10, 25] -> [1, 9, 9]). The
@@ -71,16 +97,15 @@ def plan_snippets(
     Returns:
         (effective dilations in settings order, groups in first-seen order)
     """
-    if 1 not in dilations:
-        raise UserError(f"dilations must include 1 (got {dilations})")
+    check_dilations(dilations)
     effective = [cap_dilation(num_frames, snippet_len, d) if cap else d for d in dilations]
-    groups: list[DilationGroup] = []
+    groups: list[SnippetGroup] = []
     for d in dict.fromkeys(effective):
-        groups.append(DilationGroup(d, effective.count(d), snippet_indices(num_frames, snippet_len, d)))
+        groups.append(SnippetGroup(d, effective.count(d), snippet_indices(num_frames, snippet_len, d)))
     return effective, groups
 
 
 def refine_gap(i_step: int, total_steps: int, start_dilation: int) -> int:
-    """Gap (dilation - 1) of refinement step `i` (SPEC section 6): coarse to fine."""
+    """Gap (dilation - 1) of refinement step `i` (docs/method.md, "Refinement"): coarse to fine."""
     g0 = start_dilation - 1
     return int((1 - i_step / total_steps) * (g0 - 0) + 0)

@@ -27,15 +27,11 @@ from __future__ import annotations
 import math
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
-from rd_engine.snippets.plan import plan_snippets
-
-if TYPE_CHECKING:  # the pipeline module is heavier to import; only make_snippets needs it
-    from rd_engine.pipeline.offline import SnippetGroup
+from rd_engine.snippets.plan import SnippetGroup, plan_snippets
 
 __all__ = [
     "make_scene_depth",
@@ -223,7 +219,7 @@ def make_snippets(
     shift_range: float = 1.0,
     blob_radius: tuple[float, float] = (0.03, 0.12),
     threads: int | None = 1,
-) -> tuple[list["SnippetGroup"], list[tuple[torch.Tensor, torch.Tensor]], list[int]]:
+) -> tuple[list[SnippetGroup], list[tuple[torch.Tensor, torch.Tensor]], list[int]]:
     """Synthetic snippet predictions with known per-snippet affines.
 
     For every snippet of ``plan_snippets(N, snippet_len, dilations, cap)``:
@@ -257,7 +253,6 @@ def make_snippets(
 
 def _make_snippets(inv, plan, effective, mode, seed, noise, outlier_blobs, dtype, scale_range, shift_range,
                    blob_radius):
-    from rd_engine.pipeline.offline import SnippetGroup
 
     N, H, W = inv.shape
     sub = inv[:, ::max(1, H // 64), ::max(1, W // 64)]
@@ -293,12 +288,12 @@ def _make_snippets(inv, plan, effective, mode, seed, noise, outlier_blobs, dtype
             alpha, beta = c * a, c * b + e
             s_true[k] = 1.0 / alpha
             t_true[k] = -beta / alpha
-        groups.append(SnippetGroup(g.dilation, g.weight, g.indices, depth))
+        groups.append(g.with_depth(depth))
         true_params.append((s_true.float(), t_true.float()))
     return groups, true_params, effective
 
 
-def global_min_of(groups: list["SnippetGroup"]) -> torch.Tensor:
+def global_min_of(groups: list[SnippetGroup]) -> torch.Tensor:
     """The global minimum over all snippets, exactly as the pipeline computes it."""
     return torch.stack([g.depth.min() for g in groups]).min()
 

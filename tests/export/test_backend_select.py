@@ -8,9 +8,9 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from rd_engine.backends.select import open_backend
+from rd_engine.backends.tensorrt_backend import TRT_REQUIRED, tensorrt_unavailable_reason
 from rd_engine.errors import UserError
-from rd_engine.cli.build import open_backend
-from rd_engine.export.tensorrt_build import TRT_REQUIRED, tensorrt_unavailable_reason
 
 CPU = torch.device("cpu")
 NO_TRT = tensorrt_unavailable_reason()
@@ -44,7 +44,7 @@ def test_forced_backends(engine_dir, tiny_models):
 
 
 def test_engine_and_checkpoint_must_agree(engine_dir, tmp_path):
-    from rd_engine.model.checkpoint import make_tiny_checkpoint
+    from rd_engine.model.factory import make_tiny_checkpoint
 
     other = SimpleNamespace(source=make_tiny_checkpoint(tmp_path / "other", seed=2))
     with pytest.raises(UserError, match="other weights"):

@@ -10,10 +10,11 @@ import onnx
 import pytest
 import torch
 
+from rd_engine.engine_format.contracts import SAMPLE_DIMS, all_contracts, unet_step_contract
+from rd_engine.engine_format.folder import open_engine_folder
+from rd_engine.engine_format.manifest import FORMAT_VERSION, Manifest
 from rd_engine.errors import UserError
 from rd_engine.export import build as build_mod
-from rd_engine.engine_format.contracts import SAMPLE_DIMS, all_contracts, unet_step_contract
-from rd_engine.engine_format.manifest import FORMAT_VERSION, open_engine
 from rd_engine.export.onnx_export import attention_summary, export_onnx
 
 CPU = torch.device("cpu")
@@ -47,13 +48,34 @@ def test_manifest_records_the_build(engine_dir, tiny_ckpt, tiny_models):
     on_disk = sorted(p.relative_to(engine_dir).as_posix() for p in engine_dir.rglob("*") if p.is_file())
     assert sorted(m["files"]) == sorted(f for f in on_disk if f != "manifest.json")
     # the empty-prompt embedding is stored, and is the checkpoint's
-    engine = open_engine(engine_dir)
+    engine = open_engine_folder(engine_dir)
     assert torch.equal(engine.empty_embed(), tiny_models.empty_embed)
     assert engine.rebuild_command().startswith("rd-engine build --checkpoint ")
 
 
+def test_manifest_schema_reads_back_what_was_written(engine_dir):
+    """The typed schema is the file: parsing and writing back gives the same JSON."""
+    raw = _manifest(engine_dir)
+    m = Manifest.from_json(raw)
+    assert m.to_json() == raw
+    assert list(m.to_json()) == list(raw)  # same key order too
+    engine = open_engine_folder(engine_dir)
+    assert engine.manifest.source.weights_hash == raw["source"]["weights_hash"] == engine.weights_hash
+    comp = engine.manifest.components["unet_step_L3"]
+    assert comp.contract.snippet_len == 3 and comp.tensorrt is None
+    assert comp.onnx["fp32"].ort_file == "onnx/unet_step_L3.ort.onnx"
+
+
+def test_incomplete_manifest_is_refused(engine_copy):
+    m = _manifest(engine_copy)
+    del m["source"]
+    (engine_copy / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(UserError, match=r"incomplete manifest \(KeyError: 'source'\).*rd-engine build"):
+        open_engine_folder(engine_copy)
+
+
 def test_graphs_pass_the_checker_with_dynamic_axes(engine_dir):
-    engine = open_engine(engine_dir)
+    engine = open_engine_folder(engine_dir)
     for name, contract in engine.contracts.items():
         path = engine.onnx_graph(name)
         onnx.checker.check_model(str(path), full_check=True)
@@ -71,7 +93,7 @@ def test_attention_exports_as_matmul_softmax_matmul(engine_dir):
     """Every attention (tiny UNet: 4 transformer blocks x self+cross; VAE: 1 mid-block) is the
     MatMul -> Softmax -> MatMul pattern TensorRT fuses in the portable graphs, and ONNX Runtime's
     MultiHeadAttention in the .ort.onnx flavour (which shares the weights)."""
-    engine = open_engine(engine_dir)
+    engine = open_engine_folder(engine_dir)
     expect = {"vae_encoder": 1, "vae_decoder": 1, "unet_step_L3": 8}
     for name, n in expect.items():
         summary = attention_summary(onnx.load(str(engine.onnx_graph(name))))
@@ -86,7 +108,7 @@ def test_attention_exports_as_matmul_softmax_matmul(engine_dir):
 
 
 def test_contract_profiles():
-    from rd_engine.engine_format.manifest import Profile
+    from rd_engine.engine_format.profile import Profile
 
     p = Profile(min_res=64, opt_res=768, max_res=1024, max_batch=8, opt_batch=8, max_vae_batch=8, opt_vae_batch=4)
     assert p.latent_range() == (8, 128) and p.opt_latent() == (54, 96)  # 768x432
@@ -97,6 +119,20 @@ def test_contract_profiles():
     assert enc.profile_shapes(p)["frames"] == ((1, 3, 64, 64), (4, 3, 432, 768), (8, 3, 1024, 1024))
     assert enc.dynamic_axes() == {"frames": {0: "B", 2: "H", 3: "W"}, "latents": {0: "B", 2: "h", 3: "w"}}
     assert p.covers((768, 432)) and p.covers((432, 768)) and not p.covers((1030, 500))
+
+
+def test_profile_errors_use_the_field_names():
+    """The API words a bad profile in its own terms; the CLI (test below) in its flags'."""
+    from rd_engine.engine_format.profile import Profile
+
+    with pytest.raises(UserError, match=r"^min_res must be >= 8 pixels, got 4$"):
+        Profile(min_res=4).validated()
+    with pytest.raises(UserError, match=r"^opt_res \(96\) must lie within min_res..max_res \(32..64\)$"):
+        Profile(min_res=32, opt_res=96, max_res=64).validated()
+    with pytest.raises(UserError, match=r"^max_vae_batch must be >= 1, got 0$"):
+        Profile(max_vae_batch=0, opt_vae_batch=0).validated()
+    with pytest.raises(UserError, match=r"^opt_batch \(9\) must lie within 1..max_batch \(8\)$"):
+        Profile(opt_batch=9).validated()
 
 
 def test_external_data_and_half_precision_graphs(tiny_models, tmp_path):
@@ -155,17 +191,17 @@ def test_missing_file_is_refused(engine_copy):
 
 def test_resolution_outside_the_profile_is_refused_with_a_rebuild_command(engine_dir, ort_backend):
     with pytest.raises(UserError) as e:
-        open_engine(engine_dir, processed_size=(256, 144))
+        open_engine_folder(engine_dir, processed_size=(256, 144))
     msg = str(e.value)
     assert "32..128 px" in msg and "256x144" in msg
     assert "rd-engine build --checkpoint" in msg and "--min-res 32 --max-res 256" in msg and "--force" in msg
     # too small is refused too (smallest side 16 px < 32)
     with pytest.raises(UserError, match="--min-res 16 --max-res 128"):
-        open_engine(engine_dir, processed_size=(64, 16))
-    # and the backend refuses on its own, for callers that skip open_engine's check
+        open_engine_folder(engine_dir, processed_size=(64, 16))
+    # and the backend refuses on its own, for callers that skip open_engine_folder's check
     with pytest.raises(UserError, match="rebuild with a wider range"):
         ort_backend.encode(torch.zeros(1, 3, 144, 256))
-    open_engine(engine_dir, processed_size=(64, 42))  # inside: fine
+    open_engine_folder(engine_dir, processed_size=(64, 42))  # inside: fine
 
 
 def test_unknown_format_version_is_refused(engine_copy):
@@ -173,18 +209,18 @@ def test_unknown_format_version_is_refused(engine_copy):
     m["format_version"] = 999
     (engine_copy / "manifest.json").write_text(json.dumps(m))
     with pytest.raises(UserError, match=r"format version 999.*reads version 1.*rd-engine build"):
-        open_engine(engine_copy)
+        open_engine_folder(engine_copy)
 
 
 def test_other_weights_are_refused(engine_dir, tmp_path):
-    from rd_engine.model.checkpoint import make_tiny_checkpoint
+    from rd_engine.model.factory import make_tiny_checkpoint
 
     other = make_tiny_checkpoint(tmp_path / "other", seed=1)
     with pytest.raises(UserError, match=r"built from other weights than checkpoint .*other.*rd-engine build "
                                         r"--checkpoint .*other"):
-        open_engine(engine_dir, checkpoint=other)
+        open_engine_folder(engine_dir, checkpoint=other)
     with pytest.raises(UserError, match="other weights"):
-        open_engine(engine_dir, checkpoint=SimpleNamespace(source=other))  # a loaded Models works the same
+        open_engine_folder(engine_dir, checkpoint=SimpleNamespace(source=other))  # a loaded Models works the same
 
 
 def test_weights_edited_in_the_checkpoint_are_refused(engine_dir, tiny_ckpt, tmp_path):
@@ -192,24 +228,24 @@ def test_weights_edited_in_the_checkpoint_are_refused(engine_dir, tiny_ckpt, tmp
 
     ckpt = tmp_path / "ckpt"
     shutil.copytree(tiny_ckpt, ckpt)
-    open_engine(engine_dir, checkpoint=ckpt)  # same bytes: accepted
+    open_engine_folder(engine_dir, checkpoint=ckpt)  # same bytes: accepted
     f = next((ckpt / "unet").glob("*.safetensors"))
     data = bytearray(f.read_bytes())
     data[-10] ^= 0x01
     f.write_bytes(bytes(data))
     with pytest.raises(UserError, match="other weights"):
-        open_engine(engine_dir, checkpoint=ckpt)
+        open_engine_folder(engine_dir, checkpoint=ckpt)
 
 
 def test_folder_without_manifest_is_refused(engine_copy):
     (engine_copy / "manifest.json").unlink()
     with pytest.raises(UserError, match="build did not finish"):
-        open_engine(engine_copy)
+        open_engine_folder(engine_copy)
 
 
 def test_tensorrt_plans_missing_is_refused_with_hint(engine_dir):
     with pytest.raises(UserError, match="holds no TensorRT plans.*--backend tensorrt"):
-        open_engine(engine_dir).check_tensorrt_machine("cuda")
+        open_engine_folder(engine_dir).check_tensorrt_machine("cuda")
 
 
 # -- atomic builds ----------------------------------------------------------------
@@ -239,7 +275,7 @@ def test_failed_build_leaves_nothing_and_keeps_the_old_engine(engine_copy, tiny_
     after = {p.relative_to(engine_copy): p.read_bytes() for p in engine_copy.rglob("*") if p.is_file()}
     assert after == before
     assert [p.name for p in engine_copy.parent.iterdir() if ".partial" in p.name] == []
-    open_engine(engine_copy)  # still a valid engine
+    open_engine_folder(engine_copy)  # still a valid engine
 
 
 def test_failed_first_build_leaves_no_folder(tiny_ckpt, tmp_path, monkeypatch, parser, build_args):
@@ -276,8 +312,10 @@ def test_build_options_are_validated(tiny_ckpt, tmp_path, parser):
         return cmd_build(parser.parse_args(["build", "-c", str(tiny_ckpt), "-o", str(tmp_path / "e"), "-q",
                                               *extra]))
 
-    with pytest.raises(UserError, match=r"--res \(96\) must lie within --min-res..--max-res \(32..64\)"):
+    with pytest.raises(UserError, match=r"^--res \(96\) must lie within --min-res..--max-res \(32..64\)$"):
         build("--res", "96", "--min-res", "32", "--max-res", "64")
+    with pytest.raises(UserError, match=r"^--max-res \(32\) must be >= --min-res \(64\)$"):
+        build("--res", "48", "--min-res", "64", "--max-res", "32")
     with pytest.raises(UserError, match="--precision bf16 is a TensorRT plan precision"):
         build("--backend", "onnxruntime", "--precision", "bf16")
     with pytest.raises(UserError, match="--backend tensorrt: "):

@@ -64,6 +64,30 @@ def test_unet_step(torch_backend, ort_backend, size, batch):
         assert (got - ref).abs().max() < TOL, step.t
 
 
+def test_pytorch_backend_runs_the_exported_modules(torch_backend, tiny_models):
+    """The PyTorch backend computes through the very modules the contracts trace: bit for bit in fp32."""
+    from rd_engine.engine_format.contracts import all_contracts
+
+    enc, dec, unet = all_contracts([3])
+    g = _gen("modules")
+    frames = torch.rand(2, 3, 40, 72, generator=g) * 2 - 1
+    lat = torch.randn(2, 4, 5, 9, generator=g)
+    rgb, depth = torch.randn(2, 3, 4, 5, 9, generator=g), torch.randn(2, 3, 4, 5, 9, generator=g)
+    step = torch_backend.ddim.schedule(20)[10]
+    with torch.no_grad():
+        assert torch.equal(enc.module(tiny_models)(frames), torch_backend.encode(frames))
+        assert torch.equal(dec.module(tiny_models)(lat), torch_backend.decode(lat))
+        t, a, ap = (torch.tensor([step.t]), step.alpha_t.reshape(1), step.alpha_prev.reshape(1))
+        assert torch.equal(unet.module(tiny_models)(rgb, depth, t, a, ap), torch_backend.denoise(rgb, depth, step))
+
+
+def test_every_backend_checks_sizes(torch_backend, ort_backend):
+    torch_backend.check_size((4096, 2160))  # the PyTorch backend serves any size
+    ort_backend.check_size((64, 42))
+    with pytest.raises(UserError, match="rebuild with a wider range"):
+        ort_backend.check_size((256, 144))
+
+
 def test_portable_graphs_match_too(engine_dir, torch_backend):
     """The portable graphs (standard ops, the TensorRT source) run under ONNX Runtime as well."""
     from rd_engine.backends.onnx_backend import OrtBackend

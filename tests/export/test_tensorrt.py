@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from rd_engine.errors import UserError
-from rd_engine.export.tensorrt_build import TRT_REQUIRED, tensorrt_unavailable_reason
+from rd_engine.backends.tensorrt_backend import TRT_REQUIRED, tensorrt_unavailable_reason
 
 pytestmark = pytest.mark.skipif(tensorrt_unavailable_reason() is not None, reason=TRT_REQUIRED)
 
@@ -123,7 +123,7 @@ def test_runs_on_a_non_default_stream_and_splits_large_batches(trt_backend):
 
 
 def test_end_to_end_with_auto_backend(trt_engine, cuda_reference, clip):
-    from rd_engine.cli.build import open_backend
+    from rd_engine.backends.select import open_backend
     from rd_engine.pipeline.offline import Pipeline
     from rd_engine.settings import resolve
 
@@ -144,8 +144,8 @@ def test_end_to_end_with_auto_backend(trt_engine, cuda_reference, clip):
 
 
 def test_foreign_plans_are_refused(trt_engine, tmp_path):
-    from rd_engine.cli.build import open_backend
-    from rd_engine.engine_format.manifest import open_engine
+    from rd_engine.backends.select import open_backend
+    from rd_engine.engine_format.folder import open_engine_folder
 
     copy = tmp_path / "engine"
     shutil.copytree(trt_engine[0], copy)
@@ -155,7 +155,7 @@ def test_foreign_plans_are_refused(trt_engine, tmp_path):
     (copy / "manifest.json").write_text(json.dumps(m))
     with pytest.raises(UserError, match=r"do not fit this machine.*TensorRT 0\.0\.1.*compute capability 1\.0.*"
                                         r"rd-engine build .*--backend tensorrt"):
-        open_engine(copy).check_tensorrt_machine(CUDA)
+        open_engine_folder(copy).check_tensorrt_machine(CUDA)
     with pytest.raises(UserError, match="do not fit this machine"):
         open_backend(copy, None, "auto", CUDA, torch.float16)  # refused, not silently run elsewhere
     assert open_backend(copy, None, "onnxruntime", CUDA if _ort_cuda() else torch.device("cpu"),

@@ -1,0 +1,147 @@
+"""Random-weight checkpoints with the real architecture: a tiny one for tests and the demo, and the
+full-size one for speed work (speed does not depend on the weights)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+
+from rd_engine.model.checkpoint import Models, prepare_models, reference_config
+from rd_engine.model.ddim import DDIM
+
+TINY_UNET = dict(
+    sample_size=32,
+    in_channels=8,
+    out_channels=4,
+    layers_per_block=1,
+    block_out_channels=(16, 32),
+    down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+    up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+    cross_attention_dim=16,
+    attention_head_dim=(2, 4),
+    norm_num_groups=8,
+    use_linear_projection=True,
+)
+TINY_VAE = dict(
+    in_channels=3,
+    out_channels=3,
+    latent_channels=4,
+    block_out_channels=(8, 16, 16, 16),
+    down_block_types=("DownEncoderBlock2D",) * 4,
+    up_block_types=("UpDecoderBlock2D",) * 4,
+    layers_per_block=1,
+    norm_num_groups=4,
+    sample_size=64,
+)
+TINY_TEXT = dict(
+    hidden_size=16,
+    intermediate_size=32,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    max_position_embeddings=77,
+    projection_dim=16,
+    bos_token_id=0,
+    eos_token_id=1,
+    pad_token_id=1,
+)
+
+
+def _bytes_to_unicode() -> dict[int, str]:
+    # The printable-byte alphabet that byte-level BPE tokenizers (GPT-2, CLIP) use.
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return dict(zip(bs, (chr(c) for c in cs)))
+
+
+def _write_tiny_tokenizer(folder: Path) -> int:
+    folder.mkdir(parents=True, exist_ok=True)
+    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
+    for ch in _bytes_to_unicode().values():
+        vocab[ch] = len(vocab)
+        vocab[ch + "</w>"] = len(vocab)
+    (folder / "vocab.json").write_text(json.dumps(vocab))
+    (folder / "merges.txt").write_text("#version: 0.2\n")
+    special = {"bos_token": "<|startoftext|>", "eos_token": "<|endoftext|>", "unk_token": "<|endoftext|>",
+               "pad_token": "<|endoftext|>"}
+    (folder / "special_tokens_map.json").write_text(json.dumps(special))
+    (folder / "tokenizer_config.json").write_text(json.dumps(
+        {**special, "tokenizer_class": "CLIPTokenizer", "model_max_length": 77, "do_lower_case": True}))
+    return len(vocab)
+
+
+def _save_text_encoder(text, folder: Path) -> None:
+    # Write the key layout that published SD2 checkpoints use ("text_model." prefix): newer
+    # transformers save without it, which older ones (and the reference pipeline) cannot load.
+    from safetensors.torch import save_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    text.config.save_pretrained(folder)
+    state = {k if k.startswith("text_model.") else f"text_model.{k}": v.contiguous()
+             for k, v in text.state_dict().items()}
+    save_file(state, str(folder / "model.safetensors"), metadata={"format": "pt"})
+
+
+def make_tiny_checkpoint(folder: str | os.PathLike, seed: int = 0) -> Path:
+    """Write a seeded, few-hundred-kB random-weight checkpoint with the real layout and
+    architecture family (8-channel SD UNet with cross-frame-capable transformer
+    blocks, 8x-downsampling KL VAE, CLIP text encoder + tokenizer, the real DDIM
+    config). Deterministic for a given seed and library version.
+    """
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        unet = UNet2DConditionModel(**TINY_UNET)
+        vae = AutoencoderKL(**TINY_VAE)
+        vocab_size = _write_tiny_tokenizer(folder / "tokenizer")
+        text = CLIPTextModel(CLIPTextConfig(vocab_size=vocab_size, **TINY_TEXT))
+    unet.save_pretrained(folder / "unet", safe_serialization=True)
+    vae.save_pretrained(folder / "vae", safe_serialization=True)
+    _save_text_encoder(text, folder / "text_encoder")
+    (folder / "scheduler").mkdir(exist_ok=True)
+    (folder / "scheduler" / "scheduler_config.json").write_text(json.dumps(reference_config("scheduler_config.json"), indent=2))
+    (folder / "model_index.json").write_text(json.dumps(reference_config("model_index.json"), indent=2))
+    return folder
+
+
+def tiny_checkpoint_cached(seed: int = 0) -> Path:
+    """The tiny checkpoint in the user cache (built once), e.g. for `rd-engine run --demo`."""
+    base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "rd-engine"
+    folder = base / f"tiny-seed{seed}"
+    if not (folder / "model_index.json").is_file():
+        from rd_engine.io.files import atomic_output
+
+        base.mkdir(parents=True, exist_ok=True)
+        with atomic_output(folder, folder=True) as tmp:
+            make_tiny_checkpoint(tmp, seed=seed)
+    return folder
+
+
+def full_size_random(seed: int = 0) -> Models:
+    """The full-size RollingDepth architecture (SD2 UNet with 8 input channels, SD2 VAE)
+    with random weights, for speed work: speed does not depend on the weights."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+
+    unet_cfg = {k: v for k, v in reference_config("unet_config.json").items() if not k.startswith("_")}
+    vae_cfg = {k: v for k, v in reference_config("vae_config.json").items() if not k.startswith("_")}
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        unet = UNet2DConditionModel(**unet_cfg)
+        vae = AutoencoderKL(**vae_cfg)
+        embed = torch.randn(1, 2, unet_cfg["cross_attention_dim"])
+    models = Models(unet=unet, vae=vae, ddim=DDIM(reference_config("scheduler_config.json")),
+                    empty_embed=embed, name="full-size-random")
+    prepare_models(models)
+    return models
