@@ -33,3 +33,9 @@ def clip(tmp_path_factory):
     p = tmp_path_factory.mktemp("clips") / "clip.mp4"
     write_test_video(p, n_frames=14, width=96, height=64, fps=10)
     return p
+
+
+@pytest.fixture
+def leftovers():
+    """The names of unfinished (`.partial`) files in a folder: a failed write must leave none."""
+    return lambda folder: sorted(p.name for p in folder.iterdir() if ".partial" in p.name)

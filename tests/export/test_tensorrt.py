@@ -11,8 +11,8 @@ import shutil
 import pytest
 import torch
 
-from rd_engine.errors import UserError
 from rd_engine.backends.tensorrt_backend import TRT_REQUIRED, tensorrt_unavailable_reason
+from rd_engine.errors import UserError
 
 pytestmark = pytest.mark.skipif(tensorrt_unavailable_reason() is not None, reason=TRT_REQUIRED)
 

@@ -1,25 +1,17 @@
-"""The synthetic co-alignment ground truth (benchmarks/synthetic.py) and the bench's smoke run."""
-
-import json
-import sys
-from pathlib import Path
+"""The synthetic co-alignment ground truth (rd_engine.testing.synthetic)."""
 
 import pytest
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:  # `benchmarks` is not an installed package
-    sys.path.insert(0, str(REPO))
-
-from rd_engine.testing.synthetic import (  # noqa: E402
+from rd_engine.testing.synthetic import (
     global_affine_metrics,
     global_min_of,
     make_scene_depth,
     make_snippets,
     true_params_after_min_shift,
 )
-from rd_engine.coalign.merge import merge_aligned, renormalize  # noqa: E402
-from rd_engine.snippets.plan import plan_snippets  # noqa: E402
+from rd_engine.coalign.merge import merge_aligned, renormalize
+from rd_engine.snippets.plan import plan_snippets
 
 
 @pytest.fixture(autouse=True)
@@ -120,26 +112,3 @@ def test_min_shift_convention():
     (s2, t2), = true_params_after_min_shift([(s, t)], torch.tensor(-0.25))
     z = torch.tensor([0.3, -0.1])
     assert torch.allclose(s2 * (z - (-0.25)) + t2, s * z + t)
-
-
-def test_align_bench_quick_end_to_end(tmp_path, capsys):
-    """The CLI end to end; the parent runs in this process, every solver in its own subprocess."""
-    from benchmarks import align_bench
-
-    out = tmp_path / "quick.json"
-    rc = align_bench.main(["--quick", "--sizes", "12", "--width", "64", "--height", "48",
-                           "--reference-iters", "20", "--modes", "b", "--solvers", "reference", "true",
-                           "--threads", "1", "--timeout", "300", "--out", str(out)])
-    assert rc == 0
-    table = capsys.readouterr().out
-    assert "| reference |" in table and "| true |" in table
-    rep = json.loads(out.read_text())
-    assert rep["machine"]["torch_version"] == torch.__version__
-    res = {x["solver"]: x for x in rep["results"]}
-    assert set(res) == {"reference", "true"}
-    for x in res.values():
-        assert x["status"] == "ok", x
-        assert x["N"] == 12 and x["seconds"] > 0 and x["peak_extra_bytes"] >= 0
-        assert x["objective"] > 0 and 0 <= x["delta1"] <= 1
-    assert res["true"]["absrel"] < 0.1
-    assert res["reference"]["speedup_vs_reference"] == pytest.approx(1.0)
