@@ -3,7 +3,7 @@
     python -m benchmarks.online_bench --frames 90 --width 192 --height 108
 
 Snippets come from `rd_engine.testing.synthetic` (both modes); offline solves the whole
-video (`fast`; `robust` merged by the SPEC's mean and by its own robust mean, as
+video (`fast`; `robust` merged by the method's mean and by its own robust mean, as
 `--align robust` does), online replays the snippets in the order a stream
 produces them through `rd_engine.online.session.OnlineAligner` at lag 0 and at a full lag.
 AbsRel after one global affine fit, as in `align_bench`.

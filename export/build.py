@@ -113,8 +113,8 @@ def build_engine(opts: BuildOptions, echo: Callable[[str], None] = _echo) -> Pat
     Raises:
         UserError: Bad options, an unusable checkpoint, an existing target without --force.
     """
-    from rd_engine.model.checkpoint import load_checkpoint, resolve_checkpoint, weights_hash
     from rd_engine.io.files import atomic_output
+    from rd_engine.model.checkpoint import load_checkpoint, resolve_checkpoint, weights_hash
 
     out = Path(opts.output)
     _check_target(out, opts.force)

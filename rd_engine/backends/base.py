@@ -1,4 +1,4 @@
-"""The one narrow interface every backend implements (ARCHITECTURE.md).
+"""The one narrow interface every backend implements (docs/architecture.md, "Backends").
 
 Three operations on tensors that stay on the backend's device:
 - `encode(frames [B,3,H,W] in [-1,1]) -> latents [B,4,H/8,W/8]` (already scaled)

@@ -97,7 +97,7 @@ class _Plan:
         self.inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         self.outputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
         self.dtypes = {n: _torch_dtype(trt, self.engine.get_tensor_dtype(n)) for n in names}
-        lo, _opt, hi = self.engine.get_tensor_profile_shape(self.inputs[0], 0)
+        _lo, _opt, hi = self.engine.get_tensor_profile_shape(self.inputs[0], 0)
         self.max_batch = int(hi[0])
         self.cuda_graphs = cuda_graphs
         self.workspace: _Workspace | None = None

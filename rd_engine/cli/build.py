@@ -169,11 +169,11 @@ def describe(engine: EngineFolder) -> list[str]:
         f"precision: {m.precision}; ONNX graphs: {', '.join(engine.onnx_precisions)} (opset {m.onnx.opset})",
         f"backends: {', '.join(engine.backends)}",
         f"snippet lengths: {', '.join(map(str, engine.snippet_lens))}",
-        f"profile: frame sides {8 * lo}..{8 * hi} px (latent {lo}..{hi}), tuned for {8 * ow}x{8 * oh}; "
-        f"<= {p.max_batch} snippets per UNet call, <= {p.max_vae_batch} frames per VAE call",
-        f"DDIM: {d['prediction_type']}, {d['beta_schedule']} betas {d['beta_start']}..{d['beta_end']}, "
-        f"{d['timestep_spacing']} spacing, zero-SNR {d['rescale_betas_zero_snr']}, "
-        f"set_alpha_to_one {d['set_alpha_to_one']}; latent scale {m.latent_scale}",
+        (f"profile: frame sides {8 * lo}..{8 * hi} px (latent {lo}..{hi}), tuned for {8 * ow}x{8 * oh}; "
+         f"<= {p.max_batch} snippets per UNet call, <= {p.max_vae_batch} frames per VAE call"),
+        (f"DDIM: {d['prediction_type']}, {d['beta_schedule']} betas {d['beta_start']}..{d['beta_end']}, "
+         f"{d['timestep_spacing']} spacing, zero-SNR {d['rescale_betas_zero_snr']}, "
+         f"set_alpha_to_one {d['set_alpha_to_one']}; latent scale {m.latent_scale}"),
     ]
     if trt:
         lines.append(f"tensorrt: {trt.version} on {trt.gpu['name']} (compute capability "

@@ -7,7 +7,7 @@ with the kernels of `kernels.average`.
 
 Two kinds of average:
 
-* the mean (SPEC; every solver but `robust`): per frame, the weighted mean of
+* the mean (the method's, docs/method.md; every solver but `robust`): per frame, the weighted mean of
   the aligned snippet frames covering it;
 * the robust mean (with `--align robust`): starting from that mean,
   `ROBUST_PASSES` Cauchy-reweighted pass(es) per pixel (a one-step

@@ -1,6 +1,6 @@
 """The `robust` co-alignment solver, and the robust fit of one snippet that the online aligner chains.
 
-An objective of our own (README, "Co-alignment"). Snippets are affine-invariant
+An objective of our own (docs/method.md, "Our co-alignment solvers"). Snippets are affine-invariant
 INVERSE depth, so we align them in that space with a Cauchy loss against the
 per-frame consensus, no shift prior, no reciprocal of min-shifted values (so
 the global minimum cannot couple snippets), and the gauge fixed by

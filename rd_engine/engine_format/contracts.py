@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Union
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from rd_engine.engine_format.profile import Profile
     from rd_engine.model.checkpoint import Models
 
-Dim = Union[int, str]
+Dim = int | str
 VAE_FACTOR = 8  # pixels per latent cell of the SD VAE
 
 # The sample used for tracing. Latent sizes that are not multiples of the UNet's
@@ -101,7 +101,7 @@ class Contract:
         oh, ow = profile.opt_latent()
         batch = (1, profile.opt_batch, profile.max_batch) if self.kind == "unet_step" else \
             (1, profile.opt_vae_batch, profile.max_vae_batch)
-        corners = [dict(B=batch[i], S=batch[i], h=hw[0], w=hw[1])
+        corners = [{"B": batch[i], "S": batch[i], "h": hw[0], "w": hw[1]}
                    for i, hw in enumerate(((lo, lo), (oh, ow), (hi, hi)))]
         return {t.name: tuple(t.concrete(c) for c in corners) for t in self.inputs}
 

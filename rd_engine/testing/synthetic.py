@@ -1,4 +1,4 @@
-"""Synthetic ground truth for the co-alignment stage (SPEC sections 3 and 5).
+"""Synthetic ground truth for the co-alignment stage (docs/method.md, "Snippets" and "Co-alignment").
 
 Three pieces:
 

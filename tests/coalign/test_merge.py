@@ -1,4 +1,4 @@
-"""The full-resolution merge: the SPEC's mean (chunked, as the pipeline runs it) and the robust mean."""
+"""The full-resolution merge: the method's mean (chunked, as the pipeline runs it) and the robust mean."""
 
 import math
 

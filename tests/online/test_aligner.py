@@ -82,7 +82,7 @@ def test_online_alignment_on_the_synthetic_harness(mode):
     merge = lambda delta: renormalize(merge_aligned(groups,  # noqa: E731
                                                     params, gm, n, delta))
     offline = global_affine_metrics(merge(merge_deltas(ag, params, n)), gt)["absrel"]  # robust solve + robust mean
-    offline_mean = global_affine_metrics(merge(None), gt)["absrel"]  # robust solve, the SPEC's mean
+    offline_mean = global_affine_metrics(merge(None), gt)["absrel"]  # robust solve, the method's mean
     lag0 = global_affine_metrics(_replay(groups, n, 0)[0], gt)["absrel"]
     full = global_affine_metrics(_replay(groups, n, 2 * max(eff) + 1)[0], gt)["absrel"]
     # a full lag sees every snippet: it matches offline robust within 5 %

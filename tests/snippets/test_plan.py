@@ -1,4 +1,4 @@
-"""Snippet indices and dilation capping against hand-written tables (SPEC section 3)."""
+"""Snippet indices and dilation capping against hand-written tables (docs/method.md, "Snippets")."""
 
 import pytest
 import torch
