@@ -1,4 +1,4 @@
-"""Co-alignment solvers on synthetic ground truth (see rd_engine/testing/synthetic.py).
+r"""Co-alignment solvers on synthetic ground truth (see rd_engine/testing/synthetic.py).
 
 For every configuration (frames x dilations x mode) the GT video and the
 snippets are generated once and cached in a temporary directory; then every
@@ -25,8 +25,8 @@ Solvers (``rd_engine.coalign.solve.solve``): ``reference`` (``--reference-iters`
 optimum); ``upstream`` (the public implementation's aligner, ``--upstream``).
 Each runs in ``benchmarks.align_child``.
 
-    python -m benchmarks.align_bench --sizes 30 90 250 --dilations 1,25 1,10,25 \\
-        --modes a b --width 768 --height 432 --solvers reference fast robust true \\
+    python -m benchmarks.align_bench --sizes 30 90 250 --dilations 1,25 1,10,25 \
+        --modes a b --width 768 --height 432 --solvers reference fast robust true \
         --out benchmarks/results/align_cpu.json
     python -m benchmarks.align_bench --quick --out /tmp/align_quick.json
 
@@ -60,46 +60,81 @@ def _parse_dilations(text: str) -> list[int]:
     try:
         d = [int(x) for x in text.split(",") if x.strip()]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"dilations must be comma-separated integers (got {text!r})")
+        raise argparse.ArgumentTypeError(f"dilations must be comma-separated integers (got {text!r})") from None
     if not d or any(x < 1 for x in d):
         raise argparse.ArgumentTypeError(f"bad dilation list {text!r}")
     return d
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.align_bench", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.align_bench",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--sizes", type=int, nargs="+", default=[30, 90, 250], help="frame counts N")
-    p.add_argument("--dilations", type=_parse_dilations, nargs="+", default=None,
-                   help="dilation sets, each comma-separated (default: 1,25 1,10,25)")
-    p.add_argument("--modes", nargs="+", choices=["a", "b"], default=["a", "b"],
-                   help="a: random affine per snippet; b: also normalized to [-1, 1] per snippet")
+    p.add_argument(
+        "--dilations",
+        type=_parse_dilations,
+        nargs="+",
+        default=None,
+        help="dilation sets, each comma-separated (default: 1,25 1,10,25)",
+    )
+    p.add_argument(
+        "--modes",
+        nargs="+",
+        choices=["a", "b"],
+        default=["a", "b"],
+        help="a: random affine per snippet; b: also normalized to [-1, 1] per snippet",
+    )
     p.add_argument("--width", type=int, default=768)
     p.add_argument("--height", type=int, default=432)
-    p.add_argument("--solvers", nargs="+", choices=list(SOLVERS), default=list(DEFAULT_SOLVERS),
-                   help="'upstream' runs the public implementation's aligner from --upstream")
-    p.add_argument("--upstream", default=None, metavar="FILE",
-                   help="rollingdepth/depth_aligner.py of a local checkout of prs-eth/RollingDepth (not part of "
-                        "this project; nothing is installed): the 'upstream' solver runs its DepthAligner.run, "
-                        "co-alignment and merge, on the same snippets")
+    p.add_argument(
+        "--solvers",
+        nargs="+",
+        choices=list(SOLVERS),
+        default=list(DEFAULT_SOLVERS),
+        help="'upstream' runs the public implementation's aligner from --upstream",
+    )
+    p.add_argument(
+        "--upstream",
+        default=None,
+        metavar="FILE",
+        help="rollingdepth/depth_aligner.py of a local checkout of prs-eth/RollingDepth (not part of "
+        "this project; nothing is installed): the 'upstream' solver runs its DepthAligner.run, "
+        "co-alignment and merge, on the same snippets",
+    )
     p.add_argument("--out", default="benchmarks/results/align_cpu.json", help="JSON results path")
     p.add_argument("--reference-iters", type=int, default=2000)
-    p.add_argument("--skip-reference-above", type=int, default=None, metavar="N",
-                   help="skip the reference solver for videos longer than N frames")
-    p.add_argument("--quick", action="store_true",
-                   help="smoke test defaults: N=12, 64x48, dilations 1,25, reference iters 20")
+    p.add_argument(
+        "--skip-reference-above",
+        type=int,
+        default=None,
+        metavar="N",
+        help="skip the reference solver for videos longer than N frames",
+    )
+    p.add_argument(
+        "--quick", action="store_true", help="smoke test defaults: N=12, 64x48, dilations 1,25, reference iters 20"
+    )
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--travel", type=float, default=None,
-                   help="metres the synthetic camera moves forward over the video (default: synthetic.TRAVEL, 7)")
+    p.add_argument(
+        "--travel",
+        type=float,
+        default=None,
+        help="metres the synthetic camera moves forward over the video (default: synthetic.TRAVEL, 7)",
+    )
     p.add_argument("--noise", type=float, default=0.02)
     p.add_argument("--outlier-blobs", type=int, default=3)
     p.add_argument("--dtype", choices=["fp16", "fp32"], default="fp16", help="snippet storage dtype")
     p.add_argument("--no-cap", action="store_true", help="no dilation capping (paper preset)")
     p.add_argument("--threads", type=int, default=None, help="torch threads in each solver process")
     p.add_argument("--timeout", type=float, default=None, help="seconds per solver process (default: none)")
-    p.add_argument("--no-warmup", action="store_true",
-                   help="do not run each solver and the merge once on a tiny problem before measuring (then lazy imports, "
-                        "~150 MiB for Adam, and one-time compilation count as the solver's)")
+    p.add_argument(
+        "--no-warmup",
+        action="store_true",
+        help="do not run each solver and the merge once on a tiny problem before measuring (then lazy imports, "
+        "~150 MiB for Adam, and one-time compilation count as the solver's)",
+    )
     p.add_argument("--cache-dir", default=None, help="keep generated data here (default: a temp dir, removed)")
     return p
 
@@ -109,8 +144,21 @@ def _fmt(v, spec: str, none: str = "-") -> str:
 
 
 def markdown_table(results: list[dict]) -> str:
-    head = ["N", "dilations", "mode", "solver", "objective", "AbsRel", "delta1", "seconds", "peak MiB",
-            "speedup vs ref", "mem ratio vs ref", "solve s", "solve MiB"]
+    head = [
+        "N",
+        "dilations",
+        "mode",
+        "solver",
+        "objective",
+        "AbsRel",
+        "delta1",
+        "seconds",
+        "peak MiB",
+        "speedup vs ref",
+        "mem ratio vs ref",
+        "solve s",
+        "solve MiB",
+    ]
     rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in results:
         dil = ",".join(map(str, r["dilations"]))
@@ -121,13 +169,27 @@ def markdown_table(results: list[dict]) -> str:
             rows.append(f"| {r['N']} | {dil} | {r['mode']} | {r['solver']} | {note[:80]} |" + " |" * (len(head) - 5))
             continue
         mib = r["peak_extra_bytes"] / 2**20
-        rows.append("| " + " | ".join([
-            str(r["N"]), dil, r["mode"], r["solver"], _fmt(r.get("objective"), ".5f"),
-            _fmt(r.get("absrel"), ".4f"), _fmt(r.get("delta1"), ".4f"), _fmt(r["seconds"], ".2f"),
-            _fmt(mib, ".1f"), _fmt(r.get("speedup_vs_reference"), ".1f", "-") + ("x" if r.get("speedup_vs_reference") else ""),
-            _fmt(r.get("memory_ratio_vs_reference"), ".2f"),
-            _fmt(r["solve_seconds"], ".2f"), _fmt(r["peak_extra_solve_bytes"] / 2**20, ".1f"),
-        ]) + " |")
+        rows.append(
+            "| "
+            + " | ".join(
+                [
+                    str(r["N"]),
+                    dil,
+                    r["mode"],
+                    r["solver"],
+                    _fmt(r.get("objective"), ".5f"),
+                    _fmt(r.get("absrel"), ".4f"),
+                    _fmt(r.get("delta1"), ".4f"),
+                    _fmt(r["seconds"], ".2f"),
+                    _fmt(mib, ".1f"),
+                    _fmt(r.get("speedup_vs_reference"), ".1f", "-") + ("x" if r.get("speedup_vs_reference") else ""),
+                    _fmt(r.get("memory_ratio_vs_reference"), ".2f"),
+                    _fmt(r["solve_seconds"], ".2f"),
+                    _fmt(r["peak_extra_solve_bytes"] / 2**20, ".1f"),
+                ]
+            )
+            + " |"
+        )
     return "\n".join(rows)
 
 
@@ -160,8 +222,9 @@ def _add_ratios(results: list[dict]) -> None:
         if r["status"] != "ok" or b is None:
             continue
         r["speedup_vs_reference"] = b["seconds"] / r["seconds"] if r["seconds"] > 0 else None
-        r["memory_ratio_vs_reference"] = (r["peak_extra_bytes"] / b["peak_extra_bytes"]
-                                          if b["peak_extra_bytes"] > 0 else None)
+        r["memory_ratio_vs_reference"] = (
+            r["peak_extra_bytes"] / b["peak_extra_bytes"] if b["peak_extra_bytes"] > 0 else None
+        )
 
 
 def main(argv=None) -> int:
@@ -183,8 +246,7 @@ def main(argv=None) -> int:
     own_cache = args.cache_dir is None
     workdir = Path(tempfile.mkdtemp(prefix="align_bench_")) if own_cache else Path(args.cache_dir)
     workdir.mkdir(parents=True, exist_ok=True)
-    report = dict(machine=machine_info(), args=vars(args),
-                  generation=[], results=[])
+    report = dict(machine=machine_info(), args=vars(args), generation=[], results=[])
 
     def save():
         _add_ratios(report["results"])
@@ -198,8 +260,9 @@ def main(argv=None) -> int:
     try:
         for n in args.sizes:
             t = time.perf_counter()
-            gt = make_scene_depth(n, args.width, args.height, seed=args.seed,
-                                  **({} if args.travel is None else dict(travel=args.travel)))
+            gt = make_scene_depth(
+                n, args.width, args.height, seed=args.seed, **({} if args.travel is None else dict(travel=args.travel))
+            )
             gt_seconds = time.perf_counter() - t
             gt_path = workdir / f"gt_{n}.pt"
             torch.save(gt, gt_path)
@@ -209,43 +272,91 @@ def main(argv=None) -> int:
                     tag = f"n{n}_d{'-'.join(map(str, dil))}_{mode}"
                     t = time.perf_counter()
                     groups, true_params, effective = make_snippets(
-                        gt, dil, cap=not args.no_cap, mode=mode, seed=args.seed, noise=args.noise,
-                        outlier_blobs=args.outlier_blobs, dtype=dtype)
+                        gt,
+                        dil,
+                        cap=not args.no_cap,
+                        mode=mode,
+                        seed=args.seed,
+                        noise=args.noise,
+                        outlier_blobs=args.outlier_blobs,
+                        dtype=dtype,
+                    )
                     snip_seconds = time.perf_counter() - t
                     snip_path = workdir / f"snippets_{tag}.pt"
-                    torch.save(dict(
-                        num_frames=n,
-                        groups=[dict(dilation=g.dilation, weight=g.weight, indices=g.indices, depth=g.depth)
-                                for g in groups],
-                        true_params=[[s, t] for s, t in true_params]), snip_path)
+                    torch.save(
+                        dict(
+                            num_frames=n,
+                            groups=[
+                                dict(dilation=g.dilation, weight=g.weight, indices=g.indices, depth=g.depth)
+                                for g in groups
+                            ],
+                            true_params=[[s, t] for s, t in true_params],
+                        ),
+                        snip_path,
+                    )
                     n_snip = sum(g.indices.shape[0] for g in groups)
                     snip_bytes = sum(g.depth.numel() * g.depth.element_size() for g in groups)
                     del groups, true_params
-                    report["generation"].append(dict(
-                        config=tag, N=n, width=args.width, height=args.height, dilations=dil,
-                        effective_dilations=effective, mode=mode, gt_seconds=gt_seconds,
-                        snippet_seconds=snip_seconds, snippets=n_snip, snippet_bytes=snip_bytes))
-                    say(f"[gen] {tag}: {n_snip} snippets ({snip_bytes / 2**20:.0f} MiB), "
-                        f"effective dilations {effective}, {snip_seconds:.1f} s")
+                    report["generation"].append(
+                        dict(
+                            config=tag,
+                            N=n,
+                            width=args.width,
+                            height=args.height,
+                            dilations=dil,
+                            effective_dilations=effective,
+                            mode=mode,
+                            gt_seconds=gt_seconds,
+                            snippet_seconds=snip_seconds,
+                            snippets=n_snip,
+                            snippet_bytes=snip_bytes,
+                        )
+                    )
+                    say(
+                        f"[gen] {tag}: {n_snip} snippets ({snip_bytes / 2**20:.0f} MiB), "
+                        f"effective dilations {effective}, {snip_seconds:.1f} s"
+                    )
                     for solver in args.solvers:
-                        base = dict(config=tag, N=n, dilations=dil, effective_dilations=effective, mode=mode,
-                                    solver=solver, width=args.width, height=args.height)
-                        if (solver == "reference" and args.skip_reference_above is not None
-                                and n > args.skip_reference_above):
+                        base = dict(
+                            config=tag,
+                            N=n,
+                            dilations=dil,
+                            effective_dilations=effective,
+                            mode=mode,
+                            solver=solver,
+                            width=args.width,
+                            height=args.height,
+                        )
+                        if (
+                            solver == "reference"
+                            and args.skip_reference_above is not None
+                            and n > args.skip_reference_above
+                        ):
                             r = dict(status="skipped", error=f"N > {args.skip_reference_above}")
                         else:
                             say(f"[run] {tag} {solver} ...")
-                            r = _run_child(dict(tag=tag, solver=solver, snippets=str(snip_path), gt=str(gt_path),
-                                                reference_iters=args.reference_iters, threads=args.threads,
-                                                upstream=args.upstream,
-                                                warmup=not args.no_warmup),
-                                           workdir, args.timeout)
+                            r = _run_child(
+                                dict(
+                                    tag=tag,
+                                    solver=solver,
+                                    snippets=str(snip_path),
+                                    gt=str(gt_path),
+                                    reference_iters=args.reference_iters,
+                                    threads=args.threads,
+                                    upstream=args.upstream,
+                                    warmup=not args.no_warmup,
+                                ),
+                                workdir,
+                                args.timeout,
+                            )
                         r.update(base)
                         report["results"].append(r)
                         if r["status"] == "ok":
-                            say(f"[run] {tag} {solver}: {r['seconds']:.2f} s, "
+                            say(
+                                f"[run] {tag} {solver}: {r['seconds']:.2f} s, "
                                 f"{r['peak_extra_bytes'] / 2**20:.1f} MiB, objective {r['objective']:.5f}, "
-                                f"AbsRel {r['absrel']:.4f}, delta1 {r['delta1']:.4f}")
+                                f"AbsRel {r['absrel']:.4f}, delta1 {r['delta1']:.4f}"
+                            )
                         else:
                             say(f"[run] {tag} {solver}: {r['status']} {r.get('error', '')}")
                         save()

@@ -53,7 +53,8 @@ def _rss_bytes() -> int:
 
 def _trim_heap() -> None:
     """Give freed heap memory back to the OS (glibc), so that the RSS baseline counts live memory only
-    and a solver's allocations are not hidden in memory that loading freed but the heap kept."""
+    and a solver's allocations are not hidden in memory that loading freed but the heap kept.
+    """
     try:
         import ctypes
 
@@ -102,9 +103,15 @@ def machine_info() -> dict:
     except AttributeError:
         usable = os.cpu_count()
     return dict(
-        cpu_model=cpu, cpu_count=os.cpu_count(), usable_cores=usable, torch_threads=torch.get_num_threads(),
-        torch_version=torch.__version__, python=platform.python_version(), platform=platform.platform(),
-        mem_total_bytes=mem, cuda=torch.cuda.is_available(),
+        cpu_model=cpu,
+        cpu_count=os.cpu_count(),
+        usable_cores=usable,
+        torch_threads=torch.get_num_threads(),
+        torch_version=torch.__version__,
+        python=platform.python_version(),
+        platform=platform.platform(),
+        mem_total_bytes=mem,
+        cuda=torch.cuda.is_available(),
     )
 
 
@@ -116,7 +123,8 @@ def machine_info() -> dict:
 def _load_upstream(path: str):
     """The public implementation's `DepthAligner` class from a local checkout's
     `rollingdepth/depth_aligner.py`, loaded from that file alone (it needs only
-    torch and tqdm; the package's __init__ would pull in its pipeline)."""
+    torch and tqdm; the package's __init__ would pull in its pipeline).
+    """
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("_upstream_depth_aligner", path)
@@ -129,7 +137,8 @@ def _load_upstream(path: str):
 
 def _run_upstream(aligner_cls, groups, iters: int):
     """Co-alignment + merge by the public implementation: repeated dilations are separate entries
-    there, as in its pipeline. Returns (merged [N, H, W] float32, per-group (scale, shift))."""
+    there, as in its pipeline. Returns (merged [N, H, W] float32, per-group (scale, shift)).
+    """
     import torch
 
     entries = [g for g in groups for _ in range(g.weight)]
@@ -253,8 +262,11 @@ def run_child(spec_path: str) -> int:
         return 0
 
     res.update(
-        seconds=t2 - t0, solve_seconds=t1 - t0, merge_seconds=t2 - t1,
-        peak_extra_bytes=max(0, peak_total - rss0), peak_extra_solve_bytes=max(0, peak_solve - rss0),
+        seconds=t2 - t0,
+        solve_seconds=t1 - t0,
+        merge_seconds=t2 - t1,
+        peak_extra_bytes=max(0, peak_total - rss0),
+        peak_extra_solve_bytes=max(0, peak_solve - rss0),
         # only non-zero when the peak mark could not be reset: then part of the peak may be the load's
         load_transient_bytes=0 if res["peak_reset"] else max(0, res["maxrss_after_load_bytes"] - rss0),
     )

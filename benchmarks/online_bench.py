@@ -15,18 +15,19 @@ import argparse
 
 import torch
 
-from rd_engine.testing.synthetic import global_affine_metrics, global_min_of, make_scene_depth, make_snippets
-from rd_engine.coalign.problem import solver_view
 from rd_engine.coalign.merge import merge_aligned, merge_deltas, renormalize
+from rd_engine.coalign.problem import solver_view
 from rd_engine.coalign.solve import solve
 from rd_engine.online.aligner import OnlineAligner
+from rd_engine.testing.synthetic import global_affine_metrics, global_min_of, make_scene_depth, make_snippets
 
 
 def replay(groups, n: int, lag: int) -> torch.Tensor:
     """Online depth `[N, H, W]` from decoded snippets fed in end-frame order."""
     window = 2 * max(g.dilation for g in groups) + 1
-    order = sorted((int(g.indices[k, -1]), g.dilation, k, gi) for gi, g in enumerate(groups)
-                   for k in range(g.indices.shape[0]))
+    order = sorted(
+        (int(g.indices[k, -1]), g.dilation, k, gi) for gi, g in enumerate(groups) for k in range(g.indices.shape[0])
+    )
     al = OnlineAligner(groups[0].indices.shape[1], lag)
     out, pos = {}, 0
     for e in range(n):

@@ -38,9 +38,14 @@ def child(frames: int, res: int, lag: int, dilations: list[int]) -> dict:
             rss_marks[i + 1] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     done += len(session.flush())
     lat = session.latency.percentiles()
-    return {"frames": frames, "finished": done, "seconds": time.perf_counter() - t0,
-            "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
-            "peak_rss_at": rss_marks, "latency": lat}
+    return {
+        "frames": frames,
+        "finished": done,
+        "seconds": time.perf_counter() - t0,
+        "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        "peak_rss_at": rss_marks,
+        "latency": lat,
+    }
 
 
 def main() -> None:
@@ -57,18 +62,46 @@ def main() -> None:
         return
     rows = []
     for n in a.frames:
-        r = subprocess.run([sys.executable, "-m", "benchmarks.stream_memory", "--child", str(n), "--res", str(a.res),
-                            "--lag", str(a.lag), "--dilations", *map(str, a.dilations)],
-                           capture_output=True, text=True, check=True)
+        r = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "benchmarks.stream_memory",
+                "--child",
+                str(n),
+                "--res",
+                str(a.res),
+                "--lag",
+                str(a.lag),
+                "--dilations",
+                *map(str, a.dilations),
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         rows.append(json.loads(r.stdout.strip().splitlines()[-1]))
-        print(f"{n:6d} frames: peak RSS {rows[-1]['peak_rss_bytes'] / 2**20:.1f} MiB "
-              f"({rows[-1]['seconds']:.0f} s)", flush=True)
+        print(
+            f"{n:6d} frames: peak RSS {rows[-1]['peak_rss_bytes'] / 2**20:.1f} MiB ({rows[-1]['seconds']:.0f} s)",
+            flush=True,
+        )
     ratio = rows[-1]["peak_rss_bytes"] / rows[0]["peak_rss_bytes"]
     print(f"peak RSS ratio {a.frames[-1]} / {a.frames[0]} frames: {ratio:.3f}")
     if a.out:
         with open(a.out, "w") as f:
-            json.dump({"machine": platform.platform(), "processor": platform.processor(), "res": a.res,
-                       "lag": a.lag, "dilations": a.dilations, "runs": rows, "ratio": ratio}, f, indent=2)
+            json.dump(
+                {
+                    "machine": platform.platform(),
+                    "processor": platform.processor(),
+                    "res": a.res,
+                    "lag": a.lag,
+                    "dilations": a.dilations,
+                    "runs": rows,
+                    "ratio": ratio,
+                },
+                f,
+                indent=2,
+            )
 
 
 if __name__ == "__main__":

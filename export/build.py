@@ -85,8 +85,9 @@ def _check_target(out: Path, force: bool) -> None:
         raise UserError(f"{out} already exists; pass --force to replace it")
     if (out / MANIFEST).is_file() or not any(out.iterdir()):
         return
-    raise UserError(f"{out} exists and is not an engine folder (no {MANIFEST}); refusing to replace it, "
-                    "choose another -o")
+    raise UserError(
+        f"{out} exists and is not an engine folder (no {MANIFEST}); refusing to replace it, choose another -o"
+    )
 
 
 def resolve_backends(backend: str, device: str) -> tuple[bool, str | None]:
@@ -127,8 +128,10 @@ def build_engine(opts: BuildOptions, echo: Callable[[str], None] = _echo) -> Pat
     if precision not in PRECISIONS:
         raise UserError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision}")
     if precision == "bf16" and not with_trt:
-        raise UserError("--precision bf16 is a TensorRT plan precision (ONNX Runtime has no bf16 kernels for these "
-                        "graphs); build it with --backend tensorrt on a GPU machine, or use fp16/fp32")
+        raise UserError(
+            "--precision bf16 is a TensorRT plan precision (ONNX Runtime has no bf16 kernels for these "
+            "graphs); build it with --backend tensorrt on a GPU machine, or use fp16/fp32"
+        )
     graph_precisions = ["fp32"] + ([precision] if precision != "fp32" else [])
     contracts = all_contracts(lens)
     steps = 2 + len(contracts) * (len(graph_precisions) + int(with_trt)) + 1 + int(with_trt and opts.check)
@@ -142,9 +145,11 @@ def build_engine(opts: BuildOptions, echo: Callable[[str], None] = _echo) -> Pat
 
     t_start = time.perf_counter()
     backends = "onnxruntime" + (f" + tensorrt ({precision})" if with_trt else "")
-    echo(f"rd-engine build: {opts.checkpoint} -> {out} ({backends}; snippet lengths {lens}; frame sides "
-         f"{profile.min_res}..{profile.max_res} px, tuned for {profile.opt_res}; batch <= {profile.max_batch} "
-         f"snippets, <= {profile.max_vae_batch} frames)")
+    echo(
+        f"rd-engine build: {opts.checkpoint} -> {out} ({backends}; snippet lengths {lens}; frame sides "
+        f"{profile.min_res}..{profile.max_res} px, tuned for {profile.opt_res}; batch <= {profile.max_batch} "
+        f"snippets, <= {profile.max_vae_batch} frames)"
+    )
     if not with_trt and opts.backend == "auto":
         echo(f"  no TensorRT plans: {trt_why}")
 
@@ -171,14 +176,22 @@ def build_engine(opts: BuildOptions, echo: Callable[[str], None] = _echo) -> Pat
         for c in contracts:
             for prec in graph_precisions:
                 stage(f"{c.name}: ONNX export ({prec}, opset {opts.opset})")
-                info = export_onnx(c, models, onnx_dir, opset=opts.opset, external_data=opts.external_data,
-                                   precision=prec)
-                rec = OnnxGraph(file=f"{ONNX_DIR}/{info['onnx']}", files=[f"{ONNX_DIR}/{f}" for f in info["files"]],
-                                opset=info["opset"], attention=info["attention"], seconds=round(info["seconds"], 3))
+                info = export_onnx(
+                    c, models, onnx_dir, opset=opts.opset, external_data=opts.external_data, precision=prec
+                )
+                rec = OnnxGraph(
+                    file=f"{ONNX_DIR}/{info['onnx']}",
+                    files=[f"{ONNX_DIR}/{f}" for f in info["files"]],
+                    opset=info["opset"],
+                    attention=info["attention"],
+                    seconds=round(info["seconds"], 3),
+                )
                 data = [f for f in rec.files if f.endswith(".data")]
-                line = (f"      {rec.file} ({human_bytes(info['weights_bytes'])} of weights"
-                        f"{' in ' + data[0] if data else ''}) in {info['seconds']:.1f} s; attention: "
-                        f"{info['attention']['matmul_softmax_matmul']} x MatMul-Softmax-MatMul")
+                line = (
+                    f"      {rec.file} ({human_bytes(info['weights_bytes'])} of weights"
+                    f"{' in ' + data[0] if data else ''}) in {info['seconds']:.1f} s; attention: "
+                    f"{info['attention']['matmul_softmax_matmul']} x MatMul-Softmax-MatMul"
+                )
                 if "ort_onnx" in info:
                     rec.ort_file = f"{ONNX_DIR}/{info['ort_onnx']}"
                     rec.ort_fused_attention = info["ort_fused_attention"]
@@ -203,18 +216,34 @@ def build_engine(opts: BuildOptions, echo: Callable[[str], None] = _echo) -> Pat
             for c in contracts:
                 stage(f"{c.name}: TensorRT plan ({precision}; this takes minutes for the real UNet)")
                 graph = tmp / components[c.name].onnx[precision].file
-                info = build_plan(graph, tmp / TRT_DIR / f"{c.name}.{precision}.plan", c, profile, precision,
-                                  cache, int(opts.workspace_gb * (1 << 30)) if opts.workspace_gb else None, device)
+                info = build_plan(
+                    graph,
+                    tmp / TRT_DIR / f"{c.name}.{precision}.plan",
+                    c,
+                    profile,
+                    precision,
+                    cache,
+                    int(opts.workspace_gb * (1 << 30)) if opts.workspace_gb else None,
+                    device,
+                )
                 components[c.name].tensorrt = PlanRecord(
-                    file=f"{TRT_DIR}/{info['file']}", precision=precision, seconds=round(info["seconds"], 3),
-                    fp32_normalization_layers=info["fp32_normalization_layers"])
+                    file=f"{TRT_DIR}/{info['file']}",
+                    precision=precision,
+                    seconds=round(info["seconds"], 3),
+                    fp32_normalization_layers=info["fp32_normalization_layers"],
+                )
                 timings[f"{c.name}.tensorrt"] = info["seconds"]
                 echo(f"      {TRT_DIR}/{info['file']} ({human_bytes(info['bytes'])}) in {info['seconds']:.1f} s")
             trt_info = TensorRTInfo(
-                version=tensorrt_version(), gpu=cuda_device_info(device), precision=precision, strongly_typed=True,
+                version=tensorrt_version(),
+                gpu=cuda_device_info(device),
+                precision=precision,
+                strongly_typed=True,
                 timing_cache=str(cache),
-                profile_shapes={c.name: {k: [list(s) for s in v] for k, v in c.profile_shapes(profile).items()}
-                                for c in contracts})
+                profile_shapes={
+                    c.name: {k: [list(s) for s in v] for k, v in c.profile_shapes(profile).items()} for c in contracts
+                },
+            )
 
         stage("writing the manifest (checksums of every file)")
         manifest = Manifest(
@@ -229,17 +258,28 @@ def build_engine(opts: BuildOptions, echo: Callable[[str], None] = _echo) -> Pat
             vae_scale_factor=8,
             empty_prompt=EmptyPrompt(file=EMPTY_PROMPT_FILE, shape=list(models.empty_embed.shape), dtype="float32"),
             ddim=DdimRecord.of(models.ddim),
-            onnx=OnnxInfo(opset=opts.opset, exporter=f"torch.onnx.export (TorchScript, dynamo=False), torch "
-                                                     f"{torch.__version__}", precisions=graph_precisions),
+            onnx=OnnxInfo(
+                opset=opts.opset,
+                exporter=f"torch.onnx.export (TorchScript, dynamo=False), torch {torch.__version__}",
+                precisions=graph_precisions,
+            ),
             tensorrt=trt_info,
             components=components,
             libraries=library_versions(),
             build=BuildRecord(
-                args={"checkpoint": str(Path(source).resolve()) if Path(opts.checkpoint).expanduser().exists()
-                      else str(opts.checkpoint), "backend": opts.backend, "precision": precision,
-                      "res": profile.opt_res, "min_res": profile.min_res, "max_res": profile.max_res,
-                      "max_batch": profile.max_batch, "max_vae_batch": profile.max_vae_batch,
-                      "snippet_lens": lens},
+                args={
+                    "checkpoint": str(Path(source).resolve())
+                    if Path(opts.checkpoint).expanduser().exists()
+                    else str(opts.checkpoint),
+                    "backend": opts.backend,
+                    "precision": precision,
+                    "res": profile.opt_res,
+                    "min_res": profile.min_res,
+                    "max_res": profile.max_res,
+                    "max_batch": profile.max_batch,
+                    "max_vae_batch": profile.max_vae_batch,
+                    "snippet_lens": lens,
+                },
                 command=" ".join(sys.argv) if sys.argv and "rd-engine" in os.path.basename(sys.argv[0]) else None,
                 seconds={k: round(v, 3) for k, v in timings.items()},
             ),
@@ -255,7 +295,8 @@ def build_engine(opts: BuildOptions, echo: Callable[[str], None] = _echo) -> Pat
 
 def _check_tensorrt(folder: Path, models, device: torch.device, echo: Callable[[str], None]) -> None:
     """Run every plan once at the profile's optimum (batch 1) next to the fp32 PyTorch modules and
-    report the max |difference|; non-finite outputs (half-precision overflow) fail the build."""
+    report the max |difference|; non-finite outputs (half-precision overflow) fail the build.
+    """
     from rd_engine.backends.tensorrt_backend import TrtBackend
     from rd_engine.backends.torch_backend import TorchBackend
     from rd_engine.engine_format.folder import open_engine_folder
@@ -267,19 +308,25 @@ def _check_tensorrt(folder: Path, models, device: torch.device, echo: Callable[[
     g = torch.Generator(device).manual_seed(0)
     frames = torch.rand(1, 3, 8 * h, 8 * w, device=device, generator=g) * 2 - 1
     lat = torch.randn(1, 4, h, w, device=device, generator=g)
-    results = {"vae_encoder": (ref.encode(frames), trt_be.encode(frames.to(trt_be.dtype))),
-               "vae_decoder": (ref.decode(lat), trt_be.decode(lat.to(trt_be.dtype)))}
+    results = {
+        "vae_encoder": (ref.encode(frames), trt_be.encode(frames.to(trt_be.dtype))),
+        "vae_decoder": (ref.decode(lat), trt_be.decode(lat.to(trt_be.dtype))),
+    }
     step = ref.ddim.schedule(1)[0]
     for n in engine.snippet_lens:
         rgb = torch.randn(1, n, 4, h, w, device=device, generator=g)
         noise = torch.randn(1, n, 4, h, w, device=device, generator=g)
-        results[f"unet_step_L{n}"] = (ref.denoise(rgb, noise, step),
-                                      trt_be.denoise(rgb.to(trt_be.dtype), noise.to(trt_be.dtype), step))
+        results[f"unet_step_L{n}"] = (
+            ref.denoise(rgb, noise, step),
+            trt_be.denoise(rgb.to(trt_be.dtype), noise.to(trt_be.dtype), step),
+        )
     parts = []
     for name, (a, b) in results.items():
         b = b.float()
         if not torch.isfinite(b).all():
-            raise RuntimeError(f"the TensorRT plan of {name} produces non-finite values (half-precision overflow?); "
-                               "rebuild with --precision bf16 or fp32")
+            raise RuntimeError(
+                f"the TensorRT plan of {name} produces non-finite values (half-precision overflow?); "
+                "rebuild with --precision bf16 or fp32"
+            )
         parts.append(f"{name} {(a - b).abs().max().item():.1e}")
     echo(f"      max |TensorRT - PyTorch| at {8 * w}x{8 * h}: " + ", ".join(parts))

@@ -44,7 +44,8 @@ ORT_PRECISIONS = ("fp32", "fp16")  # ONNX Runtime flavours (.ort.onnx) are writt
 def _quiet_export():
     """Silence the tracer's expected chatter: diffusers' shape asserts and `contiguous()` guards
     ('Converting a tensor to a Python boolean...') are constants in every graph we build, and the
-    TorchScript-exporter deprecation notice is ours to track, not the user's."""
+    TorchScript-exporter deprecation notice is ours to track, not the user's.
+    """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", category=torch.jit.TracerWarning)
         warnings.filterwarnings("ignore", category=DeprecationWarning)
@@ -62,8 +63,14 @@ def graph_file_name(contract: Contract, precision: str) -> str:
     return f"{contract.name}.onnx" if precision == "fp32" else f"{contract.name}.{precision}.onnx"
 
 
-def export_onnx(contract: Contract, models: Models, folder: Path, opset: int = DEFAULT_OPSET,
-                external_data: str = "auto", precision: str = "fp32") -> dict:
+def export_onnx(
+    contract: Contract,
+    models: Models,
+    folder: Path,
+    opset: int = DEFAULT_OPSET,
+    external_data: str = "auto",
+    precision: str = "fp32",
+) -> dict:
     """Export one component to `folder/<name>[.<precision>].onnx` and check it with `onnx.checker`.
 
     Args:
@@ -96,7 +103,9 @@ def export_onnx(contract: Contract, models: Models, folder: Path, opset: int = D
         raw = scratch / final.name
         with torch.no_grad(), _quiet_export():
             torch.onnx.export(
-                module, args, str(raw),
+                module,
+                args,
+                str(raw),
                 input_names=[t.name for t in contract.inputs],
                 output_names=[t.name for t in contract.outputs],
                 dynamic_axes=contract.dynamic_axes(),
@@ -118,8 +127,14 @@ def export_onnx(contract: Contract, models: Models, folder: Path, opset: int = D
         if use_external:
             data_name = f"{final.name}.data"
             (folder / data_name).unlink(missing_ok=True)
-            onnx.save_model(model, str(final), save_as_external_data=True, all_tensors_to_one_file=True,
-                            location=data_name, size_threshold=1024)
+            onnx.save_model(
+                model,
+                str(final),
+                save_as_external_data=True,
+                all_tensors_to_one_file=True,
+                location=data_name,
+                size_threshold=1024,
+            )
             files.append(data_name)
         else:
             onnx.save_model(model, str(final))
@@ -130,8 +145,14 @@ def export_onnx(contract: Contract, models: Models, folder: Path, opset: int = D
     onnx.checker.check_model(str(final), full_check=True)  # by path: works with external data
     graph = onnx.load(str(final), load_external_data=False)
     attention = attention_summary(graph)
-    info = {"onnx": final.name, "files": files, "attention": attention, "weights_bytes": weights, "opset": opset,
-            "precision": precision}
+    info = {
+        "onnx": final.name,
+        "files": files,
+        "attention": attention,
+        "weights_bytes": weights,
+        "opset": opset,
+        "precision": precision,
+    }
     if precision in ORT_PRECISIONS:
         # The ONNX Runtime flavour: fused attention, same weights. External weights stay references to
         # the same .data file; embedded ones (graphs under 1 GiB) are copied.
@@ -147,7 +168,8 @@ def export_onnx(contract: Contract, models: Models, folder: Path, opset: int = D
 
 def _convert_opset(model, opset: int):
     """`onnx.version_converter` on the graph without its weights: the converter serializes the
-    model, and protobuf stops at 2 GiB. Initializer bytes are set aside and put back after."""
+    model, and protobuf stops at 2 GiB. Initializer bytes are set aside and put back after.
+    """
     import onnx.version_converter
 
     stash = {}
@@ -181,7 +203,8 @@ def _set_dim_names(model, contract: Contract) -> None:
 
 def attention_summary(model) -> dict:
     """How attention looks in a graph: Softmax nodes fed by a MatMul and feeding a MatMul
-    (the unfused scaled-dot-product pattern TensorRT fuses), and any fused attention ops."""
+    (the unfused scaled-dot-product pattern TensorRT fuses), and any fused attention ops.
+    """
     producers = {out: n for n in model.graph.node for out in n.output}
     consumers: dict[str, list] = {}
     for n in model.graph.node:
@@ -198,8 +221,9 @@ def attention_summary(model) -> dict:
     return {"softmax": len(softmax), "matmul_softmax_matmul": pattern, "fused_attention_ops": fused}
 
 
-def onnx_parity(contract: Contract, models: Models, path: Path, dims: dict[str, int] | None = None,
-                seed: int = 0) -> float:
+def onnx_parity(
+    contract: Contract, models: Models, path: Path, dims: dict[str, int] | None = None, seed: int = 0
+) -> float:
     """Max |ONNX Runtime (CPU) - PyTorch| of one component on random inputs (a build-time self-check)."""
     import onnxruntime as ort
 

@@ -88,10 +88,10 @@ def fuse_attention(model, module: nn.Module) -> int:
         flat = tag + "/flat_shape"
         split = tag + "/split_shape"
         nodes = [
-            helper.make_node("Constant", [], [flat], name=flat, value=helper.make_tensor(
-                flat, 7, [3], [0, 0, -1])),
-            helper.make_node("Constant", [], [split], name=split, value=helper.make_tensor(
-                split, 7, [4], [0, 0, heads, head_dim])),
+            helper.make_node("Constant", [], [flat], name=flat, value=helper.make_tensor(flat, 7, [3], [0, 0, -1])),
+            helper.make_node(
+                "Constant", [], [split], name=split, value=helper.make_tensor(split, 7, [4], [0, 0, heads, head_dim])
+            ),
         ]
         flat_in = []
         for role, t in (("q", tq), ("k", tk), ("v", tv)):
@@ -99,11 +99,13 @@ def fuse_attention(model, module: nn.Module) -> int:
             nodes.append(helper.make_node("Reshape", [t.input[0], flat], [out], name=out))
             flat_in.append(out)
         mha = f"{tag}/attention"
-        nodes.append(helper.make_node("MultiHeadAttention", flat_in, [mha], name=mha, domain=MS_DOMAIN,
-                                      num_heads=heads))
+        nodes.append(
+            helper.make_node("MultiHeadAttention", flat_in, [mha], name=mha, domain=MS_DOMAIN, num_heads=heads)
+        )
         nodes.append(helper.make_node("Reshape", [mha, split], [tag + "/bnhd"], name=tag + "/bnhd"))
-        nodes.append(helper.make_node("Transpose", [tag + "/bnhd"], [mm2.output[0]], name=tag + "/bhnd",
-                                      perm=[0, 2, 1, 3]))
+        nodes.append(
+            helper.make_node("Transpose", [tag + "/bnhd"], [mm2.output[0]], name=tag + "/bhnd", perm=[0, 2, 1, 3])
+        )
         idx = list(graph.node).index(mm2)
         new_nodes[idx] = nodes
         mm2.output[0] = tag + "/replaced"  # detached: removed below as dead code

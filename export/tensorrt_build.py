@@ -46,9 +46,16 @@ def default_timing_cache(device: torch.device | str | None = None) -> Path:
     return base / f"timing-{gpu}-sm{cc}-trt{tensorrt_version()}.cache"
 
 
-def build_plan(onnx_path: Path, plan_path: Path, contract: Contract, profile: Profile, precision: str,
-               timing_cache: Path, workspace_bytes: int | None = None,
-               device: torch.device | str | None = None) -> dict:
+def build_plan(
+    onnx_path: Path,
+    plan_path: Path,
+    contract: Contract,
+    profile: Profile,
+    precision: str,
+    timing_cache: Path,
+    workspace_bytes: int | None = None,
+    device: torch.device | str | None = None,
+) -> dict:
     """Build and serialize one plan.
 
     Args:
@@ -107,8 +114,13 @@ def build_plan(onnx_path: Path, plan_path: Path, contract: Contract, profile: Pr
     with open(plan_path, "wb") as fh:
         fh.write(serialized)
     _save_timing_cache(config.get_timing_cache(), timing_cache)
-    return {"file": plan_path.name, "seconds": time.perf_counter() - t0, "bytes": plan_path.stat().st_size,
-            "timing_cache": str(timing_cache), "fp32_normalization_layers": fp32_norms}
+    return {
+        "file": plan_path.name,
+        "seconds": time.perf_counter() - t0,
+        "bytes": plan_path.stat().st_size,
+        "timing_cache": str(timing_cache),
+        "fp32_normalization_layers": fp32_norms,
+    }
 
 
 def _normalization_in_fp32(trt, network) -> int:

@@ -26,7 +26,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import sys
-from typing import Iterable, Optional
+from collections.abc import Iterable
 
 import torch
 
@@ -36,7 +36,7 @@ IMPLS = ("auto", "triton", "torch")
 # dtypes the Triton kernels load (and upcast to fp32 in registers).
 TRITON_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 
-_TRITON_FOUND: Optional[bool] = None
+_TRITON_FOUND: bool | None = None
 
 
 def triton_available() -> bool:
@@ -66,7 +66,7 @@ def triton_interpreting() -> bool:
     return type(getattr(tl, "zeros", None)).__name__ != "JITFunction"
 
 
-def select_impl(impl: str, tensors: Iterable[Optional[torch.Tensor]]) -> str:
+def select_impl(impl: str, tensors: Iterable[torch.Tensor | None]) -> str:
     """Resolve ``impl`` to ``"triton"`` or ``"torch"`` for the given operands.
 
     Args:
@@ -107,8 +107,9 @@ def select_impl(impl: str, tensors: Iterable[Optional[torch.Tensor]]) -> str:
             # Never pick the interpreter implicitly: it is orders of magnitude slower.
             problem = "CPU tensors use the PyTorch reference unless impl='triton' is forced"
         elif not triton_interpreting():
-            problem = ("Triton on CPU tensors needs the interpreter: export TRITON_INTERPRET=1 "
-                       "before triton is first imported")
+            problem = (
+                "Triton on CPU tensors needs the interpreter: export TRITON_INTERPRET=1 before triton is first imported"
+            )
     else:
         problem = f"unsupported device mix {sorted(devices)}"
 

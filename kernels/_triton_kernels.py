@@ -276,7 +276,7 @@ def _moments_kernel(
     tl.store(out + 4, tl.sum(a4, axis=0))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _sm_count(device_index: int) -> int:
     return torch.cuda.get_device_properties(device_index).multi_processor_count
 

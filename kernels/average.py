@@ -34,8 +34,6 @@ program in a fixed order: deterministic, no atomics.
 
 from __future__ import annotations
 
-from typing import Optional, Tuple
-
 import torch
 
 from ._dispatch import select_impl
@@ -55,7 +53,7 @@ __all__ = [
 # ---------------------------------------------------------------------------
 
 
-def _check_inputs(x: torch.Tensor, index: torch.Tensor, scale, shift, weight) -> Tuple[int, int]:
+def _check_inputs(x: torch.Tensor, index: torch.Tensor, scale, shift, weight) -> tuple[int, int]:
     if x.dim() != 5:
         raise ValueError(f"x must be [K, L, C, H, W], got shape {tuple(x.shape)}")
     if not x.is_floating_point():
@@ -73,9 +71,10 @@ def _check_inputs(x: torch.Tensor, index: torch.Tensor, scale, shift, weight) ->
 
 def _snippet_coefficients(
     K: int, device: torch.device, dtype: torch.dtype, scale, shift, weight, fold: bool = True
-) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per-snippet (w*s, w*t, w): folding the affine into the weight saves a
-    multiply per pixel and per entry. ``fold=False``: (s, t, w)."""
+    multiply per pixel and per entry. ``fold=False``: (s, t, w).
+    """
     w = weight.to(device=device, dtype=dtype) if weight is not None else torch.ones(K, device=device, dtype=dtype)
     s = scale.to(device=device, dtype=dtype) if scale is not None else torch.ones(K, device=device, dtype=dtype)
     t = shift.to(device=device, dtype=dtype) if shift is not None else torch.zeros(K, device=device, dtype=dtype)
@@ -97,9 +96,9 @@ def accumulate_frames_ref(
     count: torch.Tensor,
     x: torch.Tensor,
     index: torch.Tensor,
-    scale: Optional[torch.Tensor] = None,
-    shift: Optional[torch.Tensor] = None,
-    weight: Optional[torch.Tensor] = None,
+    scale: torch.Tensor | None = None,
+    shift: torch.Tensor | None = None,
+    weight: torch.Tensor | None = None,
 ) -> None:
     """Reference of :func:`accumulate_frames` in plain PyTorch (in place).
 
@@ -142,7 +141,8 @@ def _entries(index: torch.Tensor, F: int):
 
 def _entry_batches(x: torch.Tensor, index: torch.Tensor, acc: torch.Tensor, batch_elems: int):
     """Batches of in-range entries for index_add_: `(k, f, rows)` on acc's device, `rows` the entries'
-    maps as `[batch, pixels]` in acc's dtype (at most `batch_elems` elements each)."""
+    maps as `[batch, pixels]` in acc's dtype (at most `batch_elems` elements each).
+    """
     F = acc.shape[0]
     K, L = index.shape
     pix = max(1, x[0, 0].numel())
@@ -152,7 +152,7 @@ def _entry_batches(x: torch.Tensor, index: torch.Tensor, acc: torch.Tensor, batc
     flat_x = x.reshape(K * L, pix)
     step = max(1, batch_elems // pix)
     for e0 in range(0, keep.numel(), step):
-        sel = keep[e0:e0 + step]
+        sel = keep[e0 : e0 + step]
         rows = flat_x[sel.to(x.device)].to(device=acc.device, dtype=acc.dtype)
         yield entry_k[sel].to(acc.device), flat_idx[sel].to(acc.device), rows
 
@@ -160,7 +160,8 @@ def _entry_batches(x: torch.Tensor, index: torch.Tensor, acc: torch.Tensor, batc
 def _accumulate_per_entry(acc, count, x, index, a, b, w) -> None:
     """acc[f] += (w s) x + w t, one entry at a time: each snippet frame is read once and converted
     on the fly while acc[f] stays in cache (batched gathers of large frames materialise several
-    converted copies and are ~10x slower on a CPU)."""
+    converted copies and are ~10x slower on a CPU).
+    """
     a, b, w = a.tolist(), b.tolist(), w.tolist()
     added = [0.0] * acc.shape[0]
     for k, j, f in _entries(index, acc.shape[0]):
@@ -201,9 +202,9 @@ def accumulate_frames_robust_ref(
     index: torch.Tensor,
     center: torch.Tensor,
     delta: torch.Tensor,
-    scale: Optional[torch.Tensor] = None,
-    shift: Optional[torch.Tensor] = None,
-    weight: Optional[torch.Tensor] = None,
+    scale: torch.Tensor | None = None,
+    shift: torch.Tensor | None = None,
+    weight: torch.Tensor | None = None,
 ) -> None:
     """Reference of :func:`accumulate_frames_robust` in plain PyTorch (in place).
 
@@ -245,9 +246,7 @@ def _robust_per_entry(acc, wsum, x, index, center, s, t, w, inv_d2) -> None:
         acc[f].addcmul_(r, v, value=w[k])
 
 
-def finalize_frames(
-    acc: torch.Tensor, count: torch.Tensor, out_dtype: Optional[torch.dtype] = None
-) -> torch.Tensor:
+def finalize_frames(acc: torch.Tensor, count: torch.Tensor, out_dtype: torch.dtype | None = None) -> torch.Tensor:
     """Turn accumulated sums into averages: ``acc / count``, NaN where ``count == 0``.
 
     Args:
@@ -268,10 +267,10 @@ def average_frames_ref(
     x: torch.Tensor,
     index: torch.Tensor,
     num_frames: int,
-    scale: Optional[torch.Tensor] = None,
-    shift: Optional[torch.Tensor] = None,
-    weight: Optional[torch.Tensor] = None,
-    out_dtype: Optional[torch.dtype] = None,
+    scale: torch.Tensor | None = None,
+    shift: torch.Tensor | None = None,
+    weight: torch.Tensor | None = None,
+    out_dtype: torch.dtype | None = None,
 ) -> torch.Tensor:
     """Reference of :func:`average_frames` in plain PyTorch.
 
@@ -345,10 +344,10 @@ def average_frames(
     x: torch.Tensor,
     index: torch.Tensor,
     num_frames: int,
-    scale: Optional[torch.Tensor] = None,
-    shift: Optional[torch.Tensor] = None,
-    weight: Optional[torch.Tensor] = None,
-    out_dtype: Optional[torch.dtype] = None,
+    scale: torch.Tensor | None = None,
+    shift: torch.Tensor | None = None,
+    weight: torch.Tensor | None = None,
+    out_dtype: torch.dtype | None = None,
     impl: str = "auto",
 ) -> torch.Tensor:
     """Weighted per-frame average of overlapping snippets (see module docstring).
@@ -386,9 +385,9 @@ def accumulate_frames(
     count: torch.Tensor,
     x: torch.Tensor,
     index: torch.Tensor,
-    scale: Optional[torch.Tensor] = None,
-    shift: Optional[torch.Tensor] = None,
-    weight: Optional[torch.Tensor] = None,
+    scale: torch.Tensor | None = None,
+    shift: torch.Tensor | None = None,
+    weight: torch.Tensor | None = None,
     impl: str = "auto",
 ) -> None:
     """Add a chunk of snippets into caller-owned sums, in place (streaming merge).
@@ -432,9 +431,9 @@ def accumulate_frames_robust(
     index: torch.Tensor,
     center: torch.Tensor,
     delta: torch.Tensor,
-    scale: Optional[torch.Tensor] = None,
-    shift: Optional[torch.Tensor] = None,
-    weight: Optional[torch.Tensor] = None,
+    scale: torch.Tensor | None = None,
+    shift: torch.Tensor | None = None,
+    weight: torch.Tensor | None = None,
     impl: str = "auto",
 ) -> None:
     """One Cauchy-reweighted pass of the per-frame mean, added into caller-owned sums (in place).
@@ -452,7 +451,9 @@ def accumulate_frames_robust(
         index: ``[K, L]`` frame index into ``acc``; entries outside ``[0, F)`` are skipped.
         center: contiguous fp32 ``[F, C, H, W]``, the current estimate.
         delta: fp32 ``[F]`` Cauchy scale per frame, > 0; ``inf`` gives the plain weighted mean.
-        scale, shift, weight: ``[K]`` or ``None`` (1, 0, 1).
+        scale: ``[K]`` per-entry scale, or ``None`` (1).
+        shift: ``[K]`` per-entry shift, or ``None`` (0).
+        weight: ``[K]`` per-entry weight, or ``None`` (1).
         impl: ``"auto"``, ``"triton"`` or ``"torch"``.
     """
     _check_robust(acc, wsum, x, index, center, delta, scale, shift, weight)

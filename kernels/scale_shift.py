@@ -26,8 +26,6 @@ deterministic, no atomics. Accumulation is fp32 for fp16/bf16/fp32 inputs.
 
 from __future__ import annotations
 
-from typing import Optional, Tuple, Union
-
 import torch
 
 from ._dispatch import select_impl
@@ -46,7 +44,7 @@ __all__ = [
 # "l2" is the plain (non-robust) weight 1.
 ROBUST_KINDS = ("l2", "l1", "huber", "cauchy")
 
-ScalarOrTensor = Union[float, torch.Tensor]
+ScalarOrTensor = float | torch.Tensor
 
 
 # ---------------------------------------------------------------------------
@@ -98,7 +96,7 @@ def _check_kind(kind: str, delta: float, eps: float) -> None:
         raise ValueError(f"eps must be > 0 for l1, got {eps}")
 
 
-def _acc_dtype(*ts: Optional[torch.Tensor]) -> torch.dtype:
+def _acc_dtype(*ts: torch.Tensor | None) -> torch.dtype:
     dt = torch.float32
     for t in ts:
         if t is not None:
@@ -141,11 +139,11 @@ def irls_weights(residual: torch.Tensor, kind: str = "l1", delta: float = 1.0, e
 def irls_moments_ref(
     x: torch.Tensor,
     y: torch.Tensor,
-    scale: Optional[ScalarOrTensor] = None,
-    shift: Optional[ScalarOrTensor] = None,
+    scale: ScalarOrTensor | None = None,
+    shift: ScalarOrTensor | None = None,
     kind: str = "l1",
     delta: float = 1.0,
-    weight: Optional[torch.Tensor] = None,
+    weight: torch.Tensor | None = None,
     eps: float = 1e-6,
 ) -> torch.Tensor:
     """Reference of :func:`irls_moments` in plain PyTorch.
@@ -170,7 +168,7 @@ def irls_moments_ref(
     return torch.stack([v.sum(dim=(1, 2)) for v in terms], dim=1)
 
 
-def weighted_moments_ref(x: torch.Tensor, y: torch.Tensor, w: Optional[torch.Tensor] = None) -> torch.Tensor:
+def weighted_moments_ref(x: torch.Tensor, y: torch.Tensor, w: torch.Tensor | None = None) -> torch.Tensor:
     """Reference of :func:`weighted_moments` in plain PyTorch.
 
     Returns:
@@ -187,11 +185,11 @@ def weighted_moments_ref(x: torch.Tensor, y: torch.Tensor, w: Optional[torch.Ten
 def irls_moments(
     x: torch.Tensor,
     y: torch.Tensor,
-    scale: Optional[ScalarOrTensor] = None,
-    shift: Optional[ScalarOrTensor] = None,
+    scale: ScalarOrTensor | None = None,
+    shift: ScalarOrTensor | None = None,
     kind: str = "l1",
     delta: float = 1.0,
-    weight: Optional[torch.Tensor] = None,
+    weight: torch.Tensor | None = None,
     eps: float = 1e-6,
     impl: str = "auto",
 ) -> torch.Tensor:
@@ -232,7 +230,7 @@ def irls_moments(
 
 
 def weighted_moments(
-    x: torch.Tensor, y: torch.Tensor, w: Optional[torch.Tensor] = None, impl: str = "auto"
+    x: torch.Tensor, y: torch.Tensor, w: torch.Tensor | None = None, impl: str = "auto"
 ) -> torch.Tensor:
     """Per-snippet weighted moments ``[sum w, sum wx, sum wy, sum wxx, sum wxy]``.
 
@@ -260,9 +258,9 @@ def solve_scale_shift(
     prior_shift: ScalarOrTensor = 0.0,
     rcond: float = 1e-6,
     *,
-    ridge_shift: Optional[ScalarOrTensor] = None,
-    fallback_scale: Optional[ScalarOrTensor] = None,
-) -> Tuple[torch.Tensor, torch.Tensor]:
+    ridge_shift: ScalarOrTensor | None = None,
+    fallback_scale: ScalarOrTensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Closed-form batched 2x2 weighted least squares for ``(s, t)``: the project's one 2x2 solve.
 
     Minimises, per snippet,
@@ -334,7 +332,7 @@ def solve_scale_shift(
 def robust_scale_shift(
     x: torch.Tensor,
     y: torch.Tensor,
-    weight: Optional[torch.Tensor] = None,
+    weight: torch.Tensor | None = None,
     kind: str = "l1",
     delta: float = 1.0,
     iters: int = 5,
@@ -343,7 +341,7 @@ def robust_scale_shift(
     prior_shift: ScalarOrTensor = 0.0,
     eps: float = 1e-6,
     impl: str = "auto",
-) -> Tuple[torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, torch.Tensor]:
     """IRLS fit of per-snippet ``(s, t)``: a weighted L2 start, then ``iters`` robust re-weightings.
 
     Each iteration is one :func:`irls_moments` pass plus one :func:`solve_scale_shift`.

@@ -1,13 +1,13 @@
 """Python API: one engine (models on a device), offline runs and any number of live streams.
 
-    from rd_engine import Engine
-    engine = Engine("path/to/rollingdepth-v1-0")          # or Engine.demo() for the tiny random model
-    pred = engine.run("video.mp4", preset="fast")          # offline, the reference method
-    session = engine.open_stream(preset="fast", lag=0)     # online
-    for frame, ts in camera:
-        for done in session.push(frame, ts):
-            publish(done.index, done.timestamp, done.depth)   # relative inverse depth, [H, W] float32
-    session.flush()
+from rd_engine import Engine
+engine = Engine("path/to/rollingdepth-v1-0")          # or Engine.demo() for the tiny random model
+pred = engine.run("video.mp4", preset="fast")          # offline, the reference method
+session = engine.open_stream(preset="fast", lag=0)     # online
+for frame, ts in camera:
+for done in session.push(frame, ts):
+publish(done.index, done.timestamp, done.depth)   # relative inverse depth, [H, W] float32
+session.flush()
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ from pathlib import Path
 import torch
 
 from rd_engine.io.sources import open_source
+from rd_engine.online.session import FinishedFrame, StreamSession
 from rd_engine.pipeline.offline import Budgets, Pipeline, Prediction
 from rd_engine.settings import Settings, resolve
-from rd_engine.online.session import FinishedFrame, StreamSession
 
 
 class Engine:
@@ -34,13 +34,21 @@ class Engine:
         budgets: memory budgets for offline runs.
     """
 
-    def __init__(self, checkpoint: str | Path, device: str = "auto", dtype: str | None = None,
-                 progress: bool = False, budgets: Budgets | None = None, models=None):
+    def __init__(
+        self,
+        checkpoint: str | Path,
+        device: str = "auto",
+        dtype: str | None = None,
+        progress: bool = False,
+        budgets: Budgets | None = None,
+        models=None,
+    ):
         from rd_engine.backends.torch_backend import TorchBackend
         from rd_engine.model.checkpoint import load_checkpoint
 
-        self.device = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
-                                   "cpu" if device == "auto" else device)
+        self.device = torch.device(
+            "cuda" if device == "auto" and torch.cuda.is_available() else "cpu" if device == "auto" else device
+        )
         self.dtype = dtype or ("fp16" if self.device.type == "cuda" else "fp32")
         models = models or load_checkpoint(checkpoint)
         torch_dtype = Settings(dtype=self.dtype).validate().torch_dtype()
@@ -49,7 +57,7 @@ class Engine:
         self.model_name = models.name
 
     @classmethod
-    def demo(cls, **kw) -> "Engine":
+    def demo(cls, **kw) -> Engine:
         """The tiny RANDOM-weight model: for trying the API, not for meaningful depth."""
         from rd_engine.model.factory import tiny_checkpoint_cached
 

@@ -23,8 +23,16 @@ class StageClock:
     def stage(self, name: str, total: int | None = None, unit: str = "frame"):
         # bars only on a terminal: in logs and CI they would be thousands of carriage returns
         show = self.enabled and sys.stderr.isatty()
-        bar = tqdm(total=total, desc=f"{name:>8}", unit=unit, leave=False, disable=not show,
-                   file=sys.stderr, dynamic_ncols=True, mininterval=0.25)
+        bar = tqdm(
+            total=total,
+            desc=f"{name:>8}",
+            unit=unit,
+            leave=False,
+            disable=not show,
+            file=sys.stderr,
+            dynamic_ncols=True,
+            mininterval=0.25,
+        )
         t0 = time.perf_counter()
         try:
             yield bar.update

@@ -51,7 +51,9 @@ class Settings:
         need(0 <= self.refine_step <= 500, "refine_step", f"must be in 0..500, got {self.refine_step}")
         need(2 <= self.snippet_len <= 8, "snippet_len", f"must be in 2..8, got {self.snippet_len}")
         need(2 <= self.refine_snippet_len <= 8, "refine_snippet_len", f"must be in 2..8, got {self.refine_snippet_len}")
-        need(self.refine_start_dilation >= 1, "refine_start_dilation", f"must be >= 1, got {self.refine_start_dilation}")
+        need(
+            self.refine_start_dilation >= 1, "refine_start_dilation", f"must be >= 1, got {self.refine_start_dilation}"
+        )
         need(1 <= self.init_steps <= 1000, "init_steps", f"must be in 1..1000, got {self.init_steps}")
         need(self.align in ALIGN_SOLVERS, "align", f"must be one of {', '.join(ALIGN_SOLVERS)}, got {self.align}")
         need(self.align_iters >= 1, "align_iters", f"must be >= 1, got {self.align_iters}")
@@ -75,8 +77,7 @@ PRESETS: dict[str, dict] = {
     "fast": dict(res=768, dilations=[1, 25], cap_dilation=True, dtype="fp16", refine_step=0, align="fast"),
     "fast1024": dict(res=1024, dilations=[1, 25], cap_dilation=True, dtype="fp16", refine_step=0, align="fast"),
     "full": dict(res=1024, dilations=[1, 10, 25], cap_dilation=True, dtype="fp16", refine_step=10, align="fast"),
-    "paper": dict(res=768, dilations=[1, 10, 25], cap_dilation=False, dtype="fp32", refine_step=10,
-                  align="reference"),
+    "paper": dict(res=768, dilations=[1, 10, 25], cap_dilation=False, dtype="fp32", refine_step=10, align="reference"),
 }
 
 

@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from rd_engine.backends.torch_backend import TorchBackend
-from rd_engine.testing.media import write_test_video
 from rd_engine.pipeline.offline import Pipeline
 from rd_engine.settings import resolve
+from rd_engine.testing.media import write_test_video
 
 CPU = torch.device("cpu")
 
@@ -82,9 +82,10 @@ def test_duplicate_dilations_after_capping_are_computed_once(pipe, clip):
 
 def test_robust_alignment_merges_by_the_robust_mean(pipe, clip):
     """--align robust: the pipeline's chunked, store-backed merge is merge.merge_aligned with the
-    per-frame Cauchy scales of merge.merge_deltas, on the same snippets and parameters."""
-    from rd_engine.coalign.problem import solver_view
+    per-frame Cauchy scales of merge.merge_deltas, on the same snippets and parameters.
+    """
     from rd_engine.coalign.merge import merge_aligned, merge_deltas, renormalize
+    from rd_engine.coalign.problem import solver_view
 
     p = pipe.predict(clip, _settings(align="robust", dilations=[1, 2, 3]), keep_snippets=True, keep_coaligned=True)
     n = p.depth.shape[0]

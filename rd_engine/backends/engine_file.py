@@ -77,14 +77,17 @@ class EngineFileBackend:
         key = (step.t, a, ap)
         got = self._steps.get(key)
         if got is None:
-            got = (torch.tensor([step.t], dtype=torch.int64, device=self.device),
-                   step.alpha_t.reshape(1).to(self.device, torch.float32),
-                   step.alpha_prev.reshape(1).to(self.device, torch.float32))
+            got = (
+                torch.tensor([step.t], dtype=torch.int64, device=self.device),
+                step.alpha_t.reshape(1).to(self.device, torch.float32),
+                step.alpha_prev.reshape(1).to(self.device, torch.float32),
+            )
             self._steps[key] = got
         return got
 
-    def run_component(self, name: str, feeds: dict[str, torch.Tensor],
-                      out_shapes: dict[str, tuple[int, ...]]) -> dict[str, torch.Tensor]:
+    def run_component(
+        self, name: str, feeds: dict[str, torch.Tensor], out_shapes: dict[str, tuple[int, ...]]
+    ) -> dict[str, torch.Tensor]:
         """Run one component of the engine.
 
         Args:

@@ -68,9 +68,16 @@ class OrtBackend(EngineFileBackend):
 
     name = "onnxruntime"
 
-    def __init__(self, engine_dir: str | os.PathLike | None, device: torch.device | str = "cpu",
-                 dtype: torch.dtype | None = None, *, engine: EngineFolder | None = None, threads: int | None = None,
-                 fused_attention: bool = True):
+    def __init__(
+        self,
+        engine_dir: str | os.PathLike | None,
+        device: torch.device | str = "cpu",
+        dtype: torch.dtype | None = None,
+        *,
+        engine: EngineFolder | None = None,
+        threads: int | None = None,
+        fused_attention: bool = True,
+    ):
         why = onnxruntime_unavailable_reason(device)
         if why:
             raise UserError(f"onnxruntime backend: {why}")
@@ -85,9 +92,13 @@ class OrtBackend(EngineFileBackend):
         if dtype == torch.float16 and "fp16" in folder.onnx_precisions:
             precision = "fp16"
         elif dtype is not None and dtype != torch.float32:
-            log.info("onnxruntime runs the engine's fp32 graphs (%s was asked for; %s)",
-                     _PRECISION.get(dtype, dtype), "no fp16 graphs in the engine" if dtype == torch.float16
-                     else "ONNX Runtime has no bf16 kernels for them")
+            log.info(
+                "onnxruntime runs the engine's fp32 graphs (%s was asked for; %s)",
+                _PRECISION.get(dtype, dtype),
+                "no fp16 graphs in the engine"
+                if dtype == torch.float16
+                else "ONNX Runtime has no bf16 kernels for them",
+            )
         self.precision = precision
         self.dtype = _DTYPE[precision]
         folder.verify_files(folder.onnx_files(precision))
@@ -125,15 +136,19 @@ class OrtBackend(EngineFileBackend):
             try:
                 sess = ort.InferenceSession(str(path), opts, providers=providers)
             except Exception as e:
-                raise UserError(f"onnxruntime cannot load {path} ({type(e).__name__}: {e}); rebuild: "
-                                f"{folder.rebuild_command()}") from None
+                raise UserError(
+                    f"onnxruntime cannot load {path} ({type(e).__name__}: {e}); rebuild: {folder.rebuild_command()}"
+                ) from None
             if dev.type == "cuda" and "CUDAExecutionProvider" not in sess.get_providers():
-                raise UserError(f"onnxruntime could not start its CUDA execution provider for {path.name} "
-                                "(CUDA/cuDNN libraries matching onnxruntime-gpu installed?); or run with --device cpu")
+                raise UserError(
+                    f"onnxruntime could not start its CUDA execution provider for {path.name} "
+                    "(CUDA/cuDNN libraries matching onnxruntime-gpu installed?); or run with --device cpu"
+                )
             self.sessions[name] = sess
 
-    def run_component(self, name: str, feeds: dict[str, torch.Tensor],
-                      out_shapes: dict[str, tuple[int, ...]]) -> dict[str, torch.Tensor]:
+    def run_component(
+        self, name: str, feeds: dict[str, torch.Tensor], out_shapes: dict[str, tuple[int, ...]]
+    ) -> dict[str, torch.Tensor]:
         """Run one graph with its inputs and outputs bound to torch tensors by address."""
         sess = self.sessions[name]
         contract = self.folder.contracts[name]
@@ -142,14 +157,14 @@ class OrtBackend(EngineFileBackend):
         for spec in contract.inputs:
             t = feeds[spec.name].to(self.device, spec.torch_dtype(self.dtype)).contiguous()
             keep.append(t)
-            binding.bind_input(spec.name, self._ort_device, self._device_id, _NP[t.dtype], tuple(t.shape),
-                               t.data_ptr())
+            binding.bind_input(spec.name, self._ort_device, self._device_id, _NP[t.dtype], tuple(t.shape), t.data_ptr())
         result = {}
         for spec in contract.outputs:
             out = torch.empty(out_shapes[spec.name], dtype=spec.torch_dtype(self.dtype), device=self.device)
             result[spec.name] = out
-            binding.bind_output(spec.name, self._ort_device, self._device_id, _NP[out.dtype], tuple(out.shape),
-                                out.data_ptr())
+            binding.bind_output(
+                spec.name, self._ort_device, self._device_id, _NP[out.dtype], tuple(out.shape), out.data_ptr()
+            )
         if self._stream is not None and torch.cuda.current_stream(self.device) != self._stream:
             # the caller switched streams since the session was made: order by waiting for it
             torch.cuda.current_stream(self.device).synchronize()

@@ -47,9 +47,16 @@ def availability(engine: EngineFolder, device: torch.device | None) -> list[tupl
     return out
 
 
-def open_backend(engine_dir: Path | None, models=None, backend: str = "auto", device: torch.device | str = "cpu",
-                 dtype: torch.dtype = torch.float32, processed_size: tuple[int, int] | None = None, *,
-                 snippet_lens: Sequence[int] | None = None) -> Backend:
+def open_backend(
+    engine_dir: Path | None,
+    models=None,
+    backend: str = "auto",
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+    processed_size: tuple[int, int] | None = None,
+    *,
+    snippet_lens: Sequence[int] | None = None,
+) -> Backend:
     """Pick and open the backend of a run.
 
     `auto` takes TensorRT, then ONNX Runtime, then PyTorch: the first one that can run here.
@@ -77,19 +84,24 @@ def open_backend(engine_dir: Path | None, models=None, backend: str = "auto", de
     device = torch.device(device)
     if backend == "pytorch" or (engine_dir is None and backend == "auto"):
         if models is None:
-            raise UserError("the pytorch backend needs a checkpoint (--checkpoint); an engine folder holds no "
-                            "PyTorch weights")
+            raise UserError(
+                "the pytorch backend needs a checkpoint (--checkpoint); an engine folder holds no PyTorch weights"
+            )
         from rd_engine.backends.torch_backend import TorchBackend
 
         if engine_dir is not None:
             log.info("backend pytorch: the engine folder %s is not used", engine_dir)
         elif backend == "auto":
-            log.info("backend auto -> pytorch (no engine folder given; build one with rd-engine build for "
-                     "ONNX Runtime or TensorRT)")
+            log.info(
+                "backend auto -> pytorch (no engine folder given; build one with rd-engine build for "
+                "ONNX Runtime or TensorRT)"
+            )
         return TorchBackend(models, device, dtype)
     if engine_dir is None:
-        raise UserError(f"--backend {backend} needs an engine folder (--engine); build one with: rd-engine build "
-                        f"--checkpoint CHECKPOINT --backend {backend} -o engines/NAME")
+        raise UserError(
+            f"--backend {backend} needs an engine folder (--engine); build one with: rd-engine build "
+            f"--checkpoint CHECKPOINT --backend {backend} -o engines/NAME"
+        )
 
     engine = open_engine_folder(engine_dir, checkpoint=models, processed_size=processed_size)
     if snippet_lens:
@@ -112,8 +124,10 @@ def open_backend(engine_dir: Path | None, models=None, backend: str = "auto", de
 def _why_not(name: str, engine: EngineFolder, models, device: torch.device) -> str | None:
     if name == "tensorrt":
         if not engine.tensorrt:
-            return (f"engine holds no TensorRT plans (build them on a GPU machine: "
-                    f"{engine.rebuild_command(backend='tensorrt', precision=None)})")
+            return (
+                f"engine holds no TensorRT plans (build them on a GPU machine: "
+                f"{engine.rebuild_command(backend='tensorrt', precision=None)})"
+            )
         if device.type != "cuda":
             return f"TensorRT needs a CUDA device (the run is on {device})"
         why = tensorrt_unavailable_reason()
@@ -136,8 +150,11 @@ def _construct(name: str, engine: EngineFolder, models, device: torch.device, dt
 
         be = TrtBackend(None, device, engine=engine)
         if dtype != be.dtype:
-            log.info("tensorrt runs the engine's %s plans (%s was asked for)", engine.tensorrt.precision,
-                     str(dtype).replace("torch.", ""))
+            log.info(
+                "tensorrt runs the engine's %s plans (%s was asked for)",
+                engine.tensorrt.precision,
+                str(dtype).replace("torch.", ""),
+            )
         return be
     if name == "onnxruntime":
         from rd_engine.backends.onnx_backend import OrtBackend

@@ -59,8 +59,13 @@ def trt_logger():
 
 
 def _torch_dtype(trt, dt) -> torch.dtype:
-    table = {trt.float32: torch.float32, trt.float16: torch.float16, trt.int32: torch.int32,
-             trt.int8: torch.int8, trt.bool: torch.bool}
+    table = {
+        trt.float32: torch.float32,
+        trt.float16: torch.float16,
+        trt.int32: torch.int32,
+        trt.int8: torch.int8,
+        trt.bool: torch.bool,
+    }
     for name, td in (("bfloat16", torch.bfloat16), ("int64", torch.int64), ("uint8", torch.uint8)):
         if hasattr(trt, name):
             table[getattr(trt, name)] = td
@@ -235,13 +240,20 @@ class TrtBackend(EngineFileBackend):
 
     name = "tensorrt"
 
-    def __init__(self, engine_dir: str | os.PathLike | None, device: torch.device | str = "cuda", *,
-                 engine: EngineFolder | None = None, cuda_graphs: bool = True):
+    def __init__(
+        self,
+        engine_dir: str | os.PathLike | None,
+        device: torch.device | str = "cuda",
+        *,
+        engine: EngineFolder | None = None,
+        cuda_graphs: bool = True,
+    ):
         try:
             import tensorrt as trt
         except Exception as e:
-            raise UserError(f"tensorrt backend: the tensorrt package is not importable ({type(e).__name__}: {e})") \
-                from None
+            raise UserError(
+                f"tensorrt backend: the tensorrt package is not importable ({type(e).__name__}: {e})"
+            ) from None
         dev = torch.device(device)
         if dev.type != "cuda" or not torch.cuda.is_available():
             raise UserError(f"tensorrt backend: needs a CUDA device (got {dev})")
@@ -256,14 +268,17 @@ class TrtBackend(EngineFileBackend):
         self.ddim = folder.ddim()
         with torch.cuda.device(dev):
             self._runtime = trt.Runtime(trt_logger())
-            self.plans = {name: _Plan(trt, self._runtime, folder.plan_file(name), name, dev, cuda_graphs)
-                          for name in folder.contracts}
+            self.plans = {
+                name: _Plan(trt, self._runtime, folder.plan_file(name), name, dev, cuda_graphs)
+                for name in folder.contracts
+            }
             self._workspace = _Workspace(max(p.memory_size for p in self.plans.values()), dev)
             for p in self.plans.values():
                 p.workspace = self._workspace
 
-    def run_component(self, name: str, feeds: dict[str, torch.Tensor],
-                      out_shapes: dict[str, tuple[int, ...]]) -> dict[str, torch.Tensor]:
+    def run_component(
+        self, name: str, feeds: dict[str, torch.Tensor], out_shapes: dict[str, tuple[int, ...]]
+    ) -> dict[str, torch.Tensor]:
         """Run one plan, in chunks of at most its max batch (inputs without a batch dimension are not split)."""
         plan = self.plans[name]
         batched = self.folder.contracts[name].batched_inputs()

@@ -14,7 +14,8 @@ from rd_engine.bench.timing import sync
 
 class _AttentionFlops:
     """Counts attention FLOPs analytically from the shapes of every fused SDPA op, and which of
-    them `FlopCounterMode` does not count (e.g. the CPU flash kernel in torch 2.13)."""
+    them `FlopCounterMode` does not count (e.g. the CPU flash kernel in torch 2.13).
+    """
 
     def __new__(cls):
         from torch.utils._python_dispatch import TorchDispatchMode
@@ -139,8 +140,13 @@ def measure_peak_tflops(device: torch.device, dtype: torch.dtype, n: int | None 
             torch.mm(a, b, out=c)
             times.append(time.perf_counter() - t0)
     t = statistics.median(times)
-    return {"tflops": 2.0 * n**3 / t / 1e12, "n": n, "dtype": str(dtype).replace("torch.", ""),
-            "seconds_per_matmul": t, "samples": len(times)}
+    return {
+        "tflops": 2.0 * n**3 / t / 1e12,
+        "n": n,
+        "dtype": str(dtype).replace("torch.", ""),
+        "seconds_per_matmul": t,
+        "samples": len(times),
+    }
 
 
 def flop_summary(flops: FlopTable, runs_shapes: dict) -> dict:
@@ -154,9 +160,11 @@ def flop_summary(flops: FlopTable, runs_shapes: dict) -> dict:
         `{"unet_per_snippet", "vae_encoder_per_frame", "vae_decoder_per_frame"}`, each null if not run.
     """
     out = {}
-    for name, (key, op) in {"unet_per_snippet": ("main.denoise", "denoise"),
-                            "vae_encoder_per_frame": ("main.encode", "encode"),
-                            "vae_decoder_per_frame": ("main.decode", "decode")}.items():
+    for name, (key, op) in {
+        "unet_per_snippet": ("main.denoise", "denoise"),
+        "vae_encoder_per_frame": ("main.encode", "encode"),
+        "vae_decoder_per_frame": ("main.decode", "decode"),
+    }.items():
         shapes = runs_shapes.get(key)
         if not shapes:
             out[name] = None

@@ -29,8 +29,9 @@ def _nvidia_driver() -> str | None:
     if exe is None:
         return None
     try:
-        out = subprocess.run([exe, "--query-gpu=driver_version", "--format=csv,noheader"],
-                             capture_output=True, text=True, timeout=20)
+        out = subprocess.run(
+            [exe, "--query-gpu=driver_version", "--format=csv,noheader"], capture_output=True, text=True, timeout=20
+        )
         return out.stdout.strip().splitlines()[0] if out.returncode == 0 and out.stdout.strip() else None
     except (OSError, subprocess.SubprocessError):
         return None
@@ -43,9 +44,16 @@ def machine_info(device: torch.device) -> dict:
         device: The device the run uses (its GPU is described).
     """
     info = {
-        "hostname": platform.node(), "platform": platform.platform(), "cpu": _cpu_name(),
-        "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-        "gpu": None, "gpu_count": 0, "driver": None, "cuda": None, "compute_capability": None,
+        "hostname": platform.node(),
+        "platform": platform.platform(),
+        "cpu": _cpu_name(),
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "gpu": None,
+        "gpu_count": 0,
+        "driver": None,
+        "cuda": None,
+        "compute_capability": None,
         "gpu_memory_bytes": None,
     }
     if torch.cuda.is_available():
@@ -67,8 +75,17 @@ def library_versions() -> dict:
     from rd_engine.version import __version__
 
     out = {"python": platform.python_version(), "rd_engine": __version__}
-    for dist in ("torch", "diffusers", "transformers", "numpy", "av", "triton", "onnxruntime",
-                 "onnxruntime-gpu", "tensorrt"):
+    for dist in (
+        "torch",
+        "diffusers",
+        "transformers",
+        "numpy",
+        "av",
+        "triton",
+        "onnxruntime",
+        "onnxruntime-gpu",
+        "tensorrt",
+    ):
         try:
             out[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:

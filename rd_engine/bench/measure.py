@@ -90,11 +90,17 @@ def _one_run(pipe, timed: TimedBackend, path, settings, write: bool, model_name:
         t2 = time.perf_counter()
         device_peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
         return {
-            "predict": t1 - t0, "end_to_end": t2 - t0, "write": write_s, "frames": pred.num_frames,
-            "stage_seconds": dict(pred.stage_seconds), "timer": timed.timer.collect(),
-            "calls": dict(timed.timer.calls), "items": dict(timed.timer.items),
+            "predict": t1 - t0,
+            "end_to_end": t2 - t0,
+            "write": write_s,
+            "frames": pred.num_frames,
+            "stage_seconds": dict(pred.stage_seconds),
+            "timer": timed.timer.collect(),
+            "calls": dict(timed.timer.calls),
+            "items": dict(timed.timer.items),
             "shapes": {k: Counter(v) for k, v in timed.timer.shapes.items()},
-            "device_peak": device_peak, "dilations": list(pred.dilations),
+            "device_peak": device_peak,
+            "dilations": list(pred.dilations),
         }
     finally:
         close = getattr(pred, "close", None)
@@ -102,8 +108,19 @@ def _one_run(pipe, timed: TimedBackend, path, settings, write: bool, model_name:
             close()
 
 
-def measure(backend, path, settings, *, repeats: int, warmup_frames: int, write: bool, model_name: str,
-            flops: FlopTable, peak: dict, mode: str) -> dict:
+def measure(
+    backend,
+    path,
+    settings,
+    *,
+    repeats: int,
+    warmup_frames: int,
+    write: bool,
+    model_name: str,
+    flops: FlopTable,
+    peak: dict,
+    mode: str,
+) -> dict:
     """Warm up, then time `repeats` runs of one configuration; returns the result's measured part.
 
     Args:
@@ -151,15 +168,15 @@ def measure(backend, path, settings, *, repeats: int, warmup_frames: int, write:
         run = _one_run(pipe, timed, path, settings, write, model_name)
         run.update(decode=dec_s, decode_frames=n_dec, resize=resize_s, resize_calls=resize_calls)
         runs.append(run)
-        log.info("%s: run %d/%d: %.3f s end to end (%d frames)", mode, r + 1, repeats, run["end_to_end"],
-                 run["frames"])
+        log.info("%s: run %d/%d: %.3f s end to end (%d frames)", mode, r + 1, repeats, run["end_to_end"], run["frames"])
 
     host_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
     return _summarize(runs, settings, flops, peak, mode, warmup_seconds, warmup_frames, host_peak, size)
 
 
-def _summarize(runs, settings, flops: FlopTable, peak: dict, mode, warmup_seconds, warmup_frames, host_peak,
-               size) -> dict:
+def _summarize(
+    runs, settings, flops: FlopTable, peak: dict, mode, warmup_seconds, warmup_frames, host_peak, size
+) -> dict:
     """Medians per stage and end to end over `runs`, with FLOPs and the fraction of the peak."""
     last = runs[-1]
     n = last["frames"]
@@ -176,9 +193,18 @@ def _summarize(runs, settings, flops: FlopTable, peak: dict, mode, warmup_second
         if not ran or any(s is None for s in seconds_runs):
             return {"ran": False, **{k: None for k in STAGE_FIELDS}, "note": note}
         sec = med(seconds_runs)
-        e = {"ran": True, "seconds": sec, "seconds_runs": list(seconds_runs), "calls": calls, "items": items,
-             "unit": unit, "fps": n / sec if sec > 0 else None, "flops": None, "tflops": None,
-             "fraction_of_peak": None}
+        e = {
+            "ran": True,
+            "seconds": sec,
+            "seconds_runs": list(seconds_runs),
+            "calls": calls,
+            "items": items,
+            "unit": unit,
+            "fps": n / sec if sec > 0 else None,
+            "flops": None,
+            "tflops": None,
+            "fraction_of_peak": None,
+        }
         if flop_count is not None:
             e["flops"] = flop_count
             e["tflops"] = flop_count / sec / 1e12 if sec > 0 else None
@@ -191,35 +217,75 @@ def _summarize(runs, settings, flops: FlopTable, peak: dict, mode, warmup_second
         return [r["timer"].get(key, 0.0) for r in runs]
 
     stages = {}
-    stages["decode"] = entry([r["decode"] for r in runs], last["decode_frames"], last["decode_frames"], "frames",
-                             note="video decoding alone (PyAV thread), own pass over the input")
-    stages["resize"] = entry([r["resize"] for r in runs], last["resize_calls"], n, "frames",
-                             note="preprocess alone: host->device copy, antialiased resize, normalization")
-    stages["vae_encode"] = entry(timer_runs("main.encode"), last["calls"].get("main.encode", 0),
-                                 last["items"].get("main.encode", 0), "frames", flops_of("main", "encode"))
-    stages["unet"] = entry(timer_runs("main.denoise"), last["calls"].get("main.denoise", 0),
-                           last["items"].get("main.denoise", 0), "snippet_steps", flops_of("main", "denoise"),
-                           note="UNet with cross-frame attention + fused DDIM update")
-    stages["vae_decode"] = entry(timer_runs("main.decode"), last["calls"].get("main.decode", 0),
-                                 last["items"].get("main.decode", 0), "frames", flops_of("main", "decode"))
+    stages["decode"] = entry(
+        [r["decode"] for r in runs],
+        last["decode_frames"],
+        last["decode_frames"],
+        "frames",
+        note="video decoding alone (PyAV thread), own pass over the input",
+    )
+    stages["resize"] = entry(
+        [r["resize"] for r in runs],
+        last["resize_calls"],
+        n,
+        "frames",
+        note="preprocess alone: host->device copy, antialiased resize, normalization",
+    )
+    stages["vae_encode"] = entry(
+        timer_runs("main.encode"),
+        last["calls"].get("main.encode", 0),
+        last["items"].get("main.encode", 0),
+        "frames",
+        flops_of("main", "encode"),
+    )
+    stages["unet"] = entry(
+        timer_runs("main.denoise"),
+        last["calls"].get("main.denoise", 0),
+        last["items"].get("main.denoise", 0),
+        "snippet_steps",
+        flops_of("main", "denoise"),
+        note="UNet with cross-frame attention + fused DDIM update",
+    )
+    stages["vae_decode"] = entry(
+        timer_runs("main.decode"),
+        last["calls"].get("main.decode", 0),
+        last["items"].get("main.decode", 0),
+        "frames",
+        flops_of("main", "decode"),
+    )
     for name in ("align", "merge"):
-        stages[name] = entry([r["stage_seconds"].get(name) for r in runs], 1, n, "frames",
-                             ran=name in last["stage_seconds"],
-                             note=None if name in last["stage_seconds"] else "stage not reported by the pipeline")
+        stages[name] = entry(
+            [r["stage_seconds"].get(name) for r in runs],
+            1,
+            n,
+            "frames",
+            ran=name in last["stage_seconds"],
+            note=None if name in last["stage_seconds"] else "stage not reported by the pipeline",
+        )
     if settings.refine_step > 0 and "refine" in last["stage_seconds"]:
         ref_calls = sum(v for k, v in last["calls"].items() if k.startswith("refine."))
         ref_flops = sum(flops_of("refine", op) for op in ("encode", "denoise", "decode"))
         note = "latent-averaging refinement incl. its VAE encode and decode"
         if ref_calls == 0:
             note += "; its backend calls could not be told apart from the initial inference"
-        stages["refine"] = entry([r["stage_seconds"]["refine"] + r["stage_seconds"].get("decode", 0.0)
-                                  for r in runs], ref_calls, n, "frames", ref_flops if ref_calls else None,
-                                 note=note)
+        stages["refine"] = entry(
+            [r["stage_seconds"]["refine"] + r["stage_seconds"].get("decode", 0.0) for r in runs],
+            ref_calls,
+            n,
+            "frames",
+            ref_flops if ref_calls else None,
+            note=note,
+        )
     else:
         stages["refine"] = entry([], 0, 0, "frames", ran=False, note="refine_step = 0")
     if last["write"] is not None:
-        stages["write"] = entry([r["write"] for r in runs], 1, n, "frames",
-                                note="default outputs: npy, npz, two colorized mp4s, side-by-side mp4")
+        stages["write"] = entry(
+            [r["write"] for r in runs],
+            1,
+            n,
+            "frames",
+            note="default outputs: npy, npz, two colorized mp4s, side-by-side mp4",
+        )
     else:
         stages["write"] = entry([], 0, 0, "frames", ran=False, note="--no-write")
 
@@ -228,10 +294,18 @@ def _summarize(runs, settings, flops: FlopTable, peak: dict, mode, warmup_second
     total_flops = sum(s["flops"] or 0 for k, s in stages.items() if k in MODEL_STAGES and s["ran"])
     e2e_tflops = total_flops / e2e / 1e12
     end_to_end = {
-        "seconds": e2e, "fps": n / e2e, "ms_per_frame": 1000.0 * e2e / n, "frames": n,
-        "runs": e2e_runs, "p50": percentile(e2e_runs, 50), "p95": percentile(e2e_runs, 95),
-        "p99": percentile(e2e_runs, 99), "predict_seconds": med([r["predict"] for r in runs]),
-        "flops": total_flops, "tflops": e2e_tflops, "fraction_of_peak": e2e_tflops / peak_tflops,
+        "seconds": e2e,
+        "fps": n / e2e,
+        "ms_per_frame": 1000.0 * e2e / n,
+        "frames": n,
+        "runs": e2e_runs,
+        "p50": percentile(e2e_runs, 50),
+        "p95": percentile(e2e_runs, 95),
+        "p99": percentile(e2e_runs, 99),
+        "predict_seconds": med([r["predict"] for r in runs]),
+        "flops": total_flops,
+        "tflops": e2e_tflops,
+        "fraction_of_peak": e2e_tflops / peak_tflops,
     }
     device_peaks = [r["device_peak"] for r in runs if r["device_peak"] is not None]
     return {
@@ -276,6 +350,13 @@ def measure_online(backend, path: Path, settings, lag: int) -> dict:
     done += len(session.flush())
     seconds = time.perf_counter() - t0
     lat = session.latency.percentiles()
-    return {"lag": lag, "frames": done, "seconds": seconds, "fps": done / seconds,
-            "latency_p50": lat["p50"], "latency_p95": lat["p95"], "latency_p99": lat["p99"],
-            "latency_max": lat["max"]}
+    return {
+        "lag": lag,
+        "frames": done,
+        "seconds": seconds,
+        "fps": done / seconds,
+        "latency_p50": lat["p50"],
+        "latency_p95": lat["p95"],
+        "latency_p99": lat["p99"],
+        "latency_max": lat["max"],
+    }

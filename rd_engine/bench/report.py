@@ -27,7 +27,8 @@ def format_table(result: dict) -> str:
         f"res {s['res']} | {result['backend']['name']} on {result['backend']['device']} ({s['dtype']}) | "
         f"mode {result['mode']} | {result['repeats']} repeats",
         f"machine: {m['hostname']} | {m['cpu']} ({m['cores']} cores, {m['torch_threads']} torch threads) | "
-        f"GPU {m['gpu'] or 'none'}" + (f" (driver {m['driver']}, CUDA {m['cuda']})" if m["gpu"] else "")
+        f"GPU {m['gpu'] or 'none'}"
+        + (f" (driver {m['driver']}, CUDA {m['cuda']})" if m["gpu"] else "")
         + f" | torch {result['libraries']['torch']}",
     ]
     head = f"{'stage':<11}{'seconds':>10}{'calls':>7}{'frames/s':>10}{'GFLOP':>11}{'TFLOP/s':>9}{'%peak':>8}"
@@ -36,9 +37,11 @@ def format_table(result: dict) -> str:
     lines += [head, "-" * len(head)]
 
     def row(name, e, b=None, sp=None):
-        line = (f"{name:<11}{_cell(e.get('seconds'), 10, '.4f')}{_cell(e.get('calls'), 7, 'd')}"
-                f"{_cell(e.get('fps'), 10, '.1f')}{_cell(e.get('flops'), 11, '.2f', 1e-9)}"
-                f"{_cell(e.get('tflops'), 9, '.4f')}{_cell(e.get('fraction_of_peak'), 8, '.1f', 100, '%')}")
+        line = (
+            f"{name:<11}{_cell(e.get('seconds'), 10, '.4f')}{_cell(e.get('calls'), 7, 'd')}"
+            f"{_cell(e.get('fps'), 10, '.1f')}{_cell(e.get('flops'), 11, '.2f', 1e-9)}"
+            f"{_cell(e.get('tflops'), 9, '.4f')}{_cell(e.get('fraction_of_peak'), 8, '.1f', 100, '%')}"
+        )
         if base:
             line += f" | {_cell(None if b is None else b.get('seconds'), 10, '.4f')}{_cell(sp, 9, '.2f', 1, 'x')}"
         return line
@@ -53,33 +56,49 @@ def format_table(result: dict) -> str:
         lines.append(row(name, e, b, sp))
     lines.append("-" * len(head))
     e2e = result["end_to_end"]
-    lines.append(row("end to end", {**e2e, "calls": 1}, base["end_to_end"] if base else None,
-                     base["speedup"]["end_to_end"] if base else None))
-    lines.append(f"runs: p50 {e2e['p50']:.4f} s  p95 {e2e['p95']:.4f} s  p99 {e2e['p99']:.4f} s  "
-                 f"({len(e2e['runs'])} runs; predict only {e2e['predict_seconds']:.4f} s; "
-                 f"{e2e['ms_per_frame']:.2f} ms/frame)")
+    lines.append(
+        row(
+            "end to end",
+            {**e2e, "calls": 1},
+            base["end_to_end"] if base else None,
+            base["speedup"]["end_to_end"] if base else None,
+        )
+    )
+    lines.append(
+        f"runs: p50 {e2e['p50']:.4f} s  p95 {e2e['p95']:.4f} s  p99 {e2e['p99']:.4f} s  "
+        f"({len(e2e['runs'])} runs; predict only {e2e['predict_seconds']:.4f} s; "
+        f"{e2e['ms_per_frame']:.2f} ms/frame)"
+    )
     mem = result["memory"]
     dev_peak = mem["device_peak_bytes"]  # null on the CPU
-    lines.append(f"memory: host peak {human_bytes(mem['host_peak_bytes'])} (process), "
-                 f"device peak {'-' if dev_peak is None else human_bytes(dev_peak)}")
+    lines.append(
+        f"memory: host peak {human_bytes(mem['host_peak_bytes'])} (process), "
+        f"device peak {'-' if dev_peak is None else human_bytes(dev_peak)}"
+    )
     pk = result["peak_matmul"]
     lines.append(f"peak: {result['peak_tflops']:.3f} TFLOP/s ({pk['dtype']} matmul {pk['n']}^3, measured now)")
     fc = result["flop_counts"]
     if fc.get("unet_per_snippet"):
         u = fc["unet_per_snippet"]
-        lines.append(f"FLOPs: UNet {u['flops'] / 1e9:.2f} GFLOP per snippet {u['input_shape']} "
-                     f"(attention {u['attention_flops'] / 1e9:.2f}, {u['attention_source']})")
+        lines.append(
+            f"FLOPs: UNet {u['flops'] / 1e9:.2f} GFLOP per snippet {u['input_shape']} "
+            f"(attention {u['attention_flops'] / 1e9:.2f}, {u['attention_source']})"
+        )
     for key, label in (("vae_encoder_per_frame", "VAE encoder"), ("vae_decoder_per_frame", "VAE decoder")):
         if fc.get(key):
             lines.append(f"       {label} {fc[key]['flops'] / 1e9:.2f} GFLOP per frame {fc[key]['input_shape']}")
     if base:
         st = base["strategy"]
-        lines.append(f"baseline: {st['description']}; align_iters {st['align_iters']}"
-                     + (f"; {st['dtype_note']}" if st.get("dtype_note") else ""))
+        lines.append(
+            f"baseline: {st['description']}; align_iters {st['align_iters']}"
+            + (f"; {st['dtype_note']}" if st.get("dtype_note") else "")
+        )
     on = result["online"]
-    lines.append(f"online (lag {on['lag']}): {on['fps']:.1f} frames/s, push-to-depth latency p50 "
-                 f"{on['latency_p50'] * 1e3:.1f} ms, p95 {on['latency_p95'] * 1e3:.1f} ms, "
-                 f"p99 {on['latency_p99'] * 1e3:.1f} ms")
+    lines.append(
+        f"online (lag {on['lag']}): {on['fps']:.1f} frames/s, push-to-depth latency p50 "
+        f"{on['latency_p50'] * 1e3:.1f} ms, p95 {on['latency_p95'] * 1e3:.1f} ms, "
+        f"p99 {on['latency_p99'] * 1e3:.1f} ms"
+    )
     return "\n".join(lines)
 
 
@@ -126,10 +145,15 @@ def compare(path_a, path_b, force: bool = False) -> str:
     if a["model"]["name"] != b["model"]["name"]:
         problems.append(f"models differ ({a['model']['name']} vs {b['model']['name']})")
     ia, ib = a["input"], b["input"]
-    if (ia["frames"], ia["processed_width"], ia["processed_height"]) != \
-            (ib["frames"], ib["processed_width"], ib["processed_height"]):
-        problems.append(f"inputs differ ({ia['frames']} frames {ia['processed_width']}x{ia['processed_height']} vs "
-                        f"{ib['frames']} frames {ib['processed_width']}x{ib['processed_height']})")
+    if (ia["frames"], ia["processed_width"], ia["processed_height"]) != (
+        ib["frames"],
+        ib["processed_width"],
+        ib["processed_height"],
+    ):
+        problems.append(
+            f"inputs differ ({ia['frames']} frames {ia['processed_width']}x{ia['processed_height']} vs "
+            f"{ib['frames']} frames {ib['processed_width']}x{ib['processed_height']})"
+        )
     if problems and not force:
         raise UserError("cannot compare: " + "; ".join(problems) + " (pass --force to compare anyway)")
     warnings += [f"warning: {p}" for p in problems]
@@ -154,9 +178,11 @@ def compare(path_a, path_b, force: bool = False) -> str:
     def row(name, ea, eb):
         sa_, sb_ = ea.get("seconds"), eb.get("seconds")
         ratio = sa_ / sb_ if sa_ and sb_ else None
-        return (f"{name:<11}{_cell(sa_, 12, '.4f')}{_cell(sb_, 12, '.4f')}{_cell(ratio, 9, '.2f', 1, 'x')}"
-                f"{_cell(ea.get('fraction_of_peak'), 9, '.1f', 100, '%')}"
-                f"{_cell(eb.get('fraction_of_peak'), 9, '.1f', 100, '%')}")
+        return (
+            f"{name:<11}{_cell(sa_, 12, '.4f')}{_cell(sb_, 12, '.4f')}{_cell(ratio, 9, '.2f', 1, 'x')}"
+            f"{_cell(ea.get('fraction_of_peak'), 9, '.1f', 100, '%')}"
+            f"{_cell(eb.get('fraction_of_peak'), 9, '.1f', 100, '%')}"
+        )
 
     for name in STAGES:
         lines.append(row(name, a["stages"].get(name, {}), b["stages"].get(name, {})))
@@ -166,7 +192,9 @@ def compare(path_a, path_b, force: bool = False) -> str:
     lines.append(f"{'p95 s':<11}{a['end_to_end']['p95']:12.4f}{b['end_to_end']['p95']:12.4f}")
     lines.append(f"{'peak TF/s':<11}{a['peak_tflops']:12.3f}{b['peak_tflops']:12.3f}")
     mem_a, mem_b = (r["memory"]["device_peak_bytes"] for r in (a, b))  # null on the CPU
-    lines.append(f"{'dev. mem':<11}{'-' if mem_a is None else human_bytes(mem_a):>12}"
-                 f"{'-' if mem_b is None else human_bytes(mem_b):>12}")
+    lines.append(
+        f"{'dev. mem':<11}{'-' if mem_a is None else human_bytes(mem_a):>12}"
+        f"{'-' if mem_b is None else human_bytes(mem_b):>12}"
+    )
     lines.append("A/B > 1: B is faster")
     return "\n".join(lines)

@@ -75,10 +75,15 @@ def generated_clip_size(res: int, aspect: tuple[int, int]) -> tuple[int, int]:
 
 def baseline_settings(settings, device: torch.device, align_iters: int):
     """The reference implementation's execution strategy on the same model, size and method:
-    one snippet per UNet call, VAE batch 4, fp16 on a GPU (fp32 on the CPU), the Adam solver."""
+    one snippet per UNet call, VAE batch 4, fp16 on a GPU (fp32 on the CPU), the Adam solver.
+    """
     return dataclasses.replace(
-        settings, snippet_batch=1, vae_batch=BASELINE_VAE_BATCH,
-        dtype="fp16" if device.type == "cuda" else "fp32", align="reference", align_iters=align_iters,
+        settings,
+        snippet_batch=1,
+        vae_batch=BASELINE_VAE_BATCH,
+        dtype="fp16" if device.type == "cuda" else "fp32",
+        align="reference",
+        align_iters=align_iters,
     ).validate()
 
 
@@ -124,9 +129,17 @@ def run_bench(args) -> list[tuple[Path, dict]]:
     peaks: dict[torch.dtype, dict] = {}
     with tempfile.TemporaryDirectory(prefix="rd-bench-") as tmp:
         for res in res_list:
-            overrides = {"res": res, "dtype": args.dtype, "dilations": args.dilations,
-                         "refine_step": args.refine_step, "align": args.align, "align_iters": args.align_iters,
-                         "snippet_batch": args.snippet_batch, "vae_batch": args.vae_batch, "seed": args.seed}
+            overrides = {
+                "res": res,
+                "dtype": args.dtype,
+                "dilations": args.dilations,
+                "refine_step": args.refine_step,
+                "align": args.align,
+                "align_iters": args.align_iters,
+                "snippet_batch": args.snippet_batch,
+                "vae_batch": args.vae_batch,
+                "seed": args.seed,
+            }
             settings, notes = resolve(args.preset, overrides, device)
             if args.input is not None:
                 path = args.input
@@ -155,8 +168,18 @@ def run_bench(args) -> list[tuple[Path, dict]]:
             if dtype not in peaks:
                 peaks[dtype] = measure_peak_tflops(device, dtype, args.peak_n)
             peak = peaks[dtype]
-            res_out = measure(backend, path, primary_settings, repeats=args.repeats, warmup_frames=warmup_frames,
-                              write=args.write, model_name=model_name, flops=flops, peak=peak, mode=mode)
+            res_out = measure(
+                backend,
+                path,
+                primary_settings,
+                repeats=args.repeats,
+                warmup_frames=warmup_frames,
+                write=args.write,
+                model_name=model_name,
+                flops=flops,
+                peak=peak,
+                mode=mode,
+            )
             flop_counts = flop_summary(flops, res_out.pop("_shapes"))
             online = measure_online(backend, path, primary_settings, args.lag)
 
@@ -171,9 +194,18 @@ def run_bench(args) -> list[tuple[Path, dict]]:
                     bflops = FlopTable(bbackend)
                 if bdtype not in peaks:
                     peaks[bdtype] = measure_peak_tflops(device, bdtype, args.peak_n)
-                baseline = measure(bbackend, path, bs, repeats=args.repeats, warmup_frames=warmup_frames,
-                                   write=args.write, model_name=model_name, flops=bflops, peak=peaks[bdtype],
-                                   mode="baseline")
+                baseline = measure(
+                    bbackend,
+                    path,
+                    bs,
+                    repeats=args.repeats,
+                    warmup_frames=warmup_frames,
+                    write=args.write,
+                    model_name=model_name,
+                    flops=bflops,
+                    peak=peaks[bdtype],
+                    mode="baseline",
+                )
                 baseline["peak_tflops"] = peaks[bdtype]["tflops"]
                 baseline["strategy"] = _baseline_strategy(device, args.baseline_align_iters)
                 baseline["speedup"] = _speedups(baseline, res_out)
@@ -184,15 +216,26 @@ def run_bench(args) -> list[tuple[Path, dict]]:
                 "options": _options(args),
                 "machine": machine,
                 "libraries": libs,
-                "backend": {"name": backend.name, "device": str(device), "dtype": primary_settings.dtype,
-                            "execution": "eager", "cudnn_benchmark": bool(torch.backends.cudnn.benchmark),
-                            "tf32_matmul": bool(torch.backends.cuda.matmul.allow_tf32),
-                            "tf32_cudnn": bool(torch.backends.cudnn.allow_tf32)},
+                "backend": {
+                    "name": backend.name,
+                    "device": str(device),
+                    "dtype": primary_settings.dtype,
+                    "execution": "eager",
+                    "cudnn_benchmark": bool(torch.backends.cudnn.benchmark),
+                    "tf32_matmul": bool(torch.backends.cuda.matmul.allow_tf32),
+                    "tf32_cudnn": bool(torch.backends.cudnn.allow_tf32),
+                },
                 "model": _model_info(models, model_kind, model_name, load_seconds),
                 "settings": {"preset": args.preset, **res_out.pop("settings"), "notes": notes},
-                "input": {"source": source, "generated": source is None, "frames": n_frames,
-                          "width": src_size[0], "height": src_size[1],
-                          "processed_width": size[0], "processed_height": size[1]},
+                "input": {
+                    "source": source,
+                    "generated": source is None,
+                    "frames": n_frames,
+                    "width": src_size[0],
+                    "height": src_size[1],
+                    "processed_width": size[0],
+                    "processed_height": size[1],
+                },
                 "mode": res_out.pop("mode"),
                 **{k: v for k, v in res_out.items() if not k.startswith("_")},
                 "peak_tflops": peak["tflops"],
@@ -207,8 +250,11 @@ def run_bench(args) -> list[tuple[Path, dict]]:
                 baseline.pop("_shapes", None)
             check_finite_json(result)
             if args.out is not None:
-                target = args.out if len(res_list) == 1 else \
-                    args.out.with_name(f"{args.out.stem}_{settings.res}{args.out.suffix or '.json'}")
+                target = (
+                    args.out
+                    if len(res_list) == 1
+                    else args.out.with_name(f"{args.out.stem}_{settings.res}{args.out.suffix or '.json'}")
+                )
             else:
                 target = default_out_path(model_name, settings.res, args.preset, args.backend, device, mode)
             write_json(result, target)
@@ -224,8 +270,13 @@ def _options(args) -> dict:
     for k, v in vars(args).items():
         if callable(v):
             continue
-        out[k] = str(v) if isinstance(v, Path) else [str(x) if isinstance(x, Path) else x for x in v] \
-            if isinstance(v, (list, tuple)) else v
+        out[k] = (
+            str(v)
+            if isinstance(v, Path)
+            else [str(x) if isinstance(x, Path) else x for x in v]
+            if isinstance(v, (list, tuple))
+            else v
+        )
     return out
 
 
@@ -233,13 +284,20 @@ def _baseline_strategy(device: torch.device, align_iters: int) -> dict:
     """The result's "baseline.strategy" part: what the baseline run does differently."""
     return {
         "description": "reference execution strategy: one snippet per UNet call, eager PyTorch, VAE batch "
-                       f"{BASELINE_VAE_BATCH}, {'fp16' if device.type == 'cuda' else 'fp32'}, "
-                       "Adam co-alignment (lr 1e-3)",
-        "snippet_batch": 1, "vae_batch": BASELINE_VAE_BATCH, "execution": "eager",
+        f"{BASELINE_VAE_BATCH}, {'fp16' if device.type == 'cuda' else 'fp32'}, "
+        "Adam co-alignment (lr 1e-3)",
+        "snippet_batch": 1,
+        "vae_batch": BASELINE_VAE_BATCH,
+        "execution": "eager",
         "dtype": "fp16" if device.type == "cuda" else "fp32",
-        "dtype_note": None if device.type == "cuda" else
-        "fp32 on the CPU (CPU half-precision convolutions are many times slower; the reference's fp16 is a GPU choice)",
-        "align": "reference", "align_iters": align_iters,
+        "dtype_note": None
+        if device.type == "cuda"
+        else (
+            "fp32 on the CPU (CPU half-precision convolutions are many times slower; "
+            "the reference's fp16 is a GPU choice)"
+        ),
+        "align": "reference",
+        "align_iters": align_iters,
         "align_iters_reduced": align_iters != BASELINE_ALIGN_ITERS,
     }
 
@@ -256,12 +314,19 @@ def _speedups(baseline: dict, primary: dict) -> dict:
 
 def _model_info(models, kind: str, name: str, load_seconds: float) -> dict:
     """The result's "model" part: kind, name, source, parameter counts and load time."""
+
     def params(module):
         try:
             return int(sum(p.numel() for p in module.parameters()))
         except Exception:
             return None
 
-    return {"kind": kind, "name": name, "source": str(models.source) if models.source else models.name,
-            "random_weights": kind != "checkpoint", "unet_parameters": params(models.unet),
-            "vae_parameters": params(models.vae), "load_seconds": load_seconds}
+    return {
+        "kind": kind,
+        "name": name,
+        "source": str(models.source) if models.source else models.name,
+        "random_weights": kind != "checkpoint",
+        "unet_parameters": params(models.unet),
+        "vae_parameters": params(models.vae),
+        "load_seconds": load_seconds,
+    }

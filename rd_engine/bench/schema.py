@@ -5,8 +5,7 @@ from __future__ import annotations
 SCHEMA_VERSION = 1
 STAGES = ("decode", "resize", "vae_encode", "unet", "vae_decode", "align", "merge", "refine", "write")
 MODEL_STAGES = ("vae_encode", "unet", "vae_decode", "refine")  # stages with counted FLOPs
-STAGE_FIELDS = ("seconds", "seconds_runs", "calls", "items", "unit", "fps", "flops", "tflops",
-                "fraction_of_peak")
+STAGE_FIELDS = ("seconds", "seconds_runs", "calls", "items", "unit", "fps", "flops", "tflops", "fraction_of_peak")
 # Fields that may be null, with the reason (benchmarks/README.md repeats this list).
 NULLABLE = {
     "stages.<stage>.flops / tflops / fraction_of_peak": "decode, resize, align, merge, write (no model FLOPs)",

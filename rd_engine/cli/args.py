@@ -6,6 +6,7 @@ import argparse
 
 from rd_engine.errors import SettingError, UserError
 
+
 def flag(name: str) -> str:
     """The command-line flag of a setting (every setting's flag is its name with dashes)."""
     return "--" + name.replace("_", "-")

@@ -14,7 +14,7 @@ import torch
 
 from rd_engine.bench.report import compare
 from rd_engine.bench.runner import BASELINE_ALIGN_ITERS, DEFAULT_FRAMES, DEFAULT_TINY_RES, run_bench
-from rd_engine.cli.args import worded, int_at_least
+from rd_engine.cli.args import int_at_least, worded
 from rd_engine.errors import UserError
 
 log = logging.getLogger("rd_engine")
@@ -26,38 +26,64 @@ _pos_int = int_at_least(1)
 def add_bench_parser(subparsers) -> argparse.ArgumentParser:
     """Add the `bench` command to an argparse subparsers object; returns its parser."""
     p = subparsers.add_parser(
-        "bench", help="latency and throughput benchmark (per stage, end to end, FLOPs, baseline ratio)",
+        "bench",
+        help="latency and throughput benchmark (per stage, end to end, FLOPs, baseline ratio)",
         description="Time the offline pipeline per stage and end to end, count FLOPs, measure the device's "
-                    "peak, and optionally the reference execution strategy in the same run. Results are "
-                    "printed as a table and written as JSON (see benchmarks/README.md).",
+        "peak, and optionally the reference execution strategy in the same run. Results are "
+        "printed as a table and written as JSON (see benchmarks/README.md).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--lag", type=int, default=0, help="lag of the online-mode latency measurement (frames)")
     src = p.add_argument_group("model and device")
-    src.add_argument("--model", choices=["tiny", "full"], default="tiny",
-                     help="tiny random-weight checkpoint (CI smoke) or the full-size architecture with random "
-                          "weights (speed does not depend on weights; meant for a GPU)")
+    src.add_argument(
+        "--model",
+        choices=["tiny", "full"],
+        default="tiny",
+        help="tiny random-weight checkpoint (CI smoke) or the full-size architecture with random "
+        "weights (speed does not depend on weights; meant for a GPU)",
+    )
     src.add_argument("-c", "--checkpoint", default=None, help="a real checkpoint folder (overrides --model)")
     src.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     src.add_argument("--backend", default="pytorch", choices=["pytorch"], help="inference backend")
-    src.add_argument("--threads", type=_pos_int, default=None,
-                     help="torch CPU threads (default: torch's choice; 1 is steadier on a busy machine)")
+    src.add_argument(
+        "--threads",
+        type=_pos_int,
+        default=None,
+        help="torch CPU threads (default: torch's choice; 1 is steadier on a busy machine)",
+    )
 
     inp = p.add_argument_group("input")
-    inp.add_argument("--input", type=Path, default=None,
-                     help="a video: its aspect ratio and frames are used (default: a generated clip)")
-    inp.add_argument("--frames", type=_pos_int, default=None,
-                     help=f"frames (generated clip, or the first N of --input); default "
-                          f"{DEFAULT_FRAMES['tiny']} for tiny, {DEFAULT_FRAMES['full']} otherwise")
+    inp.add_argument(
+        "--input",
+        type=Path,
+        default=None,
+        help="a video: its aspect ratio and frames are used (default: a generated clip)",
+    )
+    inp.add_argument(
+        "--frames",
+        type=_pos_int,
+        default=None,
+        help=f"frames (generated clip, or the first N of --input); default "
+        f"{DEFAULT_FRAMES['tiny']} for tiny, {DEFAULT_FRAMES['full']} otherwise",
+    )
     inp.add_argument("--aspect", default="16:9", help="aspect ratio of the generated clip")
 
     m = p.add_argument_group("method (explicit values override the preset)")
     m.add_argument("-p", "--preset", default="fast", choices=["fast", "fast1024", "full", "paper"])
-    m.add_argument("--res", type=_pos_int, nargs="+", default=None,
-                   help=f"longer edge(s); several values give several results (default: the preset's; "
-                        f"{DEFAULT_TINY_RES} for --model tiny)")
-    m.add_argument("--dtype", choices=["fp16", "bf16", "fp32"], default=None,
-                   help="precision (preset value on GPU; fp32 on CPU unless given)")
+    m.add_argument(
+        "--res",
+        type=_pos_int,
+        nargs="+",
+        default=None,
+        help=f"longer edge(s); several values give several results (default: the preset's; "
+        f"{DEFAULT_TINY_RES} for --model tiny)",
+    )
+    m.add_argument(
+        "--dtype",
+        choices=["fp16", "bf16", "fp32"],
+        default=None,
+        help="precision (preset value on GPU; fp32 on CPU unless given)",
+    )
     m.add_argument("-d", "--dilations", type=_pos_int, nargs="+", default=None)
     m.add_argument("--refine-step", type=_nonneg_int, default=None)
     m.add_argument("--align", choices=["reference", "fast", "robust"], default=None)
@@ -69,24 +95,50 @@ def add_bench_parser(subparsers) -> argparse.ArgumentParser:
     b = p.add_argument_group("measurement")
     b.add_argument("--repeats", type=_pos_int, default=3, help="measured runs after the warm-up")
     b.add_argument("--warmup-frames", type=_pos_int, default=12, help="frames of the warm-up run (at most --frames)")
-    b.add_argument("--write", action=argparse.BooleanOptionalAction, default=True,
-                   help="time the writers (default outputs into a temporary folder)")
-    b.add_argument("--baseline", action="store_true",
-                   help="measure only the reference execution strategy (one snippet per UNet call, eager, "
-                        "VAE batch 4, fp16 on GPU, Adam co-alignment)")
-    b.add_argument("--with-baseline", action="store_true",
-                   help="also measure the baseline in this run and report speedups")
-    b.add_argument("--baseline-align-iters", type=_pos_int, default=BASELINE_ALIGN_ITERS,
-                   help="Adam iterations of the baseline's co-alignment (the reference uses 2000)")
-    b.add_argument("--peak-n", type=_pos_int, default=None,
-                   help="matrix size of the peak matmul (default 8192 on GPU, 1024 on CPU)")
+    b.add_argument(
+        "--write",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="time the writers (default outputs into a temporary folder)",
+    )
+    b.add_argument(
+        "--baseline",
+        action="store_true",
+        help="measure only the reference execution strategy (one snippet per UNet call, eager, "
+        "VAE batch 4, fp16 on GPU, Adam co-alignment)",
+    )
+    b.add_argument(
+        "--with-baseline", action="store_true", help="also measure the baseline in this run and report speedups"
+    )
+    b.add_argument(
+        "--baseline-align-iters",
+        type=_pos_int,
+        default=BASELINE_ALIGN_ITERS,
+        help="Adam iterations of the baseline's co-alignment (the reference uses 2000)",
+    )
+    b.add_argument(
+        "--peak-n",
+        type=_pos_int,
+        default=None,
+        help="matrix size of the peak matmul (default 8192 on GPU, 1024 on CPU)",
+    )
 
     o = p.add_argument_group("output")
-    o.add_argument("-o", "--out", type=Path, default=None,
-                   help="result JSON (default benchmarks/results/<model>_<res>_<preset>_<backend>_<device>.json; "
-                        "with several --res, _<res> is added to the name)")
-    o.add_argument("--compare", nargs=2, metavar=("A.json", "B.json"), default=None,
-                   help="print two results side by side (nothing is measured)")
+    o.add_argument(
+        "-o",
+        "--out",
+        type=Path,
+        default=None,
+        help="result JSON (default benchmarks/results/<model>_<res>_<preset>_<backend>_<device>.json; "
+        "with several --res, _<res> is added to the name)",
+    )
+    o.add_argument(
+        "--compare",
+        nargs=2,
+        metavar=("A.json", "B.json"),
+        default=None,
+        help="print two results side by side (nothing is measured)",
+    )
     o.add_argument("--force", action="store_true", help="--compare results of different models or inputs")
     o.add_argument("-q", "--quiet", action="store_true", help="only the table")
     o.add_argument("-v", "--verbose", action="store_true", help="progress messages")
@@ -109,8 +161,9 @@ def cmd_bench(args) -> int:
     try:
         run_bench(args)
     except (MemoryError, torch.cuda.OutOfMemoryError) as e:
-        raise UserError(f"out of memory ({type(e).__name__}); lower --res, --frames, --snippet-batch or "
-                        "--vae-batch") from None
+        raise UserError(
+            f"out of memory ({type(e).__name__}); lower --res, --frames, --snippet-batch or --vae-batch"
+        ) from None
     return 0
 
 

@@ -24,51 +24,96 @@ if TYPE_CHECKING:
     from rd_engine.export.build import BuildOptions
 
 # Profile fields -> the `rd-engine build` flags that set them (for the profile's error messages)
-PROFILE_FLAGS = {"min_res": "--min-res", "opt_res": "--res", "max_res": "--max-res", "max_batch": "--max-batch",
-                 "max_vae_batch": "--max-vae-batch"}
+PROFILE_FLAGS = {
+    "min_res": "--min-res",
+    "opt_res": "--res",
+    "max_res": "--max-res",
+    "max_batch": "--max-batch",
+    "max_vae_batch": "--max-vae-batch",
+}
 
 
 def add_build_parser(subparsers) -> argparse.ArgumentParser:
     """`rd-engine build`: checkpoint -> engine folder."""
     p = subparsers.add_parser(
-        "build", help="export a checkpoint to an engine folder (ONNX graphs; TensorRT plans where possible)",
+        "build",
+        help="export a checkpoint to an engine folder (ONNX graphs; TensorRT plans where possible)",
         description="Export a RollingDepth checkpoint to an engine folder: ONNX graphs of the VAE encoder, the VAE "
-                    "decoder and one snippet UNet step per snippet length, and TensorRT plans where TensorRT and a "
-                    "CUDA GPU exist. The folder appears only when the build is complete.",
+        "decoder and one snippet UNet step per snippet length, and TensorRT plans where TensorRT and a "
+        "CUDA GPU exist. The folder appears only when the build is complete.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("-c", "--checkpoint", default=None,
-                   help="diffusers-layout checkpoint folder or hub id (default: prs-eth/rollingdepth-v1-0)")
+    p.add_argument(
+        "-c",
+        "--checkpoint",
+        default=None,
+        help="diffusers-layout checkpoint folder or hub id (default: prs-eth/rollingdepth-v1-0)",
+    )
     p.add_argument("-o", "--output", type=Path, required=True, help="engine folder to create")
-    p.add_argument("--backend", choices=["auto", "onnxruntime", "tensorrt"], default="auto",
-                   help="what to build: ONNX graphs only (onnxruntime), or TensorRT plans too (tensorrt); auto adds "
-                        "plans where TensorRT and a GPU exist")
-    p.add_argument("--precision", choices=["fp32", "fp16", "bf16"], default=None,
-                   help="engine precision (TensorRT plans; ONNX graphs in it beside the fp32 ones). "
-                        "Default: fp16 with TensorRT, fp32 without")
+    p.add_argument(
+        "--backend",
+        choices=["auto", "onnxruntime", "tensorrt"],
+        default="auto",
+        help="what to build: ONNX graphs only (onnxruntime), or TensorRT plans too (tensorrt); auto adds "
+        "plans where TensorRT and a GPU exist",
+    )
+    p.add_argument(
+        "--precision",
+        choices=["fp32", "fp16", "bf16"],
+        default=None,
+        help="engine precision (TensorRT plans; ONNX graphs in it beside the fp32 ones). "
+        "Default: fp16 with TensorRT, fp32 without",
+    )
     g = p.add_argument_group("shape profile (processed pixels; sides are padded to multiples of 8)")
-    g.add_argument("--res", type=int_at_least(8), default=768,
-                   help="longer frame edge the plans are tuned for (the run's --res)")
-    g.add_argument("--min-res", type=int_at_least(8), default=None,
-                   help="smallest frame side served (default: min(64, --res))")
+    g.add_argument(
+        "--res", type=int_at_least(8), default=768, help="longer frame edge the plans are tuned for (the run's --res)"
+    )
+    g.add_argument(
+        "--min-res", type=int_at_least(8), default=None, help="smallest frame side served (default: min(64, --res))"
+    )
     g.add_argument("--max-res", type=int_at_least(8), default=None, help="largest frame side served (default: --res)")
-    g.add_argument("--max-batch", type=int_at_least(1), default=8,
-                   help="most snippets per UNet call (the run's --snippet-batch; larger calls are split)")
-    g.add_argument("--max-vae-batch", type=int_at_least(1), default=8,
-                   help="most frames per VAE call (the run's --vae-batch; larger calls are split)")
-    g.add_argument("--snippet-lens", type=int_at_least(2), nargs="+", default=[3],
-                   help="snippet lengths to build UNet steps for (the run's --snippet-len and --refine-snippet-len)")
+    g.add_argument(
+        "--max-batch",
+        type=int_at_least(1),
+        default=8,
+        help="most snippets per UNet call (the run's --snippet-batch; larger calls are split)",
+    )
+    g.add_argument(
+        "--max-vae-batch",
+        type=int_at_least(1),
+        default=8,
+        help="most frames per VAE call (the run's --vae-batch; larger calls are split)",
+    )
+    g.add_argument(
+        "--snippet-lens",
+        type=int_at_least(2),
+        nargs="+",
+        default=[3],
+        help="snippet lengths to build UNet steps for (the run's --snippet-len and --refine-snippet-len)",
+    )
     x = p.add_argument_group("export and TensorRT")
     x.add_argument("--opset", type=int_at_least(17), default=17, help="ONNX opset")
-    x.add_argument("--external-data", choices=["auto", "always", "never"], default="auto",
-                   help="weights in a separate <graph>.data file (auto: for graphs over 1 GiB)")
+    x.add_argument(
+        "--external-data",
+        choices=["auto", "always", "never"],
+        default="auto",
+        help="weights in a separate <graph>.data file (auto: for graphs over 1 GiB)",
+    )
     x.add_argument("--device", default="cuda", help="CUDA device to build TensorRT plans on")
-    x.add_argument("--timing-cache", type=Path, default=None,
-                   help="TensorRT timing cache file, kept across builds "
-                        "(default: ~/.cache/rd-engine/tensorrt/timing-<gpu>-<trt>.cache)")
+    x.add_argument(
+        "--timing-cache",
+        type=Path,
+        default=None,
+        help="TensorRT timing cache file, kept across builds "
+        "(default: ~/.cache/rd-engine/tensorrt/timing-<gpu>-<trt>.cache)",
+    )
     x.add_argument("--workspace-gb", type=float, default=None, help="TensorRT builder workspace limit in GiB")
-    p.add_argument("--no-check", dest="check", action="store_false",
-                   help="skip the ONNX Runtime vs PyTorch self-check of each graph")
+    p.add_argument(
+        "--no-check",
+        dest="check",
+        action="store_false",
+        help="skip the ONNX Runtime vs PyTorch self-check of each graph",
+    )
     p.add_argument("--force", action="store_true", help="replace an existing engine folder")
     p.add_argument("-q", "--quiet", action="store_true", help="errors only")
     p.add_argument("-v", "--verbose", action="store_true", help="debug messages")
@@ -86,20 +131,32 @@ def build_options(args) -> BuildOptions:
 
     res = args.res
     profile = Profile(
-        min_res=args.min_res if args.min_res is not None else min(64, res), opt_res=res,
+        min_res=args.min_res if args.min_res is not None else min(64, res),
+        opt_res=res,
         max_res=args.max_res if args.max_res is not None else res,
-        max_batch=args.max_batch, opt_batch=args.max_batch,
-        max_vae_batch=args.max_vae_batch, opt_vae_batch=min(4, args.max_vae_batch),
+        max_batch=args.max_batch,
+        opt_batch=args.max_batch,
+        max_vae_batch=args.max_vae_batch,
+        opt_vae_batch=min(4, args.max_vae_batch),
     )
     try:
         profile.validated()
     except UserError as e:
         raise UserError(flag_wording(str(e))) from None
     return BuildOptions(
-        checkpoint=args.checkpoint or DEFAULT_CHECKPOINT, output=args.output, backend=args.backend,
-        precision=args.precision, profile=profile, snippet_lens=tuple(args.snippet_lens), opset=args.opset,
-        external_data=args.external_data, timing_cache=args.timing_cache, workspace_gb=args.workspace_gb,
-        device=args.device, force=args.force, check=args.check,
+        checkpoint=args.checkpoint or DEFAULT_CHECKPOINT,
+        output=args.output,
+        backend=args.backend,
+        precision=args.precision,
+        profile=profile,
+        snippet_lens=tuple(args.snippet_lens),
+        opset=args.opset,
+        external_data=args.external_data,
+        timing_cache=args.timing_cache,
+        workspace_gb=args.workspace_gb,
+        device=args.device,
+        force=args.force,
+        check=args.check,
     )
 
 
@@ -119,10 +176,13 @@ def cmd_build(args) -> int:
 
 def add_info_parser(subparsers) -> argparse.ArgumentParser:
     """`rd-engine info ENGINE`: what an engine folder holds and whether it runs here."""
-    p = subparsers.add_parser("info", help="show what an engine folder holds and whether it runs here",
-                              description="Show an engine folder's manifest: source weights, precision, shape "
-                                          "profile, components and files, library versions, and which backends "
-                                          "can run it on this machine.")
+    p = subparsers.add_parser(
+        "info",
+        help="show what an engine folder holds and whether it runs here",
+        description="Show an engine folder's manifest: source weights, precision, shape "
+        "profile, components and files, library versions, and which backends "
+        "can run it on this machine.",
+    )
     p.add_argument("engine", type=Path, help="engine folder")
     p.add_argument("--json", action="store_true", help="print the manifest as JSON")
     p.add_argument("--no-verify", dest="verify", action="store_false", help="skip the file checksums")
@@ -169,15 +229,21 @@ def describe(engine: EngineFolder) -> list[str]:
         f"precision: {m.precision}; ONNX graphs: {', '.join(engine.onnx_precisions)} (opset {m.onnx.opset})",
         f"backends: {', '.join(engine.backends)}",
         f"snippet lengths: {', '.join(map(str, engine.snippet_lens))}",
-        (f"profile: frame sides {8 * lo}..{8 * hi} px (latent {lo}..{hi}), tuned for {8 * ow}x{8 * oh}; "
-         f"<= {p.max_batch} snippets per UNet call, <= {p.max_vae_batch} frames per VAE call"),
-        (f"DDIM: {d['prediction_type']}, {d['beta_schedule']} betas {d['beta_start']}..{d['beta_end']}, "
-         f"{d['timestep_spacing']} spacing, zero-SNR {d['rescale_betas_zero_snr']}, "
-         f"set_alpha_to_one {d['set_alpha_to_one']}; latent scale {m.latent_scale}"),
+        (
+            f"profile: frame sides {8 * lo}..{8 * hi} px (latent {lo}..{hi}), tuned for {8 * ow}x{8 * oh}; "
+            f"<= {p.max_batch} snippets per UNet call, <= {p.max_vae_batch} frames per VAE call"
+        ),
+        (
+            f"DDIM: {d['prediction_type']}, {d['beta_schedule']} betas {d['beta_start']}..{d['beta_end']}, "
+            f"{d['timestep_spacing']} spacing, zero-SNR {d['rescale_betas_zero_snr']}, "
+            f"set_alpha_to_one {d['set_alpha_to_one']}; latent scale {m.latent_scale}"
+        ),
     ]
     if trt:
-        lines.append(f"tensorrt: {trt.version} on {trt.gpu['name']} (compute capability "
-                     f"{trt.gpu['compute_capability']}), {trt.precision} plans")
+        lines.append(
+            f"tensorrt: {trt.version} on {trt.gpu['name']} (compute capability "
+            f"{trt.gpu['compute_capability']}), {trt.precision} plans"
+        )
     lines.append("components:")
     for name, comp in m.components.items():
         parts = []

@@ -11,9 +11,9 @@ import time
 import traceback
 from pathlib import Path
 
-from rd_engine.version import __version__
-from rd_engine.cli.args import worded, fps_value, int_at_least
+from rd_engine.cli.args import fps_value, int_at_least, worded
 from rd_engine.errors import UserError
+from rd_engine.version import __version__
 
 log = logging.getLogger("rd_engine")
 
@@ -22,39 +22,70 @@ _non_negative_int = int_at_least(0)  # the run options where 0 means "off" or "i
 
 def _add_run_parser(sub) -> None:
     p = sub.add_parser(
-        "run", help="estimate depth for videos",
+        "run",
+        help="estimate depth for videos",
         description="Estimate temporally consistent (relative inverse) depth for one or more videos.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("inputs", nargs="*", help="video files, folders of videos, or .txt lists of paths")
-    p.add_argument("--demo", action="store_true",
-                   help="run on a generated clip with a tiny RANDOM-weight model (needs no downloads)")
+    p.add_argument(
+        "--demo",
+        action="store_true",
+        help="run on a generated clip with a tiny RANDOM-weight model (needs no downloads)",
+    )
     p.add_argument("-o", "--output-dir", type=Path, default=None, help="output folder (default: ./rd-output)")
     src = p.add_argument_group("model")
-    src.add_argument("-c", "--checkpoint", default=None,
-                     help="diffusers-layout checkpoint folder or hub id (default: prs-eth/rollingdepth-v1-0)")
+    src.add_argument(
+        "-c",
+        "--checkpoint",
+        default=None,
+        help="diffusers-layout checkpoint folder or hub id (default: prs-eth/rollingdepth-v1-0)",
+    )
     src.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    src.add_argument("-e", "--engine", type=Path, default=None,
-                     help="engine folder from `rd-engine build` (ONNX Runtime / TensorRT)")
-    src.add_argument("--backend", default="auto", choices=["auto", "pytorch", "onnxruntime", "tensorrt"],
-                     help="inference backend (auto: TensorRT, then ONNX Runtime, then PyTorch)")
+    src.add_argument(
+        "-e", "--engine", type=Path, default=None, help="engine folder from `rd-engine build` (ONNX Runtime / TensorRT)"
+    )
+    src.add_argument(
+        "--backend",
+        default="auto",
+        choices=["auto", "pytorch", "onnxruntime", "tensorrt"],
+        help="inference backend (auto: TensorRT, then ONNX Runtime, then PyTorch)",
+    )
 
     m = p.add_argument_group("method (explicit values override the preset and are reported)")
     m.add_argument("-p", "--preset", default="fast", choices=["fast", "fast1024", "full", "paper"])
-    m.add_argument("--res", type=_non_negative_int, default=None, help="longer edge of the processed frames; 0 = input size")
-    m.add_argument("-d", "--dilations", type=_non_negative_int, nargs="+", default=None, help="snippet dilations (must include 1)")
-    m.add_argument("--cap-dilation", action=argparse.BooleanOptionalAction, default=None,
-                   help="cap dilations for short videos as the reference does")
+    m.add_argument(
+        "--res", type=_non_negative_int, default=None, help="longer edge of the processed frames; 0 = input size"
+    )
+    m.add_argument(
+        "-d", "--dilations", type=_non_negative_int, nargs="+", default=None, help="snippet dilations (must include 1)"
+    )
+    m.add_argument(
+        "--cap-dilation",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="cap dilations for short videos as the reference does",
+    )
     m.add_argument("--snippet-len", type=_non_negative_int, default=None, help="frames per snippet")
     m.add_argument("--refine-step", type=_non_negative_int, default=None, help="refinement steps (0 = off)")
     m.add_argument("--refine-snippet-len", type=_non_negative_int, default=None)
     m.add_argument("--refine-start-dilation", type=_non_negative_int, default=None)
-    m.add_argument("--dtype", choices=["fp16", "bf16", "fp32"], default=None,
-                   help="precision (preset value on GPU; fp32 on CPU unless given)")
-    m.add_argument("--align", choices=["reference", "fast", "robust"], default=None,
-                   help="co-alignment: reference (the paper's Adam solve), fast (the same objective, solved to "
-                        "convergence) or robust (our objective and a robust per-pixel merge; see README)")
-    m.add_argument("--align-iters", type=_non_negative_int, default=None, help="Adam iterations of the reference solver")
+    m.add_argument(
+        "--dtype",
+        choices=["fp16", "bf16", "fp32"],
+        default=None,
+        help="precision (preset value on GPU; fp32 on CPU unless given)",
+    )
+    m.add_argument(
+        "--align",
+        choices=["reference", "fast", "robust"],
+        default=None,
+        help="co-alignment: reference (the paper's Adam solve), fast (the same objective, solved to "
+        "convergence) or robust (our objective and a robust per-pixel merge; see README)",
+    )
+    m.add_argument(
+        "--align-iters", type=_non_negative_int, default=None, help="Adam iterations of the reference solver"
+    )
     m.add_argument("--seed", type=_non_negative_int, default=None, help="seed of the initial noise (random if unset)")
     m.add_argument("--start-frame", type=_non_negative_int, default=None, help="first frame to process")
     m.add_argument("--frame-count", type=_non_negative_int, default=None, help="frames to process (0 = to the end)")
@@ -62,22 +93,36 @@ def _add_run_parser(sub) -> None:
     m.add_argument("--vae-batch", type=_non_negative_int, default=None, help="frames per VAE call")
 
     st = p.add_argument_group("online mode")
-    st.add_argument("--stream", action="store_true",
-                    help="online: depth for each frame as soon as its lag has passed (inputs may be live sources: "
-                         "/dev/videoN, rtsp://..., http(s)://..., pipe:)")
-    st.add_argument("--lag", type=_non_negative_int, default=0,
-                    help="frames of look-ahead before a frame is finished (0 = causal)")
-    st.add_argument("--max-memory", type=float, default=None,
-                    help="GiB of host memory for snippet depth before it spills to disk (offline)")
+    st.add_argument(
+        "--stream",
+        action="store_true",
+        help="online: depth for each frame as soon as its lag has passed (inputs may be live sources: "
+        "/dev/videoN, rtsp://..., http(s)://..., pipe:)",
+    )
+    st.add_argument(
+        "--lag", type=_non_negative_int, default=0, help="frames of look-ahead before a frame is finished (0 = causal)"
+    )
+    st.add_argument(
+        "--max-memory",
+        type=float,
+        default=None,
+        help="GiB of host memory for snippet depth before it spills to disk (offline)",
+    )
 
     o = p.add_argument_group("outputs")
     o.add_argument("--npy", action=argparse.BooleanOptionalAction, default=True, help="<stem>_pred.npy [N,H,W] float32")
-    o.add_argument("--npz", action=argparse.BooleanOptionalAction, default=True,
-                   help="<stem>.npz: depth, timestamps and metadata")
-    o.add_argument("--cmap", nargs="*", default=None,
-                   help="colormaps for colorized mp4s (default: Spectral_r Greys_r; give none to skip)")
-    o.add_argument("--sbs", action=argparse.BooleanOptionalAction, default=True,
-                   help="side-by-side RGB|depth mp4 (first colormap)")
+    o.add_argument(
+        "--npz", action=argparse.BooleanOptionalAction, default=True, help="<stem>.npz: depth, timestamps and metadata"
+    )
+    o.add_argument(
+        "--cmap",
+        nargs="*",
+        default=None,
+        help="colormaps for colorized mp4s (default: Spectral_r Greys_r; give none to skip)",
+    )
+    o.add_argument(
+        "--sbs", action=argparse.BooleanOptionalAction, default=True, help="side-by-side RGB|depth mp4 (first colormap)"
+    )
     o.add_argument("--png16", action="store_true", help="16-bit PNG sequence + normalization JSON")
     o.add_argument("--save-snippets", action="store_true", help="raw snippet depth, indices, scales and shifts")
     o.add_argument("--restore-res", action="store_true", help="resize outputs back to the input resolution")
@@ -90,7 +135,8 @@ def _add_run_parser(sub) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="rd-engine", description="RollingDepth video depth as a fast, streaming inference engine.")
+        prog="rd-engine", description="RollingDepth video depth as a fast, streaming inference engine."
+    )
     parser.add_argument("--version", action="version", version=f"rd-engine {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_run_parser(sub)
@@ -132,13 +178,13 @@ def _check_output_dir(path: Path) -> None:
 def cmd_run(args) -> int:
     import torch
 
+    from rd_engine.io.video import list_inputs
     from rd_engine.model.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
     from rd_engine.model.factory import tiny_checkpoint_cached
     from rd_engine.outputs.offline import DEFAULT_CMAPS, OutputOptions, write_outputs
     from rd_engine.pipeline.offline import Budgets, Pipeline
     from rd_engine.progress import StageClock, human_bytes, peak_host_bytes
     from rd_engine.settings import pick_device, resolve
-    from rd_engine.io.video import list_inputs
 
     if not args.inputs and not args.demo:
         raise UserError("no input videos given (pass files, folders or .txt lists, or --demo)")
@@ -147,18 +193,24 @@ def cmd_run(args) -> int:
 
     checkpoint = args.checkpoint
     if args.stream:
-        inputs = [p if ("://" in p or p.startswith(("/dev/video", "pipe:")) or p == "-") else Path(p)
-                  for p in args.inputs]
-        inputs = [p if isinstance(p, str) else q for p in inputs for q in ([p] if isinstance(p, str) else
-                                                                               list_inputs([str(p)]))]
+        inputs = [
+            p if ("://" in p or p.startswith(("/dev/video", "pipe:")) or p == "-") else Path(p) for p in args.inputs
+        ]
+        inputs = [
+            p if isinstance(p, str) else q
+            for p in inputs
+            for q in ([p] if isinstance(p, str) else list_inputs([str(p)]))
+        ]
     else:
         inputs = list_inputs([str(p) for p in args.inputs]) if args.inputs else []
     if args.demo:
         from rd_engine.testing.media import write_test_video
 
         if checkpoint is None:
-            log.warning("DEMO: the model has RANDOM weights, so its depth is meaningless; "
-                        "this run only shows that the installation works end to end")
+            log.warning(
+                "DEMO: the model has RANDOM weights, so its depth is meaningless; "
+                "this run only shows that the installation works end to end"
+            )
             checkpoint = str(tiny_checkpoint_cached())
         if not inputs:
             clip = out_dir / "demo_clip.mp4"
@@ -166,10 +218,26 @@ def cmd_run(args) -> int:
             inputs = [clip]
 
     device = pick_device(args.device)
-    overrides = {k: getattr(args, k) for k in (
-        "res", "dilations", "cap_dilation", "snippet_len", "refine_step", "refine_snippet_len",
-        "refine_start_dilation", "dtype", "align", "align_iters", "seed", "start_frame", "frame_count",
-        "snippet_batch", "vae_batch")}
+    overrides = {
+        k: getattr(args, k)
+        for k in (
+            "res",
+            "dilations",
+            "cap_dilation",
+            "snippet_len",
+            "refine_step",
+            "refine_snippet_len",
+            "refine_start_dilation",
+            "dtype",
+            "align",
+            "align_iters",
+            "seed",
+            "start_frame",
+            "frame_count",
+            "snippet_batch",
+            "vae_batch",
+        )
+    }
     if args.demo and args.res is None:
         overrides["res"] = 0  # the generated clip is already small
     settings, notes = resolve(args.preset, overrides, device)
@@ -185,17 +253,37 @@ def cmd_run(args) -> int:
     models = None
     if args.engine is None or checkpoint is not None or args.backend == "pytorch":
         models = load_checkpoint(checkpoint or DEFAULT_CHECKPOINT)
-    backend = open_backend(args.engine, models, args.backend, device, settings.torch_dtype(),
-                           snippet_lens=sorted({settings.snippet_len, settings.refine_snippet_len}))
+    backend = open_backend(
+        args.engine,
+        models,
+        args.backend,
+        device,
+        settings.torch_dtype(),
+        snippet_lens=sorted({settings.snippet_len, settings.refine_snippet_len}),
+    )
     model_name = models.name if models is not None else str(args.engine)
-    log.info("backend: %s on %s (%s), model %s, loaded in %.1f s", backend.name, device, settings.dtype,
-             model_name, time.perf_counter() - t0)
+    log.info(
+        "backend: %s on %s (%s), model %s, loaded in %.1f s",
+        backend.name,
+        device,
+        settings.dtype,
+        model_name,
+        time.perf_counter() - t0,
+    )
     budgets = Budgets()
     if args.max_memory is not None:
         budgets.host_snippets = int(args.max_memory * (1 << 30))
     pipe = Pipeline(backend, progress=not args.quiet, budgets=budgets)
-    opts = OutputOptions(npy=args.npy, npz=args.npz, cmaps=cmaps, sbs=args.sbs and bool(cmaps),
-                         png16=args.png16, snippets=args.save_snippets, restore_res=args.restore_res, fps=args.fps)
+    opts = OutputOptions(
+        npy=args.npy,
+        npz=args.npz,
+        cmaps=cmaps,
+        sbs=args.sbs and bool(cmaps),
+        png16=args.png16,
+        snippets=args.save_snippets,
+        restore_res=args.restore_res,
+        fps=args.fps,
+    )
 
     failures = 0
     stems: dict[str, int] = {}
@@ -223,21 +311,32 @@ def cmd_run(args) -> int:
             mem = f"peak host {human_bytes(peak_host_bytes())}"
             if pred.peak_device_bytes:
                 mem += f", peak device {human_bytes(pred.peak_device_bytes)}"
-            print(f"{Path(str(path)).name}: {n_frames} frames {pred.size[0]}x{pred.size[1]} | {stages} | {mem} "
-                  f"| -> {out_dir}/{stem}*", flush=True)
+            print(
+                f"{Path(str(path)).name}: {n_frames} frames {pred.size[0]}x{pred.size[1]} | {stages} | {mem} "
+                f"| -> {out_dir}/{stem}*",
+                flush=True,
+            )
         except UserError as e:
             failures += 1
             print(f"rd-engine: error: {worded(e)}", file=sys.stderr, flush=True)
         except (MemoryError, torch.cuda.OutOfMemoryError) as e:
             failures += 1
-            print(f"rd-engine: error: {path}: out of memory ({type(e).__name__}); "
-                  "lower --res, --snippet-batch or --vae-batch", file=sys.stderr, flush=True)
+            print(
+                f"rd-engine: error: {path}: out of memory ({type(e).__name__}); "
+                "lower --res, --snippet-batch or --vae-batch",
+                file=sys.stderr,
+                flush=True,
+            )
         except KeyboardInterrupt:
             raise
         except Exception as e:  # a bug: report it, keep going with the other videos
             failures += 1
-            print(f"rd-engine: error: {path}: internal error: {type(e).__name__}: {e}"
-                  + ("" if args.verbose else " (run with --verbose for the traceback)"), file=sys.stderr, flush=True)
+            print(
+                f"rd-engine: error: {path}: internal error: {type(e).__name__}: {e}"
+                + ("" if args.verbose else " (run with --verbose for the traceback)"),
+                file=sys.stderr,
+                flush=True,
+            )
             if args.verbose:
                 traceback.print_exc()
     if args.demo:
@@ -284,4 +383,3 @@ def main(argv: list[str] | None = None) -> int:
         print("rd-engine: interrupted; no partial outputs were left behind", file=sys.stderr)
         return 130
     return 0
-

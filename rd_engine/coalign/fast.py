@@ -36,12 +36,22 @@ log = logging.getLogger("rd_engine")
 RCOND = 1e-10
 
 
-def solve_fast(groups: list[SnippetGroup], n: int, coarse_iters: int = 30, rounds: int = 4, coarse_polish: int = 80,
-               full_iters: int = 6, polish_iters: int = 15, tol: float = 1e-4, coarse_pixels: int = 1 << 17,
-               progress=None) -> Params:
+def solve_fast(
+    groups: list[SnippetGroup],
+    n: int,
+    coarse_iters: int = 30,
+    rounds: int = 4,
+    coarse_polish: int = 80,
+    full_iters: int = 6,
+    polish_iters: int = 15,
+    tol: float = 1e-4,
+    coarse_pixels: int = 1 << 17,
+    progress=None,
+) -> Params:
     """Minimize the reference objective: IRLS / Gauss-Newton with monotone acceptance, a search along
     the global scale and L-BFGS on the exact gradient, first on a pixel subsample, then on all
-    solver pixels."""
+    solver pixels.
+    """
     full = FlatProblem.of(groups, n)
     K = full.x.shape[0]
     s, t = torch.ones(K), torch.zeros(K)
@@ -49,8 +59,14 @@ def solve_fast(groups: list[SnippetGroup], n: int, coarse_iters: int = 30, round
     # term is heavy-tailed): only a start.
     step = max(1, int(full.x.numel() // coarse_pixels))
     levels = [(full.coarse(step), rounds, coarse_iters, coarse_polish)] if step > 1 else []
-    levels.append((full, 1 if step > 1 else rounds, full_iters if step > 1 else coarse_iters,
-                   polish_iters if step > 1 else coarse_polish))
+    levels.append(
+        (
+            full,
+            1 if step > 1 else rounds,
+            full_iters if step > 1 else coarse_iters,
+            polish_iters if step > 1 else coarse_polish,
+        )
+    )
     it = 0
     for fl, n_rounds, n_iters, n_polish in levels:
         blocks = FrameBlocks(fl)
@@ -79,10 +95,11 @@ def _irls(blocks: FrameBlocks, s, t, f: float, mom, max_iters: int, tol: float, 
     """
     prior_w = blocks.flat.prior_w
     it = 0
-    for it in range(max_iters):
+    for it in range(max_iters):  # noqa: B007 (the count is returned)
         # the soft constraint on the scale acts only below 1 (its hinge): ridge towards 1 where s < 1
-        s_new, t_new = solve_scale_shift(mom, LMDA_SCALE * prior_w * (s < 1), 1.0, 0.0, RCOND,
-                                         ridge_shift=LMDA_SHIFT * prior_w, fallback_scale=s)
+        s_new, t_new = solve_scale_shift(
+            mom, LMDA_SCALE * prior_w * (s < 1), 1.0, 0.0, RCOND, ridge_shift=LMDA_SHIFT * prior_w, fallback_scale=s
+        )
         step, accepted = 1.0, False
         for _ in range(6):
             sc, tc = s + step * (s_new - s), t + step * (t_new - t)
@@ -143,18 +160,25 @@ class _BlockObjective(torch.autograd.Function):
         return grad_out * ctx.grad, None
 
 
-def _polish(blocks: FrameBlocks, s: torch.Tensor, t: torch.Tensor, f: float, iters: int,
-            tol_ref: float | None = None):
+def _polish(blocks: FrameBlocks, s: torch.Tensor, t: torch.Tensor, f: float, iters: int, tol_ref: float | None = None):
     """L-BFGS on the true objective (targets move with the parameters); returns the best point seen
     (or `(s, t, f)` if none beats `f`). Stops when a step changes the objective by less than
-    1e-9 of `tol_ref` (default `f`)."""
+    1e-9 of `tol_ref` (default `f`).
+    """
     if iters <= 0:
         return s, t, f
     K = s.shape[0]
     theta = torch.cat([s, t]).clone().requires_grad_(True)
     best = [f, theta.detach().clone()]
-    opt = torch.optim.LBFGS([theta], lr=1, max_iter=iters, history_size=20, line_search_fn="strong_wolfe",
-                            tolerance_grad=1e-12, tolerance_change=1e-9 * abs(f if tol_ref is None else tol_ref))
+    opt = torch.optim.LBFGS(
+        [theta],
+        lr=1,
+        max_iter=iters,
+        history_size=20,
+        line_search_fn="strong_wolfe",
+        tolerance_grad=1e-12,
+        tolerance_change=1e-9 * abs(f if tol_ref is None else tol_ref),
+    )
 
     def closure():
         opt.zero_grad()

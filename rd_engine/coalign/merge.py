@@ -23,7 +23,7 @@ Two kinds of average:
 from __future__ import annotations
 
 import math
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 
@@ -40,8 +40,9 @@ MIN_ENTRIES = 3
 Fetch = Callable[[int, int, int], torch.Tensor]
 
 
-def merge_deltas(groups: list[SnippetGroup], params: Params, num_frames: int,
-                 c: float = CAUCHY_C, block_elems: int = 1 << 22) -> torch.Tensor:
+def merge_deltas(
+    groups: list[SnippetGroup], params: Params, num_frames: int, c: float = CAUCHY_C, block_elems: int = 1 << 22
+) -> torch.Tensor:
     """Per-frame Cauchy scales `[N]` for the robust merge, from the solver's copies.
 
     `groups`: per distinct dilation, holding the solver copies `depth [K, L, P]`; `params` as
@@ -53,8 +54,15 @@ def merge_deltas(groups: list[SnippetGroup], params: Params, num_frames: int,
     acc = torch.zeros(num_frames, 1, 1, P)
     cnt = torch.zeros(num_frames)
     for g, (s, t) in zip(groups, params):
-        accumulate_frames(acc, cnt, g.depth[:, :, None, None, :], g.indices, scale=s.float(), shift=t.float(),
-                          weight=torch.full((g.depth.shape[0],), float(g.weight)))
+        accumulate_frames(
+            acc,
+            cnt,
+            g.depth[:, :, None, None, :],
+            g.indices,
+            scale=s.float(),
+            shift=t.float(),
+            weight=torch.full((g.depth.shape[0],), float(g.weight)),
+        )
     mean = acc[:, 0, 0] / cnt.clamp_min(1e-30)[:, None]
     del acc
     # every snippet frame as a row: its group, its row in the group, its frame, its affine
@@ -74,7 +82,7 @@ def merge_deltas(groups: list[SnippetGroup], params: Params, num_frames: int,
     step = max(1, block_elems // (M * P))
     for f0 in range(0, num_frames, step):  # frame blocks: nothing of the size of all snippets is built
         f1 = min(num_frames, f0 + step)
-        sel = order[start[f0]:start[f1]]
+        sel = order[start[f0] : start[f1]]
         vals = torch.empty(sel.numel(), P)
         for i, r in enumerate(rows):
             m = (gid[sel] == i).nonzero().squeeze(1)
@@ -89,16 +97,27 @@ def merge_deltas(groups: list[SnippetGroup], params: Params, num_frames: int,
 
 def cauchy_scales(median_abs: torch.Tensor, entries: torch.Tensor, c: float = CAUCHY_C) -> torch.Tensor:
     """Per frame: `c * MAD_TO_SIGMA * median |residual|` (a robust sigma), `inf` (the plain mean) where
-    fewer than `MIN_ENTRIES` entries cover the frame or the entries agree exactly."""
+    fewer than `MIN_ENTRIES` entries cover the frame or the entries agree exactly.
+    """
     d = c * MAD_TO_SIGMA * median_abs.float()
     ok = (entries >= MIN_ENTRIES) & (d > 0) & torch.isfinite(d)
     return torch.where(ok, d, torch.full_like(d, math.inf))
 
 
-def _batches(fetch: Fetch, indices: list[torch.Tensor], weights: list[int], params, global_min: torch.Tensor,
-             f0: int, f1: int, device: torch.device, batch: int) -> Iterator[tuple]:
+def _batches(
+    fetch: Fetch,
+    indices: list[torch.Tensor],
+    weights: list[int],
+    params,
+    global_min: torch.Tensor,
+    f0: int,
+    f1: int,
+    device: torch.device,
+    batch: int,
+) -> Iterator[tuple]:
     """The snippets covering frames `[f0, f1)`, `batch` at a time: `(depth [k, L, 1, H, W], index
-    relative to f0, scale, shift with the minimum folded in, weight)` on `device`."""
+    relative to f0, scale, shift with the minimum folded in, weight)` on `device`.
+    """
     gm = global_min.to(device=device, dtype=torch.float32)
     for gi, (idx, wgt, (sc, sh)) in enumerate(zip(indices, weights, params)):
         # snippets are ordered by first frame, so those covering a range of frames are a range too
@@ -111,14 +130,28 @@ def _batches(fetch: Fetch, indices: list[torch.Tensor], weights: list[int], para
             s_k = sc[a:b].to(device, torch.float32)
             # s (x - m) + t == s x + (t - s m): the minimum folds into the shift, so the snippets
             # are read once, in their own dtype (the reference first rounds x - m to that dtype)
-            yield (fetch(gi, a, b).to(device).unsqueeze(2), (idx[a:b] - f0).to(device), s_k,
-                   sh[a:b].to(device, torch.float32) - s_k * gm, torch.full((b - a,), float(wgt), device=device))
+            yield (
+                fetch(gi, a, b).to(device).unsqueeze(2),
+                (idx[a:b] - f0).to(device),
+                s_k,
+                sh[a:b].to(device, torch.float32) - s_k * gm,
+                torch.full((b - a,), float(wgt), device=device),
+            )
 
 
-def merge_frames(fetch: Fetch, indices: list[torch.Tensor], weights: list[int],
-                 params: Params, global_min: torch.Tensor, f0: int, f1: int,
-                 hw: tuple[int, int], device: torch.device, delta: torch.Tensor | None = None,
-                 batch: int = 16) -> torch.Tensor:
+def merge_frames(
+    fetch: Fetch,
+    indices: list[torch.Tensor],
+    weights: list[int],
+    params: Params,
+    global_min: torch.Tensor,
+    f0: int,
+    f1: int,
+    hw: tuple[int, int],
+    device: torch.device,
+    delta: torch.Tensor | None = None,
+    batch: int = 16,
+) -> torch.Tensor:
     """Frames `[f0, f1)` of the merged video, `[f1 - f0, H, W]` float32 on `device`.
 
     `delta`: per-frame Cauchy scales of these frames for the robust mean (see module doc), or
@@ -132,8 +165,9 @@ def merge_frames(fetch: Fetch, indices: list[torch.Tensor], weights: list[int],
     mean = acc.div_(cnt.view(-1, 1, 1, 1))
     if delta is None:
         return mean[:, 0]
-    return robust_mean(lambda: _batches(fetch, indices, weights, params, global_min, f0, f1, device, batch),
-                       mean, delta)[:, 0]
+    return robust_mean(
+        lambda: _batches(fetch, indices, weights, params, global_min, f0, f1, device, batch), mean, delta
+    )[:, 0]
 
 
 def robust_mean(batches: Callable[[], Iterator[tuple]], mean: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
@@ -185,8 +219,18 @@ def merge_aligned(
     weights = [g.weight for g in groups]
     for f0 in range(0, num_frames, chunk):
         f1 = min(num_frames, f0 + chunk)
-        out[f0:f1] = merge_frames(lambda gi, a, b: groups[gi].depth[a:b], indices, weights, params, global_min,
-                                  f0, f1, (H, W), device, None if delta is None else delta[f0:f1])
+        out[f0:f1] = merge_frames(
+            lambda gi, a, b: groups[gi].depth[a:b],
+            indices,
+            weights,
+            params,
+            global_min,
+            f0,
+            f1,
+            (H, W),
+            device,
+            None if delta is None else delta[f0:f1],
+        )
     return out
 
 

@@ -29,26 +29,34 @@ class FlatProblem:
     denom: float  # elements of the reference's dense [L * entries, N, P] mean
 
     @classmethod
-    def of(cls, groups: list[SnippetGroup], n: int) -> "FlatProblem":
+    def of(cls, groups: list[SnippetGroup], n: int) -> FlatProblem:
         L, P = groups[0].depth.shape[1:]
         sizes = [g.depth.shape[0] for g in groups]
         w = torch.cat([torch.full((k,), float(g.weight)) for g, k in zip(groups, sizes)])
         pw = torch.cat([torch.full((k,), float(g.weight) / k) for g, k in zip(groups, sizes)])
         rows = L * sum(g.weight for g in groups)
-        return cls(joined([g.depth.float() for g in groups]), torch.cat([g.indices for g in groups]).long(),
-                   w, pw, sizes, n, float(rows * n * P))
+        return cls(
+            joined([g.depth.float() for g in groups]),
+            torch.cat([g.indices for g in groups]).long(),
+            w,
+            pw,
+            sizes,
+            n,
+            float(rows * n * P),
+        )
 
-    def coarse(self, step: int) -> "FlatProblem":
+    def coarse(self, step: int) -> FlatProblem:
         """The same problem on every `step`-th solver pixel (the objective is a mean over pixels)."""
         x = self.x[:, :, ::step].contiguous()
-        return FlatProblem(x, self.idx, self.w, self.prior_w, self.sizes, self.n, self.denom * x.shape[-1] / self.x.shape[-1])
+        return FlatProblem(
+            x, self.idx, self.w, self.prior_w, self.sizes, self.n, self.denom * x.shape[-1] / self.x.shape[-1]
+        )
 
     def split(self, s: torch.Tensor, t: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
         return list(zip(s.split(self.sizes), t.split(self.sizes)))
 
     def prior(self, s: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         return (self.prior_w * (LMDA_SCALE * torch.clamp(1 - s, min=0) ** 2 + LMDA_SHIFT * t**2)).sum()
-
 
 
 class FrameBlocks:

@@ -42,7 +42,8 @@ def solver_copy(depth: torch.Tensor) -> torch.Tensor:
 
 def back_to_back(shapes: list[tuple[int, ...]], device=None) -> list[torch.Tensor]:
     """Empty float32 arrays of the given shapes, laid back to back in one buffer, so that a solver
-    can use them as one array along the first axis without copying (see `joined`)."""
+    can use them as one array along the first axis without copying (see `joined`).
+    """
     sizes = [math.prod(sh) for sh in shapes]
     buf = torch.empty(sum(sizes), dtype=torch.float32, device=device)
     return [part.view(sh) for part, sh in zip(buf.split(sizes), shapes)]
@@ -68,18 +69,23 @@ def solver_view(depth: torch.Tensor, global_min: torch.Tensor) -> torch.Tensor:
 
 def joined(arrays: list[torch.Tensor]) -> torch.Tensor:
     """`torch.cat(arrays)`, as a view without a copy when they already lie back to back in one buffer
-    (`back_to_back`, as the pipeline and `solver_views` lay out the solver copies)."""
+    (`back_to_back`, as the pipeline and `solver_views` lay out the solver copies).
+    """
     a0 = arrays[0]
     end = a0.data_ptr()
     for a in arrays:
-        if not (a.is_contiguous() and a.dtype == a0.dtype and a.device == a0.device and a.shape[1:] == a0.shape[1:]
-                and a.data_ptr() == end and a.untyped_storage().data_ptr() == a0.untyped_storage().data_ptr()):
+        if not (
+            a.is_contiguous()
+            and a.dtype == a0.dtype
+            and a.device == a0.device
+            and a.shape[1:] == a0.shape[1:]
+            and a.data_ptr() == end
+            and a.untyped_storage().data_ptr() == a0.untyped_storage().data_ptr()
+        ):
             return torch.cat(arrays)
         end += a.numel() * a.element_size()
     shape = (sum(a.shape[0] for a in arrays), *a0.shape[1:])
     return a0.as_strided(shape, a0.stride())
-
-
 
 
 def check_finite(depth: torch.Tensor, stage: str) -> None:

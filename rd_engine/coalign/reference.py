@@ -18,8 +18,13 @@ log = logging.getLogger("rd_engine")
 
 
 def reference_objective_parts(
-    groups: list[SnippetGroup], scales: list[torch.Tensor], shifts: list[torch.Tensor], num_frames: int,
-    lmda_scale: float = LMDA_SCALE, lmda_shift: float = LMDA_SHIFT, depth_weight: float = 1.0,
+    groups: list[SnippetGroup],
+    scales: list[torch.Tensor],
+    shifts: list[torch.Tensor],
+    num_frames: int,
+    lmda_scale: float = LMDA_SCALE,
+    lmda_shift: float = LMDA_SHIFT,
+    depth_weight: float = 1.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The reference objective (data term, soft constraints) for per-entry parameters.
 
@@ -59,8 +64,9 @@ def reference_objective_parts(
     return data, prior
 
 
-def align_reference(groups: list[SnippetGroup], num_frames: int, iters: int = 2000,
-                    progress=None) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def align_reference(
+    groups: list[SnippetGroup], num_frames: int, iters: int = 2000, progress=None
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """The reference solver: Adam (lr 1e-3, betas (0.5, 0.9)) from s = 1, t = 0.
 
     Returns (scale [K], shift [K]) per group. The entries of a repeated
@@ -94,8 +100,9 @@ def align_reference(groups: list[SnippetGroup], num_frames: int, iters: int = 20
     return out
 
 
-def dense_objective_value(groups: list[SnippetGroup], params: list[tuple[torch.Tensor, torch.Tensor]],
-                          num_frames: int) -> float:
+def dense_objective_value(
+    groups: list[SnippetGroup], params: list[tuple[torch.Tensor, torch.Tensor]], num_frames: int
+) -> float:
     """The reference objective at per-group parameters, computed the reference's dense way."""
     scales, shifts = [], []
     for g, (s, t) in zip(groups, params):

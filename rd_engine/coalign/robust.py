@@ -19,8 +19,9 @@ from rd_engine.kernels.scale_shift import irls_moments, irls_weights, solve_scal
 from rd_engine.snippets.plan import SnippetGroup
 
 
-def _frame_mean(values: list[torch.Tensor], groups: list[SnippetGroup], n: int,
-                weights: list[torch.Tensor] | None = None) -> torch.Tensor:
+def _frame_mean(
+    values: list[torch.Tensor], groups: list[SnippetGroup], n: int, weights: list[torch.Tensor] | None = None
+) -> torch.Tensor:
     """Per frame and pixel, the (weighted) mean of the snippet values covering it: `[N, P]`."""
     P = values[0].shape[-1]
     acc = torch.zeros(n, 1, 1, P, dtype=torch.float32, device=values[0].device)
@@ -29,7 +30,7 @@ def _frame_mean(values: list[torch.Tensor], groups: list[SnippetGroup], n: int,
         for v, g in zip(values, groups):
             w = torch.full((v.shape[0],), float(g.weight), device=v.device)
             accumulate_frames(acc, cnt, v[:, :, None, None, :], g.indices, weight=w)
-        return (acc[:, 0, 0] / cnt[:, None])
+        return acc[:, 0, 0] / cnt[:, None]
     # pixel-wise weights: weighted sums of v*w and w through the same accumulator
     wacc = torch.zeros_like(acc)
     for v, w, g in zip(values, weights, groups):
@@ -39,8 +40,9 @@ def _frame_mean(values: list[torch.Tensor], groups: list[SnippetGroup], n: int,
     return acc[:, 0, 0] / wacc[:, 0, 0].clamp_min(1e-12)
 
 
-def solve_one(x: torch.Tensor, y: torch.Tensor, w: torch.Tensor, iters: int = 4,
-              symmetric: bool = True) -> tuple[float, float]:
+def solve_one(
+    x: torch.Tensor, y: torch.Tensor, w: torch.Tensor, iters: int = 4, symmetric: bool = True
+) -> tuple[float, float]:
     """Robust (Cauchy IRLS) scale and shift of one snippet `x [L, P]` to targets `y` with weights `w`.
 
     `symmetric`: the final slope is the geometric mean of the regressions of y on x and of x on y
@@ -81,7 +83,8 @@ def _sequential_start(groups: list[SnippetGroup], n: int) -> Params:
     """Chain the snippets in the order a stream produces them (by last frame): the first one is
     standardized (median 0, MAD 1), each later one fitted robustly to the running per-frame mean of
     those before it. This gets the slow, video-long modes right, which the Procrustes iterations
-    only correct by about one snippet span per iteration (a long video drifts from any local start)."""
+    only correct by about one snippet span per iteration (a long video drifts from any local start).
+    """
     P = groups[0].depth.shape[-1]
     acc, wsum = torch.zeros(n, P), torch.zeros(n)
     params = [(torch.ones(g.depth.shape[0]), torch.zeros(g.depth.shape[0])) for g in groups]
@@ -103,18 +106,26 @@ def _sequential_start(groups: list[SnippetGroup], n: int) -> Params:
     return params
 
 
-def solve_robust(groups: list[SnippetGroup], n: int, iters: int = 100, fine_iters: int = 5, inner: int = 2,
-                 c: float = CAUCHY_C, coarse_pixels: int = 1 << 17, init=None, progress=None
-                 ) -> Params:
+def solve_robust(
+    groups: list[SnippetGroup],
+    n: int,
+    iters: int = 100,
+    fine_iters: int = 5,
+    inner: int = 2,
+    c: float = CAUCHY_C,
+    coarse_pixels: int = 1 << 17,
+    init=None,
+    progress=None,
+) -> Params:
     """Robust generalized-Procrustes alignment in inverse-depth space (see module doc): a sequential
     start (or `init`, per group `(scale, shift)`) and `iters` iterations on a pixel subsample (the
     Cauchy loss in inverse depth is not heavy-tailed, so a subsample's optimum is the full one's),
-    then `fine_iters` on all pixels. The result is in the gauge of a standardized consensus."""
+    then `fine_iters` on all pixels. The result is in the gauge of a standardized consensus.
+    """
     step = max(1, sum(g.depth.numel() for g in groups) // coarse_pixels)
     levels = [(groups, iters)]
     if step > 1:
-        levels = [([g.with_depth(g.depth[:, :, ::step].contiguous()) for g in groups], iters),
-                  (groups, fine_iters)]
+        levels = [([g.with_depth(g.depth[:, :, ::step].contiguous()) for g in groups], iters), (groups, fine_iters)]
     params = _sequential_start(levels[0][0], n) if init is None else [(sc.float(), sh.float()) for sc, sh in init]
     for level, level_iters in levels:
         params = _procrustes(level, n, params, level_iters, inner, c, progress)
@@ -150,10 +161,9 @@ def _procrustes(groups: list[SnippetGroup], n: int, params, iters: int, inner: i
     return params
 
 
-
-
 def _fit(m: torch.Tensor, s_prev: float, t_prev: float) -> tuple[float, float]:
     """Least squares `(s, t)` from one snippet's fp64 moments `[5]`; a constant snippet keeps `s_prev` and
-    gets the best shift for it; no weight at all keeps `(s_prev, t_prev)`."""
+    gets the best shift for it; no weight at all keeps `(s_prev, t_prev)`.
+    """
     s, t = solve_scale_shift(m[None], 0.0, s_prev, t_prev, 1e-10)
     return float(s[0]), float(t[0])

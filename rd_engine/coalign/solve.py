@@ -33,8 +33,9 @@ def solve(groups: list[SnippetGroup], n: int, kind: str, iters: int = 2000, prog
         return [(torch.ones(1), torch.zeros(1))]  # a single snippet (1-3 frames) needs no alignment
     for g in groups:
         if not torch.isfinite(g.depth).all():
-            raise UserError("co-alignment: snippet depth contains NaN or Inf (model or precision problem; "
-                            "try the fp32 dtype)")
+            raise UserError(
+                "co-alignment: snippet depth contains NaN or Inf (model or precision problem; try the fp32 dtype)"
+            )
     if kind == "reference":
         return align_reference(groups, n, iters=iters, progress=progress)
     if kind == "fast":

@@ -99,15 +99,25 @@ class Contract:
         """(min, opt, max) shape of every input for a TensorRT optimization profile."""
         lo, hi = profile.latent_range()
         oh, ow = profile.opt_latent()
-        batch = (1, profile.opt_batch, profile.max_batch) if self.kind == "unet_step" else \
-            (1, profile.opt_vae_batch, profile.max_vae_batch)
-        corners = [{"B": batch[i], "S": batch[i], "h": hw[0], "w": hw[1]}
-                   for i, hw in enumerate(((lo, lo), (oh, ow), (hi, hi)))]
+        batch = (
+            (1, profile.opt_batch, profile.max_batch)
+            if self.kind == "unet_step"
+            else (1, profile.opt_vae_batch, profile.max_vae_batch)
+        )
+        corners = [
+            {"B": batch[i], "S": batch[i], "h": hw[0], "w": hw[1]}
+            for i, hw in enumerate(((lo, lo), (oh, ow), (hi, hi)))
+        ]
         return {t.name: tuple(t.concrete(c) for c in corners) for t in self.inputs}
 
-    def sample_inputs(self, dims: dict[str, int] | None = None, generator: torch.Generator | None = None,
-                      precision: torch.dtype = torch.float32, t: int = 999,
-                      alphas: tuple[float, float] = (0.05, 0.9)) -> tuple[torch.Tensor, ...]:
+    def sample_inputs(
+        self,
+        dims: dict[str, int] | None = None,
+        generator: torch.Generator | None = None,
+        precision: torch.dtype = torch.float32,
+        t: int = 999,
+        alphas: tuple[float, float] = (0.05, 0.9),
+    ) -> tuple[torch.Tensor, ...]:
         """Random CPU inputs of the contract's shapes; the UNet step gets (t, alpha_t, alpha_prev)."""
         dims = dims or SAMPLE_DIMS
         out = []
@@ -155,7 +165,8 @@ class Contract:
 
 def vae_encoder_contract() -> Contract:
     return Contract(
-        "vae_encoder", "vae_encoder",
+        "vae_encoder",
+        "vae_encoder",
         inputs=(TensorSpec("frames", "float", ("B", 3, "H", "W")),),
         outputs=(TensorSpec("latents", "float", ("B", 4, "h", "w")),),
     )
@@ -163,7 +174,8 @@ def vae_encoder_contract() -> Contract:
 
 def vae_decoder_contract() -> Contract:
     return Contract(
-        "vae_decoder", "vae_decoder",
+        "vae_decoder",
+        "vae_decoder",
         inputs=(TensorSpec("latents", "float", ("B", 4, "h", "w")),),
         outputs=(TensorSpec("depth", "float", ("B", 1, "H", "W")),),
     )
@@ -176,7 +188,8 @@ def unet_step_name(snippet_len: int) -> str:
 def unet_step_contract(snippet_len: int) -> Contract:
     lat = ("S", snippet_len, 4, "h", "w")
     return Contract(
-        unet_step_name(snippet_len), "unet_step",
+        unet_step_name(snippet_len),
+        "unet_step",
         inputs=(
             TensorSpec("rgb_latent", "float", lat),
             TensorSpec("depth_latent", "float", lat),
@@ -191,8 +204,7 @@ def unet_step_contract(snippet_len: int) -> Contract:
 
 def all_contracts(snippet_lens) -> list[Contract]:
     """The components of an engine: both VAE halves and one UNet step per snippet length."""
-    return [vae_encoder_contract(), vae_decoder_contract(),
-            *(unet_step_contract(n) for n in sorted(set(snippet_lens)))]
+    return [vae_encoder_contract(), vae_decoder_contract(), *(unet_step_contract(n) for n in sorted(set(snippet_lens)))]
 
 
 def contract_from_json(name: str, data: dict) -> Contract:

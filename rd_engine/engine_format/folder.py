@@ -77,7 +77,8 @@ class EngineFolder:
             raise UserError(
                 f"engine {self.path} has no UNet graph for snippet length {snippet_len} (it has "
                 f"{', '.join(map(str, self.snippet_lens))}); use --snippet-len/--refine-snippet-len from those, "
-                f"or rebuild: {self.rebuild_command(snippet_lens=sorted({*self.snippet_lens, snippet_len}))}")
+                f"or rebuild: {self.rebuild_command(snippet_lens=sorted({*self.snippet_lens, snippet_len}))}"
+            )
         raise UserError(f"engine {self.path}: no {kind} component in the manifest; rebuild: {self.rebuild_command()}")
 
     @property
@@ -88,11 +89,13 @@ class EngineFolder:
 
     def onnx_graph(self, name: str, precision: str = "fp32", flavour: str = "portable") -> Path:
         """Path of a component's ONNX graph in `precision`: the `portable` one (standard ops: the
-        TensorRT source) or the `ort` one (attention as ONNX Runtime's MultiHeadAttention)."""
+        TensorRT source) or the `ort` one (attention as ONNX Runtime's MultiHeadAttention).
+        """
         graphs = self.manifest.components[name].onnx
         if precision not in graphs:
-            raise UserError(f"engine {self.path} holds no {precision} ONNX graph of {name}; "
-                            f"rebuild: {self.rebuild_command()}")
+            raise UserError(
+                f"engine {self.path} holds no {precision} ONNX graph of {name}; rebuild: {self.rebuild_command()}"
+            )
         rec = graphs[precision]
         if flavour == "ort" and rec.ort_file is not None:
             return self.path / rec.ort_file
@@ -109,8 +112,10 @@ class EngineFolder:
     def plan_file(self, name: str) -> Path:
         plan = self.manifest.components[name].tensorrt
         if plan is None:
-            raise UserError(f"engine {self.path} holds no TensorRT plan of {name}; build one on this machine: "
-                            f"{self.rebuild_command(backend='tensorrt', precision=None)}")
+            raise UserError(
+                f"engine {self.path} holds no TensorRT plan of {name}; build one on this machine: "
+                f"{self.rebuild_command(backend='tensorrt', precision=None)}"
+            )
         return self.path / plan.file
 
     def plan_files(self) -> list[str]:
@@ -127,7 +132,8 @@ class EngineFolder:
         if stored.shape != ddim.alphas_cumprod.shape or not torch.equal(stored, ddim.alphas_cumprod):
             raise UserError(
                 f"engine {self.path}: the DDIM coefficients computed here differ from the ones stored at build "
-                f"time (library change?); rebuild: {self.rebuild_command()}")
+                f"time (library change?); rebuild: {self.rebuild_command()}"
+            )
         return ddim
 
     def empty_embed(self) -> torch.Tensor:
@@ -146,14 +152,17 @@ class EngineFolder:
                 continue
             meta = files.get(rel)
             if meta is None:
-                raise UserError(f"engine {self.path}: {rel} is not listed in the manifest; "
-                                f"rebuild: {self.rebuild_command()}")
+                raise UserError(
+                    f"engine {self.path}: {rel} is not listed in the manifest; rebuild: {self.rebuild_command()}"
+                )
             p = self.path / rel
             if not p.is_file():
                 raise UserError(f"engine {self.path}: {rel} is missing; rebuild: {self.rebuild_command()}")
             if p.stat().st_size != meta.bytes or sha256_file(p) != meta.sha256:
-                raise UserError(f"engine {self.path}: {rel} was modified after the build (checksum mismatch); "
-                                f"rebuild: {self.rebuild_command()}")
+                raise UserError(
+                    f"engine {self.path}: {rel} was modified after the build (checksum mismatch); "
+                    f"rebuild: {self.rebuild_command()}"
+                )
             self._verified.add(rel)
 
     def check_checkpoint(self, checkpoint) -> None:
@@ -168,7 +177,8 @@ class EngineFolder:
             raise UserError(
                 f"engine {self.path} was built from other weights than checkpoint {source} "
                 f"(weights hash {self.weights_hash[:12]} vs {got[:12]}); rebuild: "
-                f"{self.rebuild_command(checkpoint=str(source))}")
+                f"{self.rebuild_command(checkpoint=str(source))}"
+            )
 
     def check_size(self, processed_size: tuple[int, int]) -> None:
         """Refuse a processed frame size (width, height) outside the resolution profile."""
@@ -183,7 +193,8 @@ class EngineFolder:
         raise UserError(
             f"engine {self.path} serves frames whose sides are {8 * lo}..{8 * hi} px (after padding to a multiple "
             f"of 8); this run's frames are {w}x{h} (padded {pw}x{ph}). Change --res, or rebuild with a wider "
-            f"range: {self.rebuild_command(min_res=new_min, max_res=new_max)}")
+            f"range: {self.rebuild_command(min_res=new_min, max_res=new_max)}"
+        )
 
     def check_snippet_lens(self, lens) -> None:
         for n in sorted(set(lens)):
@@ -193,26 +204,32 @@ class EngineFolder:
         """Refuse TensorRT plans built for another GPU or TensorRT version."""
         info = self.tensorrt
         if not info:
-            raise UserError(f"engine {self.path} holds no TensorRT plans; build them on this machine: "
-                            f"{self.rebuild_command(backend='tensorrt', precision=None)}")
+            raise UserError(
+                f"engine {self.path} holds no TensorRT plans; build them on this machine: "
+                f"{self.rebuild_command(backend='tensorrt', precision=None)}"
+            )
         here = cuda_device_info(device)
         version = tensorrt_version()
         problems = []
         if version != info.version:
             problems.append(f"TensorRT {info.version} at build time, {version} here")
         if here["compute_capability"] != info.gpu["compute_capability"]:
-            problems.append(f"compute capability {info.gpu['compute_capability']} at build time, "
-                            f"{here['compute_capability']} here")
+            problems.append(
+                f"compute capability {info.gpu['compute_capability']} at build time, {here['compute_capability']} here"
+            )
         if here["name"] != info.gpu["name"]:
             problems.append(f"GPU {info.gpu['name']!r} at build time, {here['name']!r} here")
         if problems:
-            raise UserError(f"engine {self.path}: its TensorRT plans do not fit this machine ({'; '.join(problems)}); "
-                            f"rebuild here: {self.rebuild_command(backend='tensorrt')} "
-                            "(or run its ONNX graphs with --backend onnxruntime)")
+            raise UserError(
+                f"engine {self.path}: its TensorRT plans do not fit this machine ({'; '.join(problems)}); "
+                f"rebuild here: {self.rebuild_command(backend='tensorrt')} "
+                "(or run its ONNX graphs with --backend onnxruntime)"
+            )
 
 
-def open_engine_folder(path: str | os.PathLike, checkpoint=None,
-                       processed_size: tuple[int, int] | None = None) -> EngineFolder:
+def open_engine_folder(
+    path: str | os.PathLike, checkpoint=None, processed_size: tuple[int, int] | None = None
+) -> EngineFolder:
     """Read and check an engine folder (files are hashed later, by the backend that loads them).
 
     Args:
@@ -230,12 +247,16 @@ def open_engine_folder(path: str | os.PathLike, checkpoint=None,
     """
     folder = Path(path)
     if not folder.is_dir():
-        raise UserError(f"engine folder {folder} does not exist (build one with: rd-engine build --checkpoint "
-                        f"CHECKPOINT -o {folder})")
+        raise UserError(
+            f"engine folder {folder} does not exist (build one with: rd-engine build --checkpoint "
+            f"CHECKPOINT -o {folder})"
+        )
     mpath = folder / MANIFEST
     if not mpath.is_file():
-        raise UserError(f"{folder} is not an engine folder, or its build did not finish (no {MANIFEST}); "
-                        f"build it with: rd-engine build --checkpoint CHECKPOINT -o {folder} --force")
+        raise UserError(
+            f"{folder} is not an engine folder, or its build did not finish (no {MANIFEST}); "
+            f"build it with: rd-engine build --checkpoint CHECKPOINT -o {folder} --force"
+        )
     try:
         data = json.loads(mpath.read_text())
     except (OSError, json.JSONDecodeError) as e:
@@ -245,12 +266,15 @@ def open_engine_folder(path: str | os.PathLike, checkpoint=None,
         args = data.get("build", {}).get("args", {}) if isinstance(data, dict) else {}
         raise UserError(
             f"engine {folder} has format version {version!r}; this rd-engine reads version "
-            f"{', '.join(map(str, SUPPORTED_FORMAT_VERSIONS))}. Rebuild it: {build_command(args, folder)}")
+            f"{', '.join(map(str, SUPPORTED_FORMAT_VERSIONS))}. Rebuild it: {build_command(args, folder)}"
+        )
     try:
         engine = EngineFolder(folder, Manifest.from_json(data))
     except (KeyError, TypeError, ValueError, AttributeError) as e:
-        raise UserError(f"engine {folder}: incomplete manifest ({type(e).__name__}: {e}); "
-                        f"rebuild: {build_command(data.get('build', {}).get('args', {}), folder)}") from None
+        raise UserError(
+            f"engine {folder}: incomplete manifest ({type(e).__name__}: {e}); "
+            f"rebuild: {build_command(data.get('build', {}).get('args', {}), folder)}"
+        ) from None
     if checkpoint is not None:
         engine.check_checkpoint(checkpoint)
     if processed_size is not None:

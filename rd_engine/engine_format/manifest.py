@@ -85,16 +85,26 @@ class DdimRecord:
 
     @classmethod
     def of(cls, ddim: DDIM) -> DdimRecord:
-        return cls(ddim.config, ddim.prediction_type, ddim.clip_sample_range if ddim.clip_sample else None,
-                   [float(a) for a in ddim.alphas_cumprod], float(ddim.final_alpha_cumprod))
+        return cls(
+            ddim.config,
+            ddim.prediction_type,
+            ddim.clip_sample_range if ddim.clip_sample else None,
+            [float(a) for a in ddim.alphas_cumprod],
+            float(ddim.final_alpha_cumprod),
+        )
 
     def to_json(self) -> dict:
         return asdict(self)
 
     @classmethod
     def from_json(cls, data: dict) -> DdimRecord:
-        return cls(dict(data["config"]), data["prediction_type"], data["clip_sample_range"],
-                   list(data["alphas_cumprod"]), data["final_alpha_cumprod"])
+        return cls(
+            dict(data["config"]),
+            data["prediction_type"],
+            data["clip_sample_range"],
+            list(data["alphas_cumprod"]),
+            data["final_alpha_cumprod"],
+        )
 
 
 @dataclass
@@ -129,8 +139,14 @@ class TensorRTInfo:
 
     @classmethod
     def from_json(cls, data: dict) -> TensorRTInfo:
-        return cls(data["version"], dict(data["gpu"]), data["precision"], data["strongly_typed"],
-                   data["timing_cache"], data["profile_shapes"])
+        return cls(
+            data["version"],
+            dict(data["gpu"]),
+            data["precision"],
+            data["strongly_typed"],
+            data["timing_cache"],
+            data["profile_shapes"],
+        )
 
 
 @dataclass
@@ -155,8 +171,16 @@ class OnnxGraph:
 
     @classmethod
     def from_json(cls, data: dict) -> OnnxGraph:
-        return cls(data["file"], list(data.get("files", [])), data["opset"], data["attention"], data["seconds"],
-                   data.get("ort_file"), data.get("ort_fused_attention"), data.get("parity_max_abs_vs_pytorch"))
+        return cls(
+            data["file"],
+            list(data.get("files", [])),
+            data["opset"],
+            data["attention"],
+            data["seconds"],
+            data.get("ort_file"),
+            data.get("ort_fused_attention"),
+            data.get("parity_max_abs_vs_pytorch"),
+        )
 
 
 @dataclass
@@ -193,9 +217,11 @@ class Component:
     @classmethod
     def from_json(cls, name: str, data: dict) -> Component:
         plan = data.get("tensorrt")
-        return cls(contract_from_json(name, data),
-                   {p: OnnxGraph.from_json(g) for p, g in data.get("onnx", {}).items()},
-                   PlanRecord.from_json(plan) if plan else None)
+        return cls(
+            contract_from_json(name, data),
+            {p: OnnxGraph.from_json(g) for p, g in data.get("onnx", {}).items()},
+            PlanRecord.from_json(plan) if plan else None,
+        )
 
 
 @dataclass
@@ -346,8 +372,11 @@ def library_versions() -> dict[str, str | None]:
 
     from rd_engine.version import __version__
 
-    out: dict[str, str | None] = {"rd_engine": __version__, "python": platform.python_version(),
-                                  "torch": torch.__version__}
+    out: dict[str, str | None] = {
+        "rd_engine": __version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+    }
     for dist in ("onnx", "onnxruntime", "onnxruntime-gpu", "diffusers", "transformers", "tensorrt"):
         try:
             out[dist] = metadata.version(dist)
@@ -383,9 +412,15 @@ def build_command(args: dict[str, Any], output: Path | str, **changes: Any) -> s
     """The `rd-engine build` command line that reproduces `args` (with `changes`)."""
     a = {**args, **changes}
     parts = ["rd-engine", "build", "--checkpoint", str(a.get("checkpoint", "CHECKPOINT"))]
-    for key, flag in (("backend", "--backend"), ("precision", "--precision"), ("res", "--res"),
-                      ("min_res", "--min-res"), ("max_res", "--max-res"), ("max_batch", "--max-batch"),
-                      ("max_vae_batch", "--max-vae-batch")):
+    for key, flag in (
+        ("backend", "--backend"),
+        ("precision", "--precision"),
+        ("res", "--res"),
+        ("min_res", "--min-res"),
+        ("max_res", "--max-res"),
+        ("max_batch", "--max-batch"),
+        ("max_vae_batch", "--max-vae-batch"),
+    ):
         if a.get(key) is not None:
             parts += [flag, str(a[key])]
     if a.get("snippet_lens"):

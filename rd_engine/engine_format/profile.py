@@ -8,7 +8,7 @@ from rd_engine.errors import UserError
 
 
 def ceil_div(a: int, b: int) -> int:
-    """a / b rounded up (integers)."""
+    """A / b rounded up (integers)."""
     return -(-a // b)
 
 
@@ -47,14 +47,20 @@ class Profile:
 
         need(self.min_res >= 8, f"min_res must be >= 8 pixels, got {self.min_res}")
         need(self.max_res >= self.min_res, f"max_res ({self.max_res}) must be >= min_res ({self.min_res})")
-        need(self.min_res <= self.opt_res <= self.max_res,
-             f"opt_res ({self.opt_res}) must lie within min_res..max_res ({self.min_res}..{self.max_res})")
+        need(
+            self.min_res <= self.opt_res <= self.max_res,
+            f"opt_res ({self.opt_res}) must lie within min_res..max_res ({self.min_res}..{self.max_res})",
+        )
         need(self.max_batch >= 1, f"max_batch must be >= 1, got {self.max_batch}")
         need(self.max_vae_batch >= 1, f"max_vae_batch must be >= 1, got {self.max_vae_batch}")
-        need(1 <= self.opt_batch <= self.max_batch,
-             f"opt_batch ({self.opt_batch}) must lie within 1..max_batch ({self.max_batch})")
-        need(1 <= self.opt_vae_batch <= self.max_vae_batch,
-             f"opt_vae_batch ({self.opt_vae_batch}) must lie within 1..max_vae_batch ({self.max_vae_batch})")
+        need(
+            1 <= self.opt_batch <= self.max_batch,
+            f"opt_batch ({self.opt_batch}) must lie within 1..max_batch ({self.max_batch})",
+        )
+        need(
+            1 <= self.opt_vae_batch <= self.max_vae_batch,
+            f"opt_vae_batch ({self.opt_vae_batch}) must lie within 1..max_vae_batch ({self.max_vae_batch})",
+        )
         return self
 
     def latent_range(self) -> tuple[int, int]:

@@ -12,8 +12,9 @@ from rd_engine.errors import UserError
 from rd_engine.io.video import iter_frames
 
 
-def open_source(source: str | Path, options: dict | None = None, start_frame: int = 0,
-                frame_count: int = 0) -> Iterator[tuple[float | None, np.ndarray]]:
+def open_source(
+    source: str | Path, options: dict | None = None, start_frame: int = 0, frame_count: int = 0
+) -> Iterator[tuple[float | None, np.ndarray]]:
     """Decode `(timestamp, rgb uint8 [H, W, 3])` from a file, a camera device, a URL or a pipe.
 
     `/dev/videoN` opens through v4l2; `-` or `pipe:` reads a container from stdin.

@@ -104,11 +104,7 @@ def _open(path: Path) -> tuple[av.container.InputContainer, av.video.stream.Vide
     except OSError as e:
         raise UserError(f"{path}: cannot be read ({e.strerror or e})") from e
     # Cover art in audio files is a one-picture "video" stream; skip it.
-    streams = [
-        s
-        for s in container.streams.video
-        if not s.disposition & av.stream.Disposition.attached_pic
-    ]
+    streams = [s for s in container.streams.video if not s.disposition & av.stream.Disposition.attached_pic]
     if not streams:
         container.close()
         raise UserError(f"{path}: has no video stream (audio only or not a video)")
@@ -216,9 +212,7 @@ def _put(q: queue.Queue, item: object, stop: threading.Event) -> bool:
     return False
 
 
-def _decode_worker(
-    path: Path, start: int, count: int, q: queue.Queue, stop: threading.Event
-) -> None:
+def _decode_worker(path: Path, start: int, count: int, q: queue.Queue, stop: threading.Event) -> None:
     """Thread body: run `_decode_into`, then queue an `_End` marker or the error."""
     try:
         _decode_into(path, start, count, q, stop)
@@ -227,9 +221,7 @@ def _decode_worker(
         _put(q, e, stop)
 
 
-def _decode_into(
-    path: Path, start: int, count: int, q: queue.Queue, stop: threading.Event
-) -> None:
+def _decode_into(path: Path, start: int, count: int, q: queue.Queue, stop: threading.Event) -> None:
     """Decode frames [start, start + count) into the queue.
 
     Returns when done or when the consumer has stopped. Frames before
@@ -287,16 +279,13 @@ def _decode_into(
             except av.FFmpegError:
                 pass
             raise UserError(
-                f"{path}: corrupt or truncated video stream after frame {index - 1}: "
-                f"{_av_reason(e)}"
+                f"{path}: corrupt or truncated video stream after frame {index - 1}: {_av_reason(e)}"
             ) from e
 
         if index == 0:
             raise _no_frames_error(path, early_error)
         if index <= start:
-            raise UserError(
-                f"{path}: start frame {start} is beyond the end of the video ({index} frames)"
-            )
+            raise UserError(f"{path}: start frame {start} is beyond the end of the video ({index} frames)")
 
 
 def iter_frames(
@@ -325,10 +314,7 @@ def iter_frames(
     """
     path = Path(path)
     if start_frame < 0 or frame_count < 0:
-        raise UserError(
-            f"{path}: start frame and frame count must be >= 0, "
-            f"got {start_frame} and {frame_count}"
-        )
+        raise UserError(f"{path}: start frame and frame count must be >= 0, got {start_frame} and {frame_count}")
     q: queue.Queue = queue.Queue(maxsize=max(1, queue_size))
     stop = threading.Event()
     worker = threading.Thread(
@@ -414,16 +400,12 @@ def _expand(path: Path, spelled: str) -> list[Path]:
             (
                 p
                 for p in path.iterdir()
-                if p.is_file()
-                and not p.name.startswith(".")
-                and p.suffix.lower() in VIDEO_EXTENSIONS
+                if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in VIDEO_EXTENSIONS
             ),
             key=lambda p: p.name,
         )
         if not videos:
-            raise UserError(
-                f"{path}: folder has no video files ({', '.join(VIDEO_EXTENSIONS)})"
-            )
+            raise UserError(f"{path}: folder has no video files ({', '.join(VIDEO_EXTENSIONS)})")
         return videos
     if not path.exists() and (spelled.endswith(("/", os.sep)) or not path.suffix):
         raise UserError(f"{path}: folder not found")

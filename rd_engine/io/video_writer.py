@@ -104,9 +104,7 @@ class VideoWriter:
             self._open(*frame.shape[:2])
         elif frame.shape[:2] != self._size:
             raise ValueError(f"frame size {frame.shape[:2]} differs from the first {self._size}")
-        av_frame = av.VideoFrame.from_ndarray(
-            np.ascontiguousarray(_even_pad(frame)), format="rgb24"
-        )
+        av_frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(_even_pad(frame)), format="rgb24")
         av_frame.pts = self._count
         self._container.mux(self._stream.encode(av_frame))
         self._count += 1

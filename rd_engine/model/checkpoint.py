@@ -40,7 +40,7 @@ class Models:
     source: Path | None = None
     info: dict = field(default_factory=dict)
 
-    def to(self, device, dtype) -> "Models":
+    def to(self, device, dtype) -> Models:
         self.unet.to(device=device, dtype=dtype)
         self.vae.to(device=device, dtype=dtype)
         return self
@@ -48,7 +48,8 @@ class Models:
 
 def quiet_libraries() -> None:
     """Silence diffusers/transformers chatter (accelerate hints, weight-loading bars): our
-    users get one line per problem from us instead."""
+    users get one line per problem from us instead.
+    """
     import diffusers
     import transformers
 

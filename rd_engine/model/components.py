@@ -82,8 +82,15 @@ class UnetStep(nn.Module):
         fp32_update: Compute the DDIM update of a half-precision module in fp32.
     """
 
-    def __init__(self, unet, empty_embed: torch.Tensor, snippet_len: int, prediction_type: str,
-                 clip_range: float | None, fp32_update: bool = True):
+    def __init__(
+        self,
+        unet,
+        empty_embed: torch.Tensor,
+        snippet_len: int,
+        prediction_type: str,
+        clip_range: float | None,
+        fp32_update: bool = True,
+    ):
         super().__init__()
         self.unet = unet
         self.register_buffer("embed", empty_embed.detach().clone())
@@ -93,8 +100,9 @@ class UnetStep(nn.Module):
         self.fp32_update = fp32_update
 
     @classmethod
-    def from_models(cls, models: Models, snippet_len: int, empty_embed: torch.Tensor | None = None,
-                    fp32_update: bool = True) -> UnetStep:
+    def from_models(
+        cls, models: Models, snippet_len: int, empty_embed: torch.Tensor | None = None, fp32_update: bool = True
+    ) -> UnetStep:
         """The step of a loaded checkpoint (its UNet shared, its scheduler config's constants).
 
         Args:
@@ -108,11 +116,23 @@ class UnetStep(nn.Module):
         """
         ddim = models.ddim
         embed = models.empty_embed if empty_embed is None else empty_embed
-        return cls(models.unet, embed, snippet_len, ddim.prediction_type,
-                   ddim.clip_sample_range if ddim.clip_sample else None, fp32_update)
+        return cls(
+            models.unet,
+            embed,
+            snippet_len,
+            ddim.prediction_type,
+            ddim.clip_sample_range if ddim.clip_sample else None,
+            fp32_update,
+        )
 
-    def forward(self, rgb_latent: torch.Tensor, depth_latent: torch.Tensor, timestep: torch.Tensor,
-                alpha_t: torch.Tensor, alpha_prev: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self,
+        rgb_latent: torch.Tensor,
+        depth_latent: torch.Tensor,
+        timestep: torch.Tensor,
+        alpha_t: torch.Tensor,
+        alpha_prev: torch.Tensor,
+    ) -> torch.Tensor:
         """Denoise one step.
 
         Args:
@@ -129,11 +149,14 @@ class UnetStep(nn.Module):
         x = torch.cat([rgb_latent, depth_latent], dim=2).reshape(s * l, 2 * c, h, w)
         n = x.shape[0]
         out = self.unet(
-            x, timestep.expand(n), encoder_hidden_states=self.embed.expand(n, -1, -1),
+            x,
+            timestep.expand(n),
+            encoder_hidden_states=self.embed.expand(n, -1, -1),
             cross_attention_kwargs={"num_frames": self.snippet_len},
         ).sample.reshape(s, l, c, h, w)
         a, ap = alpha_t.reshape(()), alpha_prev.reshape(())  # 0-dim, as DDIMStep holds them
         if out.dtype == torch.float32 or not self.fp32_update:
             return ddim_update(out, depth_latent, a, ap, self.prediction_type, self.clip_range)
-        return ddim_update(out.float(), depth_latent.float(), a, ap, self.prediction_type,
-                           self.clip_range).to(out.dtype)
+        return ddim_update(out.float(), depth_latent.float(), a, ap, self.prediction_type, self.clip_range).to(
+            out.dtype
+        )

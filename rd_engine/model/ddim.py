@@ -102,15 +102,13 @@ class DDIM:
             betas = _rescale_zero_terminal_snr(betas)
         self.num_train_timesteps = n
         self.alphas_cumprod = torch.cumprod(1.0 - betas, dim=0)
-        self.final_alpha_cumprod = (
-            torch.tensor(1.0) if cfg["set_alpha_to_one"] else self.alphas_cumprod[0]
-        )
+        self.final_alpha_cumprod = torch.tensor(1.0) if cfg["set_alpha_to_one"] else self.alphas_cumprod[0]
         self.prediction_type: str = cfg["prediction_type"]
         self.clip_sample = bool(cfg["clip_sample"])
         self.clip_sample_range = float(cfg["clip_sample_range"])
 
     @classmethod
-    def from_file(cls, path: Path) -> "DDIM":
+    def from_file(cls, path: Path) -> DDIM:
         try:
             return cls(json.loads(Path(path).read_text()))
         except (OSError, json.JSONDecodeError) as e:
@@ -144,7 +142,11 @@ class DDIM:
     def update(self, model_output: torch.Tensor, sample: torch.Tensor, step: DDIMStep) -> torch.Tensor:
         """One DDIM update (eta = 0): the previous sample, in the sample's dtype."""
         return ddim_update(
-            model_output, sample, step.alpha_t, step.alpha_prev, self.prediction_type,
+            model_output,
+            sample,
+            step.alpha_t,
+            step.alpha_prev,
+            self.prediction_type,
             self.clip_sample_range if self.clip_sample else None,
         )
 

@@ -1,5 +1,6 @@
 """Random-weight checkpoints with the real architecture: a tiny one for tests and the demo, and the
-full-size one for speed work (speed does not depend on the weights)."""
+full-size one for speed work (speed does not depend on the weights).
+"""
 
 from __future__ import annotations
 
@@ -70,11 +71,16 @@ def _write_tiny_tokenizer(folder: Path) -> int:
         vocab[ch + "</w>"] = len(vocab)
     (folder / "vocab.json").write_text(json.dumps(vocab))
     (folder / "merges.txt").write_text("#version: 0.2\n")
-    special = {"bos_token": "<|startoftext|>", "eos_token": "<|endoftext|>", "unk_token": "<|endoftext|>",
-               "pad_token": "<|endoftext|>"}
+    special = {
+        "bos_token": "<|startoftext|>",
+        "eos_token": "<|endoftext|>",
+        "unk_token": "<|endoftext|>",
+        "pad_token": "<|endoftext|>",
+    }
     (folder / "special_tokens_map.json").write_text(json.dumps(special))
-    (folder / "tokenizer_config.json").write_text(json.dumps(
-        {**special, "tokenizer_class": "CLIPTokenizer", "model_max_length": 77, "do_lower_case": True}))
+    (folder / "tokenizer_config.json").write_text(
+        json.dumps({**special, "tokenizer_class": "CLIPTokenizer", "model_max_length": 77, "do_lower_case": True})
+    )
     return len(vocab)
 
 
@@ -85,8 +91,9 @@ def _save_text_encoder(text, folder: Path) -> None:
 
     folder.mkdir(parents=True, exist_ok=True)
     text.config.save_pretrained(folder)
-    state = {k if k.startswith("text_model.") else f"text_model.{k}": v.contiguous()
-             for k, v in text.state_dict().items()}
+    state = {
+        k if k.startswith("text_model.") else f"text_model.{k}": v.contiguous() for k, v in text.state_dict().items()
+    }
     save_file(state, str(folder / "model.safetensors"), metadata={"format": "pt"})
 
 
@@ -111,7 +118,9 @@ def make_tiny_checkpoint(folder: str | os.PathLike, seed: int = 0) -> Path:
     vae.save_pretrained(folder / "vae", safe_serialization=True)
     _save_text_encoder(text, folder / "text_encoder")
     (folder / "scheduler").mkdir(exist_ok=True)
-    (folder / "scheduler" / "scheduler_config.json").write_text(json.dumps(reference_config("scheduler_config.json"), indent=2))
+    (folder / "scheduler" / "scheduler_config.json").write_text(
+        json.dumps(reference_config("scheduler_config.json"), indent=2)
+    )
     (folder / "model_index.json").write_text(json.dumps(reference_config("model_index.json"), indent=2))
     return folder
 
@@ -131,7 +140,8 @@ def tiny_checkpoint_cached(seed: int = 0) -> Path:
 
 def full_size_random(seed: int = 0) -> Models:
     """The full-size RollingDepth architecture (SD2 UNet with 8 input channels, SD2 VAE)
-    with random weights, for speed work: speed does not depend on the weights."""
+    with random weights, for speed work: speed does not depend on the weights.
+    """
     from diffusers import AutoencoderKL, UNet2DConditionModel
 
     unet_cfg = {k: v for k, v in reference_config("unet_config.json").items() if not k.startswith("_")}
@@ -141,7 +151,12 @@ def full_size_random(seed: int = 0) -> Models:
         unet = UNet2DConditionModel(**unet_cfg)
         vae = AutoencoderKL(**vae_cfg)
         embed = torch.randn(1, 2, unet_cfg["cross_attention_dim"])
-    models = Models(unet=unet, vae=vae, ddim=DDIM(reference_config("scheduler_config.json")),
-                    empty_embed=embed, name="full-size-random")
+    models = Models(
+        unet=unet,
+        vae=vae,
+        ddim=DDIM(reference_config("scheduler_config.json")),
+        empty_embed=embed,
+        name="full-size-random",
+    )
     prepare_models(models)
     return models

@@ -154,7 +154,8 @@ class OnlineAligner:
         window overlaps (fit over all their solver pixels), or, before anything is frozen, the
         stream's gauge (the first snippet on [-1, 1]). Window by window this is the offline solve;
         a single affine per window, fit on many frames, adds next to no error along the stream,
-        where chaining snippet by snippet does."""
+        where chaining snippet by snippet does.
+        """
         snips = list(dict.fromkeys(sn for ents in self.entries.values() for sn, _, _ in ents))
         if len(snips) < 2:
             return
@@ -163,12 +164,20 @@ class OnlineAligner:
         for sn in snips:
             by_dilation.setdefault(sn.dilation, []).append(sn)
         snips = [sn for members in by_dilation.values() for sn in members]
-        groups = [SnippetGroup(d, int(round(members[0].weight)),
-                               torch.tensor([[pos[f] for f in sn.frames] for sn in members]),
-                               torch.stack([sn.x for sn in members])) for d, members in by_dilation.items()]
+        groups = [
+            SnippetGroup(
+                d,
+                int(round(members[0].weight)),
+                torch.tensor([[pos[f] for f in sn.frames] for sn in members]),
+                torch.stack([sn.x for sn in members]),
+            )
+            for d, members in by_dilation.items()
+        ]
         # warm start: the window moved by a frame or so since the last solve
-        init = [(torch.tensor([sn.s for sn in members]), torch.tensor([sn.t for sn in members]))
-                for members in by_dilation.values()]
+        init = [
+            (torch.tensor([sn.s for sn in members]), torch.tensor([sn.t for sn in members]))
+            for members in by_dilation.values()
+        ]
         solved = solve_robust(groups, len(pos), iters=WINDOW_ITERS, fine_iters=2, init=init)
         params = [(float(sc), float(sh)) for scs, shs in solved for sc, sh in zip(scs, shs)]
         if self.frozen:
@@ -196,7 +205,8 @@ class OnlineAligner:
     @staticmethod
     def _merge(ents, consensus: torch.Tensor) -> torch.Tensor:
         """A finished frame: the robust mean of its entries (`merge.robust_mean`, as the offline
-        `robust` merge), its Cauchy scale from the entries' solver copies around their consensus."""
+        `robust` merge), its Cauchy scale from the entries' solver copies around their consensus.
+        """
         wsum = sum(sn.weight for sn, _, _ in ents)
         depth = sum((d.float() * sn.s + sn.t) * sn.weight for sn, _, d in ents) / wsum
         r = torch.cat([(sn.x[j] * sn.s + sn.t - consensus).abs().reshape(-1) for sn, j, _ in ents])
@@ -204,8 +214,7 @@ class OnlineAligner:
         if not bool(torch.isfinite(delta).all()):
             return depth
         x = torch.stack([d for _, _, d in ents])[:, None, None]  # [E, 1, 1, H, W]: E one-frame snippets
-        coef = [torch.tensor([getattr(sn, a) for sn, _, _ in ents], dtype=torch.float32)
-                for a in ("s", "t", "weight")]
+        coef = [torch.tensor([getattr(sn, a) for sn, _, _ in ents], dtype=torch.float32) for a in ("s", "t", "weight")]
 
         def batches():
             yield x, torch.zeros(len(ents), 1, dtype=torch.long), *coef

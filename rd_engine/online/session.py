@@ -17,8 +17,14 @@ import torch
 from rd_engine.errors import UserError
 from rd_engine.io.video import processed_size
 from rd_engine.online.aligner import FinishedFrame, OnlineAligner
-from rd_engine.pipeline.inference import (decode_depth, denoise_snippets, encode_frames, initial_noise, padded_size,
-                                          pick_seed)
+from rd_engine.pipeline.inference import (
+    decode_depth,
+    denoise_snippets,
+    encode_frames,
+    initial_noise,
+    padded_size,
+    pick_seed,
+)
 from rd_engine.pipeline.offline import Pipeline
 from rd_engine.settings import Settings
 from rd_engine.snippets.plan import check_dilations
@@ -37,8 +43,13 @@ class LatencyStats:
         if not self.values:
             return {}
         v = np.asarray(self.values)
-        return {"p50": float(np.percentile(v, 50)), "p95": float(np.percentile(v, 95)),
-                "p99": float(np.percentile(v, 99)), "max": float(v.max()), "frames": int(v.size)}
+        return {
+            "p50": float(np.percentile(v, 50)),
+            "p95": float(np.percentile(v, 95)),
+            "p99": float(np.percentile(v, 99)),
+            "max": float(v.max()),
+            "frames": int(v.size),
+        }
 
 
 class StreamSession:

@@ -10,13 +10,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from rd_engine.version import __version__
-from rd_engine.pipeline.offline import Prediction
-from rd_engine.progress import StageClock
-from rd_engine.io.video import iter_frames, preprocess
 from rd_engine.io.files import open_npy_memmap_atomic, save_npz_atomic
+from rd_engine.io.video import iter_frames, preprocess
 from rd_engine.io.video_writer import VideoWriter
 from rd_engine.outputs.render import colorize, side_by_side, write_png16_sequence
+from rd_engine.pipeline.offline import Prediction
+from rd_engine.progress import StageClock
+from rd_engine.version import __version__
 
 DEFAULT_CMAPS = ("Spectral_r", "Greys_r")
 
@@ -64,13 +64,13 @@ class _Resized:
             yield self[i]
 
     def __array__(self, dtype=None, copy=None):
-        return np.concatenate([self[a:a + 64] for a in range(0, self.shape[0], 64)]).astype(dtype or np.float32)
+        return np.concatenate([self[a : a + 64] for a in range(0, self.shape[0], 64)]).astype(dtype or np.float32)
 
     def min(self):
-        return min(float(self[a:a + 64].min()) for a in range(0, self.shape[0], 64))
+        return min(float(self[a : a + 64].min()) for a in range(0, self.shape[0], 64))
 
     def max(self):
-        return max(float(self[a:a + 64].max()) for a in range(0, self.shape[0], 64))
+        return max(float(self[a : a + 64].max()) for a in range(0, self.shape[0], 64))
 
 
 def metadata(pred: Prediction, model_name: str, backend: str, depth_shape) -> dict:
@@ -92,8 +92,9 @@ def metadata(pred: Prediction, model_name: str, backend: str, depth_shape) -> di
     }
 
 
-def write_outputs(pred: Prediction, out_dir: Path, stem: str, opts: OutputOptions, model_name: str,
-                  backend: str, clock: StageClock) -> list[Path]:
+def write_outputs(
+    pred: Prediction, out_dir: Path, stem: str, opts: OutputOptions, model_name: str, backend: str, clock: StageClock
+) -> list[Path]:
     """Write every requested output of one video; returns the paths written."""
     written: list[Path] = []
     depth = output_depth(pred, opts.restore_res)
@@ -105,12 +106,17 @@ def write_outputs(pred: Prediction, out_dir: Path, stem: str, opts: OutputOption
             p = out_dir / f"{stem}_pred.npy"
             with open_npy_memmap_atomic(p, depth.shape, np.float32) as arr:  # streams, never a second copy in RAM
                 for a in range(0, n, 64):
-                    arr[a:a + 64] = depth[a:a + 64]
+                    arr[a : a + 64] = depth[a : a + 64]
             written.append(p)
         if opts.npz:
             p = out_dir / f"{stem}.npz"
-            save_npz_atomic(p, depth=np.asarray(depth), timestamps=np.asarray(pred.timestamps, dtype=np.float64),
-                            fps=np.float64(pred.info.fps), metadata=np.asarray(json.dumps(meta)))
+            save_npz_atomic(
+                p,
+                depth=np.asarray(depth),
+                timestamps=np.asarray(pred.timestamps, dtype=np.float64),
+                fps=np.float64(pred.info.fps),
+                metadata=np.asarray(json.dumps(meta)),
+            )
             written.append(p)
         vmin, vmax = float(depth.min()), float(depth.max())
         if opts.png16:
@@ -143,8 +149,17 @@ def write_outputs(pred: Prediction, out_dir: Path, stem: str, opts: OutputOption
     return written
 
 
-def _write_side_by_side(pred: Prediction, path: Path, depth: np.ndarray, vmin: float, vmax: float, cmap: str,
-                        fps: float, restore_res: bool, tick) -> None:
+def _write_side_by_side(
+    pred: Prediction,
+    path: Path,
+    depth: np.ndarray,
+    vmin: float,
+    vmax: float,
+    cmap: str,
+    fps: float,
+    restore_res: bool,
+    tick,
+) -> None:
     # The decoded video is never held whole: decode the input a second time, frame by frame.
     s = pred.settings
     h, w = depth.shape[1:]

@@ -19,7 +19,6 @@ from rd_engine.io.files import atomic_output
 _SUGGESTED_CMAPS = ("Spectral", "Spectral_r", "inferno", "magma", "viridis", "turbo", "gray")
 
 
-
 def colorize(depth: np.ndarray, vmin: float, vmax: float, cmap: str = "Spectral") -> np.ndarray:
     """Colour depth maps with a matplotlib colour map.
 
@@ -45,9 +44,7 @@ def colorize(depth: np.ndarray, vmin: float, vmax: float, cmap: str = "Spectral"
     try:
         colormap = matplotlib.colormaps[cmap]
     except KeyError:
-        raise UserError(
-            f"unknown colour map {cmap!r}; try one of: {', '.join(_SUGGESTED_CMAPS)}"
-        ) from None
+        raise UserError(f"unknown colour map {cmap!r}; try one of: {', '.join(_SUGGESTED_CMAPS)}") from None
     # Same table and truncation as calling the colormap on floats.
     lut = (colormap(np.arange(colormap.N))[:, :3] * 255).astype(np.uint8)
     x = _normalize(depth, vmin, vmax)

@@ -10,13 +10,13 @@ from pathlib import Path
 
 import numpy as np
 
-from rd_engine.version import __version__
-from rd_engine.outputs.offline import OutputOptions
-from rd_engine.online.session import StreamSession
 from rd_engine.io.files import open_npy_memmap_atomic, save_npz_atomic
 from rd_engine.io.sources import open_source
 from rd_engine.io.video_writer import VideoWriter
+from rd_engine.online.session import StreamSession
+from rd_engine.outputs.offline import OutputOptions
 from rd_engine.outputs.render import colorize
+from rd_engine.version import __version__
 
 # a stream's depth lives in the affine frame fixed by its first snippet, spanning [-1, 1] (stream.py);
 # colorized videos use that fixed range, so colors mean the same thing for the whole stream
@@ -42,11 +42,11 @@ class _Sink:
                 w.write(colorize(f.depth, *STREAM_RANGE, c))
 
 
-def run_stream(pipe, settings, lag: int, source, out_dir: Path, stem: str, opts: OutputOptions,
-               model_name: str, progress: bool) -> str:
+def run_stream(
+    pipe, settings, lag: int, source, out_dir: Path, stem: str, opts: OutputOptions, model_name: str, progress: bool
+) -> str:
     """Run one online session over `source`, writing outputs as frames finish. Returns the summary line."""
     from contextlib import ExitStack
-
 
     session = StreamSession(pipe, settings, lag)
     fps = opts.fps or _source_fps(source)
@@ -66,24 +66,38 @@ def run_stream(pipe, settings, lag: int, source, out_dir: Path, stem: str, opts:
             if opts.npy:
                 with open_npy_memmap_atomic(out_dir / f"{stem}_pred.npy", depth.shape, np.float32) as arr:
                     for a in range(0, n, 64):
-                        arr[a:a + 64] = depth[a:a + 64]
+                        arr[a : a + 64] = depth[a : a + 64]
             if opts.npz:
-                meta = {"rd_engine_version": __version__, "source": str(source), "model": model_name,
-                        "mode": "online", "lag": lag, "settings": settings.to_dict(), "seed": session.seed,
-                        "normalization": "affine frame fixed by the first snippet (its values span [-1, 1]); "
-                                         "no per-frame renormalization",
-                        "depth_kind": "relative inverse depth (affine-invariant; near = large)",
-                        "latency": session.latency.percentiles()}
-                save_npz_atomic(out_dir / f"{stem}.npz", depth=depth, timestamps=np.asarray(sink.timestamps),
-                                latency=np.asarray(sink.latencies), metadata=np.asarray(json.dumps(meta)))
+                meta = {
+                    "rd_engine_version": __version__,
+                    "source": str(source),
+                    "model": model_name,
+                    "mode": "online",
+                    "lag": lag,
+                    "settings": settings.to_dict(),
+                    "seed": session.seed,
+                    "normalization": "affine frame fixed by the first snippet (its values span [-1, 1]); "
+                    "no per-frame renormalization",
+                    "depth_kind": "relative inverse depth (affine-invariant; near = large)",
+                    "latency": session.latency.percentiles(),
+                }
+                save_npz_atomic(
+                    out_dir / f"{stem}.npz",
+                    depth=depth,
+                    timestamps=np.asarray(sink.timestamps),
+                    latency=np.asarray(sink.latencies),
+                    metadata=np.asarray(json.dumps(meta)),
+                )
             del depth
     finally:
         raw_path.unlink(missing_ok=True)  # the frames live on in the outputs; nothing half-written stays
     lat = session.latency.percentiles()
     secs = time.perf_counter() - t0
     lat_txt = " ".join(f"{k} {lat[k] * 1000:.0f}ms" for k in ("p50", "p95", "p99")) if lat else "n/a"
-    return (f"{Path(str(source)).name}: {n} frames online (lag {lag}) in {secs:.1f}s "
-            f"({n / max(secs, 1e-9):.1f} frames/s) | latency {lat_txt} | -> {out_dir}/{stem}*")
+    return (
+        f"{Path(str(source)).name}: {n} frames online (lag {lag}) in {secs:.1f}s "
+        f"({n / max(secs, 1e-9):.1f} frames/s) | latency {lat_txt} | -> {out_dir}/{stem}*"
+    )
 
 
 def _source_fps(source) -> float:

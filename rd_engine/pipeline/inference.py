@@ -50,8 +50,9 @@ def initial_noise(backend: Backend, seed: int, latent: torch.Tensor) -> torch.Te
     return torch.randn((1, *latent.shape[1:]), device=backend.device, dtype=backend.dtype, generator=gen)
 
 
-def encode_frames(backend: Backend, frames: torch.Tensor, size: tuple[int, int],
-                  padded: tuple[int, int]) -> torch.Tensor:
+def encode_frames(
+    backend: Backend, frames: torch.Tensor, size: tuple[int, int], padded: tuple[int, int]
+) -> torch.Tensor:
     """uint8 frames `[B, H0, W0, 3]` -> RGB latents `[B, 4, h, w]` (resize, normalize, pad, encode)."""
     x = preprocess(frames, size, backend.device, torch.float32).to(backend.dtype)
     return backend.encode(pad8(x, size, padded))
@@ -64,14 +65,15 @@ def chunks(n: int, size: int):
 
 
 def decode_depth(backend: Backend, latents: torch.Tensor, size: tuple[int, int], vae_batch: int) -> torch.Tensor:
-    """latents `[B, 4, h, w]` -> depth `[B, H, W]` cropped to the processed size (run dtype)."""
+    """Latents `[B, 4, h, w]` -> depth `[B, H, W]` cropped to the processed size (run dtype)."""
     w, h = size
     out = [backend.decode(latents[a:b])[:, 0, :h, :w] for a, b in chunks(latents.shape[0], vae_batch)]
     return torch.cat(out)
 
 
-def denoise_snippets(backend: Backend, rgb_latent: torch.Tensor, noise: torch.Tensor, idx: torch.Tensor,
-                     steps: list[DDIMStep]) -> torch.Tensor:
+def denoise_snippets(
+    backend: Backend, rgb_latent: torch.Tensor, noise: torch.Tensor, idx: torch.Tensor, steps: list[DDIMStep]
+) -> torch.Tensor:
     """Initial inference of snippets `idx [S, L]` (rows of `rgb_latent`) from the shared noise: `[S, L, 4, h, w]`."""
     rgb = rgb_latent[idx]
     x = noise.expand(idx.shape[0], idx.shape[1], *noise.shape[1:]).clone()

@@ -17,9 +17,9 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -30,8 +30,15 @@ from rd_engine.coalign.problem import Params, back_to_back, check_finite, solver
 from rd_engine.coalign.solve import solve
 from rd_engine.errors import UserError
 from rd_engine.io.video import VideoInfo, iter_frames, probe, processed_size
-from rd_engine.pipeline.inference import (chunks, decode_depth, denoise_snippets, encode_frames, initial_noise,
-                                          padded_size, pick_seed)
+from rd_engine.pipeline.inference import (
+    chunks,
+    decode_depth,
+    denoise_snippets,
+    encode_frames,
+    initial_noise,
+    padded_size,
+    pick_seed,
+)
 from rd_engine.pipeline.refine import refine
 from rd_engine.pipeline.stores import GiB, LatentStore, OutputBuffer, SnippetStore, trim_host_memory
 from rd_engine.progress import StageClock
@@ -92,14 +99,19 @@ def _unlink(paths: list[Path]) -> None:
 class Pipeline:
     """Runs the method on one backend; keeps no state between videos."""
 
-    def __init__(self, backend: Backend, progress: bool = True, budgets: Budgets | None = None,
-                 on_phase: Callable[[str], None] | None = None):
+    def __init__(
+        self,
+        backend: Backend,
+        progress: bool = True,
+        budgets: Budgets | None = None,
+        on_phase: Callable[[str], None] | None = None,
+    ):
         """Args:
-            backend: Runs the model components.
-            progress: Show a progress bar per stage.
-            budgets: Memory budgets (defaults: `Budgets()`).
-            on_phase: Called with "refine" when refinement starts and "main" when it ends (the
-                benchmark tags backend calls with it).
+        backend: Runs the model components.
+        progress: Show a progress bar per stage.
+        budgets: Memory budgets (defaults: `Budgets()`).
+        on_phase: Called with "refine" when refinement starts and "main" when it ends (the
+            benchmark tags backend calls with it).
         """
         self.backend = backend
         self.progress = progress
@@ -107,8 +119,9 @@ class Pipeline:
         self.on_phase = on_phase
 
     # -- the method ----------------------------------------------------------
-    def predict(self, path, settings: Settings, keep_snippets: bool = False,
-                keep_coaligned: bool = False) -> Prediction:
+    def predict(
+        self, path, settings: Settings, keep_snippets: bool = False, keep_coaligned: bool = False
+    ) -> Prediction:
         """Run RollingDepth on one video file (offline: all snippets, global co-alignment)."""
         s = settings
         be = self.backend
@@ -128,8 +141,14 @@ class Pipeline:
         steps = be.ddim.schedule(s.init_steps)
         # on a CPU device the "device" tier would just be host memory under another name
         device_budget = self.budgets.device_snippets if be.device.type != "cpu" else 0
-        store = SnippetStore((s.snippet_len, h, w), be.dtype, be.device, device_budget,
-                             self.budgets.host_snippets, self.budgets.spill_dir)
+        store = SnippetStore(
+            (s.snippet_len, h, w),
+            be.dtype,
+            be.device,
+            device_budget,
+            self.budgets.host_snippets,
+            self.budgets.spill_dir,
+        )
         try:
             latents = LatentStore()
             timestamps: list[float] = []
@@ -235,10 +254,20 @@ class Pipeline:
                 coaligned = out.array
             peak = torch.cuda.max_memory_allocated(be.device) if be.device.type == "cuda" else peak_store
             return Prediction(
-                depth=out.array, coaligned=coaligned, snippets=snippets_kept, params=params,
-                dilations=effective, groups=[(g.dilation, g.weight) for g in plan], timestamps=timestamps,
-                info=info, size=size, seed=seed, settings=s,
-                stage_seconds=dict(clock.seconds), peak_device_bytes=peak, store_tiers=tiers,
+                depth=out.array,
+                coaligned=coaligned,
+                snippets=snippets_kept,
+                params=params,
+                dilations=effective,
+                groups=[(g.dilation, g.weight) for g in plan],
+                timestamps=timestamps,
+                info=info,
+                size=size,
+                seed=seed,
+                settings=s,
+                stage_seconds=dict(clock.seconds),
+                peak_device_bytes=peak,
+                store_tiers=tiers,
                 _temp_files=temp_files,
             )
         except BaseException:
@@ -247,8 +276,16 @@ class Pipeline:
             raise
 
 
-def _merge_into(out: np.ndarray, store: SnippetStore, groups: list[SnippetGroup], params: Params, gmin: torch.Tensor,
-                device: torch.device, delta: torch.Tensor | None = None, chunk: int = 32) -> tuple[float, float]:
+def _merge_into(
+    out: np.ndarray,
+    store: SnippetStore,
+    groups: list[SnippetGroup],
+    params: Params,
+    gmin: torch.Tensor,
+    device: torch.device,
+    delta: torch.Tensor | None = None,
+    chunk: int = 32,
+) -> tuple[float, float]:
     """Per frame, the (robust) mean of aligned snippet frames (full resolution), chunk by chunk
     (`merge.merge_frames`; `delta`: per-frame Cauchy scales for the robust mean).
 
@@ -262,8 +299,18 @@ def _merge_into(out: np.ndarray, store: SnippetStore, groups: list[SnippetGroup]
         return store.get_many([(dils[gi], k) for k in range(a, b)], device)
 
     for f0, f1 in chunks(n, chunk):
-        merged = merge_frames(fetch, [g.indices for g in groups], [g.weight for g in groups], params, gmin,
-                              f0, f1, (h, w), device, None if delta is None else delta[f0:f1])
+        merged = merge_frames(
+            fetch,
+            [g.indices for g in groups],
+            [g.weight for g in groups],
+            params,
+            gmin,
+            f0,
+            f1,
+            (h, w),
+            device,
+            None if delta is None else delta[f0:f1],
+        )
         lo, hi = min(lo, float(merged.min())), max(hi, float(merged.max()))
         out[f0:f1] = merged.cpu().numpy()
         trim_host_memory()

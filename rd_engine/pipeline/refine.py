@@ -13,8 +13,16 @@ from rd_engine.settings import Settings
 from rd_engine.snippets.plan import cap_dilation, refine_gap, snippet_indices
 
 
-def refine(backend: Backend, rgb_latent: torch.Tensor, noise: torch.Tensor, depth: np.ndarray,
-           size: tuple[int, int], padded: tuple[int, int], s: Settings, clock: StageClock) -> None:
+def refine(
+    backend: Backend,
+    rgb_latent: torch.Tensor,
+    noise: torch.Tensor,
+    depth: np.ndarray,
+    size: tuple[int, int],
+    padded: tuple[int, int],
+    s: Settings,
+    clock: StageClock,
+) -> None:
     """Refine `depth` (`[N, H, W]`, the re-normalized co-aligned video) in place.
 
     Args:
@@ -22,18 +30,20 @@ def refine(backend: Backend, rgb_latent: torch.Tensor, noise: torch.Tensor, dept
         rgb_latent: `[N, 4, h, w]` RGB latents of the video.
         noise: The shared initial noise `[1, 4, h, w]`.
         depth: Co-aligned depth in, refined depth out.
-        size: Processed `(width, height)`; `padded`: the same rounded up to multiples of 8.
+        size: Processed `(width, height)`.
+        padded: `size` rounded up to multiples of 8 (what the VAE is given).
         s: The run's settings (refine_step, refine_snippet_len, refine_start_dilation, batches).
         clock: Stage timing and progress.
     """
     be = backend
     ddim = be.ddim
     n = depth.shape[0]
-    start = cap_dilation(n, s.refine_snippet_len, s.refine_start_dilation) if s.cap_dilation \
-        else s.refine_start_dilation
+    start = (
+        cap_dilation(n, s.refine_snippet_len, s.refine_start_dilation) if s.cap_dilation else s.refine_start_dilation
+    )
     total = int(s.refine_step / 0.5)
     timesteps = ddim.timesteps(total)
-    timesteps = timesteps[int(len(timesteps) * 0.5):]
+    timesteps = timesteps[int(len(timesteps) * 0.5) :]
     with clock.stage("refine", total=len(timesteps), unit="step") as tick:
         # encode the co-aligned depth through the RGB encoder path
         lat = []

@@ -61,7 +61,7 @@ class LatentStore:
             grown = torch.empty((2 * (self.n + x.shape[0]), *x.shape[1:]), dtype=x.dtype, device=x.device)
             grown[: self.n] = self._buf[: self.n]
             self._buf = grown
-        self._buf[self.n: self.n + x.shape[0]] = x
+        self._buf[self.n : self.n + x.shape[0]] = x
         self.n += x.shape[0]
 
     def view(self) -> torch.Tensor:
@@ -80,8 +80,15 @@ class SnippetStore:
         spill_dir: folder of the spill file (default: the system temp folder).
     """
 
-    def __init__(self, shape: tuple[int, int, int], dtype: torch.dtype, device: torch.device,
-                 device_budget: int, host_budget: int, spill_dir: str | os.PathLike | None = None):
+    def __init__(
+        self,
+        shape: tuple[int, int, int],
+        dtype: torch.dtype,
+        device: torch.device,
+        device_budget: int,
+        host_budget: int,
+        spill_dir: str | os.PathLike | None = None,
+    ):
         self.shape = shape
         self.dtype = dtype
         self.device = device
@@ -164,8 +171,10 @@ class SnippetStore:
             self._spill = np.memmap(self._spill_path, dtype=self._np_dtype, mode="r+", shape=(new_cap, *self.shape))
         except OSError as e:
             self.close()
-            raise UserError(f"cannot grow the snippet spill file in {self._spill_path.parent} ({e}); "
-                            "lower the host snippet budget or free disk space") from None
+            raise UserError(
+                f"cannot grow the snippet spill file in {self._spill_path.parent} ({e}); "
+                "lower the host snippet budget or free disk space"
+            ) from None
         self._spill_cap = new_cap
 
     def close(self) -> None:
@@ -197,5 +206,6 @@ class OutputBuffer:
             try:
                 self.array = np.memmap(name, dtype=np.float32, mode="w+", shape=shape)
             except OSError as e:
-                raise UserError(f"cannot create a {nbytes / GiB:.1f} GiB depth file in {Path(name).parent} ({e})") \
-                    from None
+                raise UserError(
+                    f"cannot create a {nbytes / GiB:.1f} GiB depth file in {Path(name).parent} ({e})"
+                ) from None

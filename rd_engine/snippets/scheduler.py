@@ -14,7 +14,6 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 
-
 from rd_engine.errors import UserError
 from rd_engine.snippets.plan import cap_dilation, check_dilations, window_span
 

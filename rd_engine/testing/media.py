@@ -27,9 +27,7 @@ _VFR_TIME_BASE = Fraction(1, 1000)
 _AUDIO_RATE = 16000
 
 
-def synthetic_frame(
-    index: int, n_frames: int, width: int, height: int, seed: int = 0
-) -> np.ndarray:
+def synthetic_frame(index: int, n_frames: int, width: int, height: int, seed: int = 0) -> np.ndarray:
     """Render one frame of the synthetic test scene.
 
     The scene is a smooth colour gradient, a white orientation marker fixed in
@@ -159,9 +157,7 @@ def write_test_video(
             audio.layout = "mono"
 
         for i, p in enumerate(pts):
-            frame = av.VideoFrame.from_ndarray(
-                synthetic_frame(i, n_frames, width, height, seed), format="rgb24"
-            )
+            frame = av.VideoFrame.from_ndarray(synthetic_frame(i, n_frames, width, height, seed), format="rgb24")
             frame.pts = p
             frame.time_base = time_base
             container.mux(stream.encode(frame))
@@ -203,9 +199,7 @@ def write_audio_only(path: str | os.PathLike, seconds: float = 1.0) -> None:
             stream.layout = "mono"
             n = int(seconds * _AUDIO_RATE)
             tone = 0.2 * np.sin(2.0 * math.pi * 440.0 * np.arange(n) / _AUDIO_RATE)
-            frame = av.AudioFrame.from_ndarray(
-                (tone * 32767).astype(np.int16)[None, :], format="s16", layout="mono"
-            )
+            frame = av.AudioFrame.from_ndarray((tone * 32767).astype(np.int16)[None, :], format="s16", layout="mono")
             frame.sample_rate = _AUDIO_RATE
             frame.pts = 0
             container.mux(stream.encode(frame))
@@ -216,9 +210,7 @@ def write_audio_only(path: str | os.PathLike, seconds: float = 1.0) -> None:
             _encode_tone(container, stream, seconds)
 
 
-def write_truncated_video(
-    path: str | os.PathLike, keep_frames: int = 4, n_frames: int = 12
-) -> None:
+def write_truncated_video(path: str | os.PathLike, keep_frames: int = 4, n_frames: int = 12) -> None:
     """Write an H.264 MP4 whose data is cut off in the middle of a frame.
 
     The clip is written with its index (moov atom) at the front, so the file
@@ -250,9 +242,7 @@ def write_truncated_video(
             stream = container.add_stream("libx264", rate=24, options={"bframes": "0"})
             stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
             for i in range(n_frames):
-                frame = av.VideoFrame.from_ndarray(
-                    synthetic_frame(i, n_frames, 64, 48), format="rgb24"
-                )
+                frame = av.VideoFrame.from_ndarray(synthetic_frame(i, n_frames, 64, 48), format="rgb24")
                 frame.pts = i
                 container.mux(stream.encode(frame))
             container.mux(stream.encode())

@@ -94,15 +94,22 @@ def _camera_path(n_frames: int, scene: _Scene, travel: float) -> tuple[torch.Ten
     cy, sy = torch.cos(yaw), torch.sin(yaw)
     cp, sp = math.cos(PITCH), math.sin(PITCH)
     zero, one = torch.zeros_like(yaw), torch.ones_like(yaw)
-    r_yaw = torch.stack([torch.stack([cy, zero, sy], -1),
-                         torch.stack([zero, one, zero], -1),
-                         torch.stack([-sy, zero, cy], -1)], -2)
+    r_yaw = torch.stack(
+        [torch.stack([cy, zero, sy], -1), torch.stack([zero, one, zero], -1), torch.stack([-sy, zero, cy], -1)], -2
+    )
     r_pitch = torch.tensor([[1.0, 0.0, 0.0], [0.0, cp, -sp], [0.0, sp, cp]], dtype=torch.float64)
     return origin, r_yaw @ r_pitch
 
 
-def make_scene_depth(n_frames: int, width: int, height: int, seed: int = 0,
-                     chunk_pixels: int = 1 << 19, threads: int | None = 1, travel: float = TRAVEL) -> torch.Tensor:
+def make_scene_depth(
+    n_frames: int,
+    width: int,
+    height: int,
+    seed: int = 0,
+    chunk_pixels: int = 1 << 19,
+    threads: int | None = 1,
+    travel: float = TRAVEL,
+) -> torch.Tensor:
     """Metric z-depth `[N, H, W]` float32 of a procedural scene seen by a moving pinhole camera.
 
     Ray casting is analytic and vectorized over blocks of ``chunk_pixels``
@@ -124,8 +131,9 @@ def make_scene_depth(n_frames: int, width: int, height: int, seed: int = 0,
     xs = (torch.arange(width, dtype=torch.float32) + 0.5 - width / 2) / f
     ys = -(torch.arange(height, dtype=torch.float32) + 0.5 - height / 2) / f
     # camera-frame ray directions with z = 1, so the ray parameter is the z-depth
-    d_cam = torch.stack([xs[None, :].expand(height, width), ys[:, None].expand(height, width),
-                         torch.ones(height, width)], -1).reshape(-1, 3)
+    d_cam = torch.stack(
+        [xs[None, :].expand(height, width), ys[:, None].expand(height, width), torch.ones(height, width)], -1
+    ).reshape(-1, 3)
     P = height * width
     out = torch.empty(n_frames, P, dtype=torch.float32)
     fb = max(1, chunk_pixels // P)  # frames per step (small frames)
@@ -136,7 +144,7 @@ def make_scene_depth(n_frames: int, width: int, height: int, seed: int = 0,
             R = rot[a:b].float()  # [B, 3, 3]
             o = origin[a:b].float()[:, None, :]  # [B, 1, 3]
             for p0 in range(0, P, pb):
-                out[a:b, p0:p0 + pb] = _cast(scene, R, o, d_cam[p0:p0 + pb])
+                out[a:b, p0 : p0 + pb] = _cast(scene, R, o, d_cam[p0 : p0 + pb])
     return out.reshape(n_frames, height, width)
 
 
@@ -182,8 +190,9 @@ def _cast(scene: _Scene, R: torch.Tensor, o: torch.Tensor, d_cam: torch.Tensor) 
 # ---------------------------------------------------------------------------
 
 
-def _add_blobs(y: torch.Tensor, n_blobs: int, lo: float, hi: float, gen: torch.Generator,
-               radius: tuple[float, float]) -> None:
+def _add_blobs(
+    y: torch.Tensor, n_blobs: int, lo: float, hi: float, gen: torch.Generator, radius: tuple[float, float]
+) -> None:
     """Replace `n_blobs` random discs of the snippet `y [L, H, W]` by uniform garbage in [lo, hi], in place."""
     L, H, W = y.shape
     short = min(H, W)
@@ -247,15 +256,27 @@ def make_snippets(
     N, H, W = gt_depth.shape
     effective, plan = plan_snippets(N, snippet_len, list(dilations), cap)
     with _num_threads(threads):
-        return _make_snippets(1.0 / gt_depth.float(), plan, effective, mode, seed, noise, outlier_blobs, dtype, scale_range,
-                              shift_range, blob_radius)
+        return _make_snippets(
+            1.0 / gt_depth.float(),
+            plan,
+            effective,
+            mode,
+            seed,
+            noise,
+            outlier_blobs,
+            dtype,
+            scale_range,
+            shift_range,
+            blob_radius,
+        )
 
 
-def _make_snippets(inv, plan, effective, mode, seed, noise, outlier_blobs, dtype, scale_range, shift_range,
-                   blob_radius):
+def _make_snippets(
+    inv, plan, effective, mode, seed, noise, outlier_blobs, dtype, scale_range, shift_range, blob_radius
+):
 
     N, H, W = inv.shape
-    sub = inv[:, ::max(1, H // 64), ::max(1, W // 64)]
+    sub = inv[:, :: max(1, H // 64), :: max(1, W // 64)]
     m = float(sub.median())
     gen = torch.Generator().manual_seed(int(seed))
     log_lo, log_hi = math.log(scale_range[0]), math.log(scale_range[1])
@@ -298,8 +319,9 @@ def global_min_of(groups: list[SnippetGroup]) -> torch.Tensor:
     return torch.stack([g.depth.min() for g in groups]).min()
 
 
-def true_params_after_min_shift(true_params: list[tuple[torch.Tensor, torch.Tensor]],
-                                global_min) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def true_params_after_min_shift(
+    true_params: list[tuple[torch.Tensor, torch.Tensor]], global_min
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Params for the solver / merge convention (snippets minus ``global_min``).
 
     ``s * (z - gm) + t' = s * z + t``  =>  ``t' = t + s * gm``. Returns float32.
@@ -313,8 +335,9 @@ def true_params_after_min_shift(true_params: list[tuple[torch.Tensor, torch.Tens
 # ---------------------------------------------------------------------------
 
 
-def global_affine_metrics(pred: torch.Tensor, gt_depth: torch.Tensor, eps: float = 1e-3,
-                          chunk_frames: int = 8, threads: int | None = 1) -> dict:
+def global_affine_metrics(
+    pred: torch.Tensor, gt_depth: torch.Tensor, eps: float = 1e-3, chunk_frames: int = 8, threads: int | None = 1
+) -> dict:
     """AbsRel and delta1 of `pred` (inverse-depth-like, any affine) against metric `gt_depth`.
 
     One global affine ``a * pred + b`` is fit by least squares (float64, all
@@ -334,8 +357,8 @@ def global_affine_metrics(pred: torch.Tensor, gt_depth: torch.Tensor, eps: float
 
     def chunks():
         for a in range(0, N, chunk_frames):
-            p = pred[a:a + chunk_frames].double().reshape(-1)
-            gd = gt_depth[a:a + chunk_frames].double().reshape(-1)
+            p = pred[a : a + chunk_frames].double().reshape(-1)
+            gd = gt_depth[a : a + chunk_frames].double().reshape(-1)
             valid = torch.isfinite(gd) & (gd > 0) & torch.isfinite(p)
             if not bool(valid.all()):
                 p, gd = p[valid], gd[valid]
@@ -378,7 +401,8 @@ def global_affine_metrics(pred: torch.Tensor, gt_depth: torch.Tensor, eps: float
 @contextmanager
 def _num_threads(n: int | None):
     """Temporarily set torch's intra-op threads. These elementwise loops gain little from
-    threads and slow down badly (OpenMP barriers) when the cores are shared with other work."""
+    threads and slow down badly (OpenMP barriers) when the cores are shared with other work.
+    """
     if n is None:
         yield
         return

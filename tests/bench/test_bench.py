@@ -12,13 +12,56 @@ from rd_engine.bench import flops, measure, report, runner, schema, timing
 from rd_engine.cli import bench
 from rd_engine.errors import UserError
 
-TOP_KEYS = {"schema_version", "created", "options", "machine", "libraries", "backend", "model", "settings", "input",
-            "mode", "effective_dilations", "processed_size", "repeats", "warmup", "stages", "end_to_end", "memory",
-            "peak_tflops", "peak_matmul", "flop_counts", "baseline", "online", "nullable"}
-MEASURED_KEYS = {"mode", "settings", "effective_dilations", "processed_size", "repeats", "warmup", "stages",
-                 "end_to_end", "memory"}
-E2E_KEYS = {"seconds", "fps", "ms_per_frame", "frames", "runs", "p50", "p95", "p99", "predict_seconds", "flops",
-            "tflops", "fraction_of_peak"}
+TOP_KEYS = {
+    "schema_version",
+    "created",
+    "options",
+    "machine",
+    "libraries",
+    "backend",
+    "model",
+    "settings",
+    "input",
+    "mode",
+    "effective_dilations",
+    "processed_size",
+    "repeats",
+    "warmup",
+    "stages",
+    "end_to_end",
+    "memory",
+    "peak_tflops",
+    "peak_matmul",
+    "flop_counts",
+    "baseline",
+    "online",
+    "nullable",
+}
+MEASURED_KEYS = {
+    "mode",
+    "settings",
+    "effective_dilations",
+    "processed_size",
+    "repeats",
+    "warmup",
+    "stages",
+    "end_to_end",
+    "memory",
+}
+E2E_KEYS = {
+    "seconds",
+    "fps",
+    "ms_per_frame",
+    "frames",
+    "runs",
+    "p50",
+    "p95",
+    "p99",
+    "predict_seconds",
+    "flops",
+    "tflops",
+    "fraction_of_peak",
+}
 NO_FLOP_STAGES = {"decode", "resize", "align", "merge", "write"}
 
 
@@ -39,9 +82,32 @@ def smoke(tmp_path_factory, tiny_ckpt):
     with pytest.MonkeyPatch.context() as mp:
         # `--model tiny` loads the session's tiny checkpoint (same seed) instead of building one in ~/.cache
         mp.setattr("rd_engine.model.factory.tiny_checkpoint_cached", lambda seed=0: tiny_ckpt)
-        args = parse(["--model", "tiny", "--device", "cpu", "--res", "64", "--frames", "6", "--warmup-frames", "4",
-                      "--repeats", "1", "--refine-step", "1", "--with-baseline", "--baseline-align-iters", "5",
-                      "--peak-n", "256", "--out", str(out), "-q"])
+        args = parse(
+            [
+                "--model",
+                "tiny",
+                "--device",
+                "cpu",
+                "--res",
+                "64",
+                "--frames",
+                "6",
+                "--warmup-frames",
+                "4",
+                "--repeats",
+                "1",
+                "--refine-step",
+                "1",
+                "--with-baseline",
+                "--baseline-align-iters",
+                "5",
+                "--peak-n",
+                "256",
+                "--out",
+                str(out),
+                "-q",
+            ]
+        )
         buf = io.StringIO()
         threads = torch.get_num_threads()
         # one thread: on a CI runner shared with other jobs, spinning OpenMP threads cost more than they give
@@ -95,8 +161,12 @@ def test_smoke_json_schema_and_figures(smoke):
     assert set(r) == TOP_KEYS
     assert r["schema_version"] == schema.SCHEMA_VERSION
     assert r["mode"] == "optimized"
-    assert {k: r["backend"][k] for k in ("name", "device", "dtype", "execution")} == \
-        {"name": "pytorch", "device": "cpu", "dtype": "fp32", "execution": "eager"}
+    assert {k: r["backend"][k] for k in ("name", "device", "dtype", "execution")} == {
+        "name": "pytorch",
+        "device": "cpu",
+        "dtype": "fp32",
+        "execution": "eager",
+    }
     assert r["model"]["kind"] == "tiny" and r["model"]["random_weights"] is True
     for key in ("hostname", "cpu", "cores", "gpu", "gpu_count", "driver", "cuda"):
         assert key in r["machine"]
@@ -116,8 +186,10 @@ def test_smoke_json_schema_and_figures(smoke):
     _positive_finite(unet["attention_flops"], "attention_flops")  # cross-frame attention is counted
     # stage FLOPs = per-item FLOPs x items
     assert r["stages"]["unet"]["flops"] == unet["flops"] * r["stages"]["unet"]["items"]
-    assert r["stages"]["vae_decode"]["flops"] == \
-        r["flop_counts"]["vae_decoder_per_frame"]["flops"] * r["stages"]["vae_decode"]["items"]
+    assert (
+        r["stages"]["vae_decode"]["flops"]
+        == r["flop_counts"]["vae_decoder_per_frame"]["flops"] * r["stages"]["vae_decode"]["items"]
+    )
 
     base = r["baseline"]
     _check_measured(base, "baseline")
@@ -142,8 +214,24 @@ def test_smoke_json_schema_and_figures(smoke):
 
 def test_smoke_prints_every_field(smoke):
     _, out, text = smoke
-    for word in (*schema.STAGES, "end to end", "p50", "p95", "p99", "host peak", "device peak", "TFLOP/s",
-                 "%peak", "speedup", "baseline", "UNet", "VAE encoder", "VAE decoder", "online", "machine"):
+    for word in (
+        *schema.STAGES,
+        "end to end",
+        "p50",
+        "p95",
+        "p99",
+        "host peak",
+        "device peak",
+        "TFLOP/s",
+        "%peak",
+        "speedup",
+        "baseline",
+        "UNet",
+        "VAE encoder",
+        "VAE decoder",
+        "online",
+        "machine",
+    ):
         assert word in text, word
     assert f"result: {out}" in text
 

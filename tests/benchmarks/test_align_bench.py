@@ -11,9 +11,30 @@ from benchmarks import align_bench
 def test_align_bench_quick_end_to_end(tmp_path, capsys):
     """The CLI end to end; the parent runs in this process, every solver in its own subprocess."""
     out = tmp_path / "quick.json"
-    rc = align_bench.main(["--quick", "--sizes", "12", "--width", "64", "--height", "48",
-                           "--reference-iters", "20", "--modes", "b", "--solvers", "reference", "true",
-                           "--threads", "1", "--timeout", "300", "--out", str(out)])
+    rc = align_bench.main(
+        [
+            "--quick",
+            "--sizes",
+            "12",
+            "--width",
+            "64",
+            "--height",
+            "48",
+            "--reference-iters",
+            "20",
+            "--modes",
+            "b",
+            "--solvers",
+            "reference",
+            "true",
+            "--threads",
+            "1",
+            "--timeout",
+            "300",
+            "--out",
+            str(out),
+        ]
+    )
     assert rc == 0
     table = capsys.readouterr().out
     assert "| reference |" in table and "| true |" in table

@@ -30,13 +30,26 @@ def test_each_preset_writes_every_output(tmp_path, tiny_ckpt, preset, capsys):
     # paper: no capping, dilation 25 needs 51 frames; 52 frames at a small size
     write_test_video(clip, n_frames=52 if preset == "paper" else 12, width=64, height=48, fps=8)
     out = tmp_path / "out"
-    args = [str(clip), "-c", str(tiny_ckpt), "-o", str(out), "-p", preset, *FAST,
-            "--png16", "--save-snippets", "--refine-step", "1" if preset in ("full", "paper") else "0"]
+    args = [
+        str(clip),
+        "-c",
+        str(tiny_ckpt),
+        "-o",
+        str(out),
+        "-p",
+        preset,
+        *FAST,
+        "--png16",
+        "--save-snippets",
+        "--refine-step",
+        "1" if preset in ("full", "paper") else "0",
+    ]
     code, cap = run(args, capsys)
     assert code == 0, cap.err
     n = 52 if preset == "paper" else 12
-    assert _files(out) == sorted(["v_pred.npy", "v.npz", "v_png16", "v_snippets.npz", "v_Spectral_r.mp4",
-                                  "v_Greys_r.mp4", "v_rgbd.mp4"])
+    assert _files(out) == sorted(
+        ["v_pred.npy", "v.npz", "v_png16", "v_snippets.npz", "v_Spectral_r.mp4", "v_Greys_r.mp4", "v_rgbd.mp4"]
+    )
     depth = np.load(out / "v_pred.npy")
     assert depth.shape == (n, 36, 48) and depth.dtype == np.float32
     z = np.load(out / "v.npz")
@@ -59,8 +72,23 @@ def test_restore_res_and_fps(tmp_path, tiny_ckpt, capsys):
     clip = tmp_path / "r.mp4"
     write_test_video(clip, n_frames=8, width=96, height=64, fps=10)
     out = tmp_path / "o"
-    code, cap = run([str(clip), "-c", str(tiny_ckpt), "-o", str(out), *FAST, "--restore-res", "--fps", "5",
-                     "--cmap", "viridis", "--no-sbs"], capsys)
+    code, cap = run(
+        [
+            str(clip),
+            "-c",
+            str(tiny_ckpt),
+            "-o",
+            str(out),
+            *FAST,
+            "--restore-res",
+            "--fps",
+            "5",
+            "--cmap",
+            "viridis",
+            "--no-sbs",
+        ],
+        capsys,
+    )
     assert code == 0, cap.err
     assert np.load(out / "r_pred.npy").shape == (8, 64, 96)
     with av.open(str(out / "r_viridis.mp4")) as c:
@@ -81,8 +109,22 @@ def test_bad_inputs_fail_clearly_and_the_rest_still_runs(tmp_path, tiny_ckpt, ca
     write_test_video(one, n_frames=1, width=64, height=48)
     missing = tmp_path / "missing.mp4"
     out = tmp_path / "out"
-    code, cap = run([str(missing), str(text), str(audio), str(trunc), str(good), str(one),
-                     "-c", str(tiny_ckpt), "-o", str(out), *FAST], capsys)
+    code, cap = run(
+        [
+            str(missing),
+            str(text),
+            str(audio),
+            str(trunc),
+            str(good),
+            str(one),
+            "-c",
+            str(tiny_ckpt),
+            "-o",
+            str(out),
+            *FAST,
+        ],
+        capsys,
+    )
     assert code == 1
     errors = [l for l in cap.err.splitlines() if "error:" in l]
     assert len(errors) == 4, cap.err
@@ -101,12 +143,15 @@ def test_start_beyond_end_is_a_clear_error(tmp_path, tiny_ckpt, capsys):
     assert code == 1 and "v.mp4" in cap.err and "Traceback" not in cap.err
 
 
-@pytest.mark.parametrize("args,needle", [
-    (["--dilations", "2", "25"], "include 1"),
-    (["--snippet-len", "1"], "snippet-len"),
-    (["--refine-step", "9999"], "refine-step"),
-    (["--cmap", "NoSuchMap"], "NoSuchMap"),
-])
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["--dilations", "2", "25"], "include 1"),
+        (["--snippet-len", "1"], "snippet-len"),
+        (["--refine-step", "9999"], "refine-step"),
+        (["--cmap", "NoSuchMap"], "NoSuchMap"),
+    ],
+)
 def test_invalid_settings(tmp_path, tiny_ckpt, capsys, args, needle):
     v = tmp_path / "v.mp4"
     write_test_video(v, n_frames=6, width=64, height=48)
@@ -130,8 +175,12 @@ def test_checkpoint_errors(tmp_path, capsys):
     broken = tmp_path / "broken"
     broken.mkdir()
     (broken / "model_index.json").write_text("{ not json")
-    cases = [(tmp_path / "nope", "does not exist"), (empty, "model_index.json"), (broken, "not valid JSON"),
-             ("prs-eth/rollingdepth-v1-0", "could not be fetched")]
+    cases = [
+        (tmp_path / "nope", "does not exist"),
+        (empty, "model_index.json"),
+        (broken, "not valid JSON"),
+        ("prs-eth/rollingdepth-v1-0", "could not be fetched"),
+    ]
     for ckpt, needle in cases:
         code, cap = run([str(v), "-c", str(ckpt), "-o", str(tmp_path / "o"), "-q"], capsys)
         assert code == 1 and needle in cap.err and "Traceback" not in cap.err, (ckpt, cap.err)
@@ -169,8 +218,13 @@ def test_folder_and_txt_inputs(tmp_path, tiny_ckpt, capsys):
 def test_console_script_demo(tmp_path):
     """The installed entry point: `rd-engine run --demo` works with nothing downloaded."""
     env = dict(os.environ, XDG_CACHE_HOME=str(tmp_path / "cache"))
-    r = subprocess.run([sys.executable, "-m", "rd_engine.cli", "run", "--demo", "-o", str(tmp_path / "demo"),
-                        "--align-iters", "20"], capture_output=True, text=True, env=env, timeout=600)
+    r = subprocess.run(
+        [sys.executable, "-m", "rd_engine.cli", "run", "--demo", "-o", str(tmp_path / "demo"), "--align-iters", "20"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
     assert r.returncode == 0, r.stderr
     assert "RANDOM" in r.stderr
     assert (tmp_path / "demo" / "demo_clip_pred.npy").exists()
@@ -180,8 +234,26 @@ def test_stream_mode_writes_outputs_and_latency(tmp_path, tiny_ckpt, capsys):
     v = tmp_path / "s.mp4"
     write_test_video(v, n_frames=9, width=64, height=48)
     out = tmp_path / "o"
-    code, cap = run([str(v), "-c", str(tiny_ckpt), "-o", str(out), "--stream", "--lag", "1", "--res", "32",
-                     "--frame-count", "7", "-q", "--cmap", "Spectral_r"], capsys)
+    code, cap = run(
+        [
+            str(v),
+            "-c",
+            str(tiny_ckpt),
+            "-o",
+            str(out),
+            "--stream",
+            "--lag",
+            "1",
+            "--res",
+            "32",
+            "--frame-count",
+            "7",
+            "-q",
+            "--cmap",
+            "Spectral_r",
+        ],
+        capsys,
+    )
     assert code == 0, cap.err
     depth = np.load(out / "s_pred.npy")
     assert depth.shape == (7, 24, 32)

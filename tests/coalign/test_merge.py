@@ -6,15 +6,16 @@ import numpy as np
 import pytest
 import torch
 
+from rd_engine.coalign.merge import MIN_ENTRIES, merge_aligned, merge_deltas
 from rd_engine.coalign.problem import CAUCHY_C, solver_view
 from rd_engine.kernels import average_frames_ref
-from rd_engine.coalign.merge import MIN_ENTRIES, merge_aligned, merge_deltas
 from rd_engine.snippets.plan import plan_snippets
 
 
 def _snippets(n=20, dil=(1, 3, 5), h=20, w=24, seed=0, noise=0.01):
     """Every snippet = one shared video (+ noise) under its own affine; returns groups, params undoing the
-    affines (on depth minus the global minimum), the global minimum and the video."""
+    affines (on depth minus the global minimum), the global minimum and the video.
+    """
     g = torch.Generator().manual_seed(seed)
     video = torch.rand(n, h, w, generator=g) + 0.5
     _, plan = plan_snippets(n, 3, list(dil), True)
@@ -102,7 +103,8 @@ def test_robust_mean_of_constant_entries_is_the_mean():
 
 def test_robust_mean_keeps_the_mean_where_every_weight_underflows():
     """A tiny scale against a huge disagreement: all Cauchy weights of a pixel round to 0 in fp32;
-    that pixel keeps the mean instead of becoming 0 / 0."""
+    that pixel keeps the mean instead of becoming 0 / 0.
+    """
     from rd_engine.coalign.merge import robust_mean
 
     x = torch.zeros(3, 1, 1, 2, 2)
@@ -114,7 +116,7 @@ def test_robust_mean_keeps_the_mean_where_every_weight_underflows():
         xs[:, 0, 0, 0, 0] = x[:, 0, 0, 0, 0]
         xs[:, 0, 0, 1, 1] = 0.5  # exact agreement: weight 1 each, not 0 * inf
         mean = xs.mean(0)
-        out = robust_mean(lambda: iter([(xs, idx, None, None, None)]), mean.contiguous(), torch.tensor([1e-30]))
+        out = robust_mean(lambda xs=xs: iter([(xs, idx, None, None, None)]), mean.contiguous(), torch.tensor([1e-30]))
         assert torch.isfinite(out).all()
         assert float(out[0, 0, 0, 0]) == float(mean[0, 0, 0, 0])
         assert float(out[0, 0, 1, 1]) == 0.5

@@ -6,9 +6,9 @@ import torch
 from rd_engine.coalign.objective import objective_value
 from rd_engine.coalign.problem import solver_view
 from rd_engine.coalign.reference import align_reference, dense_objective_value
+from rd_engine.coalign.solve import solve
 from rd_engine.errors import UserError
 from rd_engine.snippets.plan import plan_snippets
-from rd_engine.coalign.solve import solve
 
 
 def _groups(n=20, dil=(1, 4), h=24, w=32, seed=0, normalize=True, return_gt=False):
@@ -50,7 +50,8 @@ def test_sparse_objective_equals_dense_with_duplicate_dilations():
 def _dense_objective(groups, scales, shifts, n):
     """The reference objective as one differentiable function of the parameters: the dense
     [L * entries, N, P] formula, targets and normalizers NOT detached (the reference detaches
-    them in its loop, so its gradient is a different, fixed-target one)."""
+    them in its loop, so its gradient is a different, fixed-target one).
+    """
     entries = [(g, s, t) for g, s, t in zip(groups, scales, shifts) for _ in range(g.weight)]
     L, P = groups[0].depth.shape[1:]
     M, Mi, B = [], [], []
@@ -73,7 +74,8 @@ def _dense_objective(groups, scales, shifts, n):
 @pytest.mark.parametrize("dil", [(1, 4), (1, 10, 25)])
 def test_block_gradient_equals_autograd(dil):
     """The fast solver's hand-written value and gradient (frame blocks) against autograd through the
-    plain dense formula, with part of one snippet clipped by the 1e-3 floor of the reciprocal."""
+    plain dense formula, with part of one snippet clipped by the 1e-3 floor of the reciprocal.
+    """
     from rd_engine.coalign.objective import FlatProblem, FrameBlocks
 
     groups, n = _groups(n=16, dil=dil, seed=5)

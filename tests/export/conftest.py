@@ -10,8 +10,22 @@ import torch
 
 CPU = torch.device("cpu")
 # Profile of the session engine: frame sides 32..128 px, tuned for 96; the test sizes lie inside.
-BUILD_ARGS = ["--res", "96", "--min-res", "32", "--max-res", "128", "--max-batch", "4", "--max-vae-batch", "4",
-              "--snippet-lens", "3", "--backend", "onnxruntime"]
+BUILD_ARGS = [
+    "--res",
+    "96",
+    "--min-res",
+    "32",
+    "--max-res",
+    "128",
+    "--max-batch",
+    "4",
+    "--max-vae-batch",
+    "4",
+    "--snippet-lens",
+    "3",
+    "--backend",
+    "onnxruntime",
+]
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -71,7 +85,8 @@ def ort_backend(engine_dir):
 @pytest.fixture(scope="module")
 def cuda_reference(tiny_ckpt):
     """The PyTorch backend in fp32 on the GPU (its own copy of the weights: the session's
-    `tiny_models` stay on the CPU)."""
+    `tiny_models` stay on the CPU).
+    """
     from rd_engine.backends.torch_backend import TorchBackend
     from rd_engine.model.checkpoint import load_checkpoint
 

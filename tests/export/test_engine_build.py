@@ -81,8 +81,10 @@ def test_graphs_pass_the_checker_with_dynamic_axes(engine_dir):
         onnx.checker.check_model(str(path), full_check=True)
         model = onnx.load(str(path))
         assert model.opset_import[0].version >= 17
-        dims = {vi.name: [d.dim_param or d.dim_value for d in vi.type.tensor_type.shape.dim]
-                for vi in (*model.graph.input, *model.graph.output)}
+        dims = {
+            vi.name: [d.dim_param or d.dim_value for d in vi.type.tensor_type.shape.dim]
+            for vi in (*model.graph.input, *model.graph.output)
+        }
         for spec in (*contract.inputs, *contract.outputs):
             assert dims[spec.name] == list(spec.shape), spec.name
         # the empty-prompt embedding and the weights are initializers, not inputs
@@ -92,7 +94,8 @@ def test_graphs_pass_the_checker_with_dynamic_axes(engine_dir):
 def test_attention_exports_as_matmul_softmax_matmul(engine_dir):
     """Every attention (tiny UNet: 4 transformer blocks x self+cross; VAE: 1 mid-block) is the
     MatMul -> Softmax -> MatMul pattern TensorRT fuses in the portable graphs, and ONNX Runtime's
-    MultiHeadAttention in the .ort.onnx flavour (which shares the weights)."""
+    MultiHeadAttention in the .ort.onnx flavour (which shares the weights).
+    """
     engine = open_engine_folder(engine_dir)
     expect = {"vae_encoder": 1, "vae_decoder": 1, "unet_step_L3": 8}
     for name, n in expect.items():
@@ -137,7 +140,8 @@ def test_profile_errors_use_the_field_names():
 
 def test_external_data_and_half_precision_graphs(tiny_models, tmp_path):
     """A graph saved with its weights in one external file still checks and runs; an fp16 graph
-    (for CUDA / TensorRT) tracks the PyTorch fp16 module."""
+    (for CUDA / TensorRT) tracks the PyTorch fp16 module.
+    """
     import onnxruntime as ort
 
     dec = all_contracts([3])[1]
@@ -216,8 +220,11 @@ def test_other_weights_are_refused(engine_dir, tmp_path):
     from rd_engine.model.factory import make_tiny_checkpoint
 
     other = make_tiny_checkpoint(tmp_path / "other", seed=1)
-    with pytest.raises(UserError, match=r"built from other weights than checkpoint .*other.*rd-engine build "
-                                        r"--checkpoint .*other"):
+    with pytest.raises(
+        UserError,
+        match=r"built from other weights than checkpoint .*other.*rd-engine build "
+        r"--checkpoint .*other",
+    ):
         open_engine_folder(engine_dir, checkpoint=other)
     with pytest.raises(UserError, match="other weights"):
         open_engine_folder(engine_dir, checkpoint=SimpleNamespace(source=other))  # a loaded Models works the same
@@ -251,10 +258,10 @@ def test_tensorrt_plans_missing_is_refused_with_hint(engine_dir):
 # -- atomic builds ----------------------------------------------------------------
 
 
-def test_failed_build_leaves_nothing_and_keeps_the_old_engine(engine_copy, tiny_ckpt, monkeypatch, parser,
-                                                              build_args):
+def test_failed_build_leaves_nothing_and_keeps_the_old_engine(engine_copy, tiny_ckpt, monkeypatch, parser, build_args):
     """A build that dies half-way (here: in the second component) removes its temporary folder
-    and leaves an existing engine at the target as it was."""
+    and leaves an existing engine at the target as it was.
+    """
     from rd_engine.cli.build import cmd_build
 
     before = {p.relative_to(engine_copy): p.read_bytes() for p in engine_copy.rglob("*") if p.is_file()}
@@ -309,8 +316,7 @@ def test_build_options_are_validated(tiny_ckpt, tmp_path, parser):
     from rd_engine.cli.build import cmd_build
 
     def build(*extra):
-        return cmd_build(parser.parse_args(["build", "-c", str(tiny_ckpt), "-o", str(tmp_path / "e"), "-q",
-                                              *extra]))
+        return cmd_build(parser.parse_args(["build", "-c", str(tiny_ckpt), "-o", str(tmp_path / "e"), "-q", *extra]))
 
     with pytest.raises(UserError, match=r"^--res \(96\) must lie within --min-res..--max-res \(32..64\)$"):
         build("--res", "96", "--min-res", "32", "--max-res", "64")
@@ -333,8 +339,17 @@ def test_info_shows_the_engine(engine_dir, capsys, parser):
 
     assert cmd_info(parser.parse_args(["info", str(engine_dir)])) == 0
     out = capsys.readouterr().out
-    for text in ("format 1", "weights hash:", "precision: fp32", "snippet lengths: 3", "frame sides 32..128 px",
-                 "v_prediction", "unet_step_L3: onnx fp32", "onnxruntime: yes", "checksums: ok"):
+    for text in (
+        "format 1",
+        "weights hash:",
+        "precision: fp32",
+        "snippet lengths: 3",
+        "frame sides 32..128 px",
+        "v_prediction",
+        "unet_step_L3: onnx fp32",
+        "onnxruntime: yes",
+        "checksums: ok",
+    ):
         assert text in out, text
     assert cmd_info(parser.parse_args(["info", str(engine_dir), "--json", "--no-verify"])) == 0
     assert json.loads(capsys.readouterr().out)["format_version"] == FORMAT_VERSION

@@ -1,7 +1,8 @@
 """ONNX Runtime (CPU, fp32) against the PyTorch reference backend on the tiny checkpoint.
 
 The backend runs the engine's `.ort.onnx` graphs (attention as MultiHeadAttention); the portable
-graphs get their own check."""
+graphs get their own check.
+"""
 
 from __future__ import annotations
 
@@ -105,7 +106,8 @@ def test_portable_graphs_match_too(engine_dir, torch_backend):
 
 def test_snippet_frames_attend_jointly(ort_backend):
     """The cross-frame attention survived export: changing one frame of a snippet changes the
-    others' output, and nothing leaks across snippets of a batch."""
+    others' output, and nothing leaks across snippets of a batch.
+    """
     g = torch.Generator().manual_seed(3)
     rgb = torch.randn(2, 3, 4, 6, 8, generator=g)
     depth = torch.randn(2, 3, 4, 6, 8, generator=g)
@@ -160,10 +162,12 @@ def _np(x) -> np.ndarray:
 
 def test_end_to_end_matches_pytorch(torch_backend, ort_backend, clip):
     """Pipeline(OrtBackend) vs Pipeline(TorchBackend) on a generated clip: same depth within 1e-3,
-    both the co-aligned depth and the refined output (refine_step 1: add_noise + denoise + averaging)."""
+    both the co-aligned depth and the refined output (refine_step 1: add_noise + denoise + averaging).
+    """
     # the reference solver with 30 iterations: what is compared here is the backend, not the solver
-    settings, _ = resolve("fast", dict(res=64, dilations=[1, 3], seed=1, align="reference", align_iters=30,
-                                       refine_step=1), CPU)
+    settings, _ = resolve(
+        "fast", dict(res=64, dilations=[1, 3], seed=1, align="reference", align_iters=30, refine_step=1), CPU
+    )
     ref = _predict(torch_backend, clip, settings)
     got = _predict(ort_backend, clip, settings)
     assert got.keys() == ref.keys()

@@ -37,8 +37,23 @@ def trt_engine(request, tiny_ckpt, tmp_path_factory, parser, build_args):
     prec = request.param
     tmp = tmp_path_factory.mktemp(f"trt-{prec}")
     out = tmp / "engine"
-    args = parser.parse_args(["build", "-c", str(tiny_ckpt), "-o", str(out), "-q", *build_args, "--backend",
-                              "tensorrt", "--precision", prec, "--timing-cache", str(tmp / "timing.cache")])
+    args = parser.parse_args(
+        [
+            "build",
+            "-c",
+            str(tiny_ckpt),
+            "-o",
+            str(out),
+            "-q",
+            *build_args,
+            "--backend",
+            "tensorrt",
+            "--precision",
+            prec,
+            "--timing-cache",
+            str(tmp / "timing.cache"),
+        ]
+    )
     assert cmd_build(args) == 0
     return out, prec
 
@@ -129,16 +144,18 @@ def test_end_to_end_with_auto_backend(trt_engine, cuda_reference, clip):
 
     folder, prec = trt_engine
     dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[prec]
-    settings, _ = resolve("fast", dict(res=64, dilations=[1, 3], seed=1, align="reference", align_iters=30,
-                                       dtype=prec), CUDA)
+    settings, _ = resolve(
+        "fast", dict(res=64, dilations=[1, 3], seed=1, align="reference", align_iters=30, dtype=prec), CUDA
+    )
     be = open_backend(folder, None, "auto", CUDA, dtype, (64, 42))
     assert be.name == "tensorrt"
     got = Pipeline(be, progress=False).predict(clip, settings)
     depth = torch.as_tensor(got.depth).float()
     assert torch.isfinite(depth).all() and depth.shape == (14, 42, 64)
     if prec == "fp32":
-        ref_settings, _ = resolve("fast", dict(res=64, dilations=[1, 3], seed=1, align="reference",
-                                               align_iters=30, dtype="fp32"), CUDA)
+        ref_settings, _ = resolve(
+            "fast", dict(res=64, dilations=[1, 3], seed=1, align="reference", align_iters=30, dtype="fp32"), CUDA
+        )
         ref = Pipeline(cuda_reference, progress=False).predict(clip, ref_settings)
         assert (depth - torch.as_tensor(ref.depth).float()).abs().max().item() < 1e-3
 
@@ -153,13 +170,18 @@ def test_foreign_plans_are_refused(trt_engine, tmp_path):
     m["tensorrt"]["gpu"]["compute_capability"] = "1.0"
     m["tensorrt"]["version"] = "0.0.1"
     (copy / "manifest.json").write_text(json.dumps(m))
-    with pytest.raises(UserError, match=r"do not fit this machine.*TensorRT 0\.0\.1.*compute capability 1\.0.*"
-                                        r"rd-engine build .*--backend tensorrt"):
+    with pytest.raises(
+        UserError,
+        match=r"do not fit this machine.*TensorRT 0\.0\.1.*compute capability 1\.0.*"
+        r"rd-engine build .*--backend tensorrt",
+    ):
         open_engine_folder(copy).check_tensorrt_machine(CUDA)
     with pytest.raises(UserError, match="do not fit this machine"):
         open_backend(copy, None, "auto", CUDA, torch.float16)  # refused, not silently run elsewhere
-    assert open_backend(copy, None, "onnxruntime", CUDA if _ort_cuda() else torch.device("cpu"),
-                        torch.float32).name == "onnxruntime"
+    assert (
+        open_backend(copy, None, "onnxruntime", CUDA if _ort_cuda() else torch.device("cpu"), torch.float32).name
+        == "onnxruntime"
+    )
 
 
 def _ort_cuda() -> bool:

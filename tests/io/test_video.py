@@ -13,18 +13,18 @@ import torch
 import torch.nn.functional as F
 
 from rd_engine.errors import UserError
-from rd_engine.testing.media import (
-    synthetic_frame,
-    write_audio_only,
-    write_test_video,
-    write_truncated_video,
-)
 from rd_engine.io.video import (
     iter_frames,
     list_inputs,
     preprocess,
     probe,
     processed_size,
+)
+from rd_engine.testing.media import (
+    synthetic_frame,
+    write_audio_only,
+    write_test_video,
+    write_truncated_video,
 )
 
 N = 12
@@ -103,9 +103,7 @@ def test_odd_sizes(tmp_path, width, height, pix_fmt, codec):
         assert _close(f.rgb, synthetic_frame(f.index, 4, width, height))
 
 
-@pytest.mark.parametrize(
-    "rotation,corner", [(90, "top-right"), (180, "bottom-right"), (270, "bottom-left")]
-)
+@pytest.mark.parametrize("rotation,corner", [(90, "top-right"), (180, "bottom-right"), (270, "bottom-left")])
 def test_rotation_gives_upright_frames(tmp_path, rotation, corner):
     path = tmp_path / f"rot{rotation}.mp4"
     write_test_video(path, n_frames=3, width=64, height=48, rotation=rotation)
@@ -273,8 +271,8 @@ def test_early_stop_leaves_no_thread(tmp_path):
 
     # The consumer raising.
     with pytest.raises(ZeroDivisionError):
-        for f in iter_frames(path, queue_size=2):
-            1 / 0
+        for _ in iter_frames(path, queue_size=2):
+            raise ZeroDivisionError
     assert not _decode_threads()
 
     # A generator that is dropped without being closed.
@@ -296,15 +294,7 @@ def test_list_inputs_folder_txt_duplicates(tmp_path):
     lists = tmp_path / "lists"
     lists.mkdir()
     txt = lists / "todo.txt"
-    txt.write_text(
-        "# my videos\n"
-        "\n"
-        "../videos/b.mp4\n"
-        f"{videos / 'c.mkv'}\n"
-        "  local.mp4  \n"
-        "not_there_yet.mp4\n"
-        "../videos\n"
-    )
+    txt.write_text(f"# my videos\n\n../videos/b.mp4\n{videos / 'c.mkv'}\n  local.mp4  \nnot_there_yet.mp4\n../videos\n")
     (lists / "local.mp4").write_bytes(b"x")
     got = list_inputs([str(txt)])
     assert [p.resolve() for p in got] == [

@@ -7,9 +7,9 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from rd_engine.testing.media import synthetic_frame
 from rd_engine.io.video import iter_frames, probe
 from rd_engine.io.video_writer import VideoWriter
+from rd_engine.testing.media import synthetic_frame
 
 
 @pytest.mark.parametrize("width,height", [(67, 45), (64, 48), (150, 91)])

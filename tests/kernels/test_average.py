@@ -253,8 +253,8 @@ def test_validation_errors():
     with pytest.raises(ValueError):
         average_frames(x, torch.zeros(2, 3, dtype=torch.int64), 3, scale=torch.ones(3))
     with pytest.raises(TypeError):
-        accumulate_frames(torch.zeros(3, 1, 4, 4, dtype=torch.float64), torch.zeros(3), x,
-                          torch.zeros(2, 3, dtype=torch.int64))
+        accumulate_frames(
+            torch.zeros(3, 1, 4, 4, dtype=torch.float64), torch.zeros(3), x, torch.zeros(2, 3, dtype=torch.int64)
+        )
     with pytest.raises(ValueError):
-        accumulate_frames(torch.zeros(3, 1, 4, 8)[..., ::2], torch.zeros(3), x,
-                          torch.zeros(2, 3, dtype=torch.int64))
+        accumulate_frames(torch.zeros(3, 1, 4, 8)[..., ::2], torch.zeros(3), x, torch.zeros(2, 3, dtype=torch.int64))

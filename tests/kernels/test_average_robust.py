@@ -50,8 +50,9 @@ def _run(x, index, center, delta, s, t, w, impl):
 def _check(x, index, s, t, w, center, delta):
     acc_t, ws_t = _truth(x, index, center, delta, s, t, w)
     mag_w = float(ws_t.abs().max()) if ws_t.numel() else 1.0
-    mag_v = float(x.double().abs().max()) * (float(s.abs().max()) if s is not None else 1.0) \
-        + (float(t.abs().max()) if t is not None else 0.0)
+    mag_v = float(x.double().abs().max()) * (float(s.abs().max()) if s is not None else 1.0) + (
+        float(t.abs().max()) if t is not None else 0.0
+    )
     for impl in ("triton", "torch"):
         acc, ws = _run(x, index, center, delta, s, t, w, impl)
         torch.testing.assert_close(ws.cpu().double(), ws_t, rtol=1e-5, atol=1e-5 * max(mag_w, 1.0))
@@ -101,7 +102,8 @@ def test_infinite_delta_is_the_plain_weighted_mean(device):
 
 def test_an_outlier_entry_stops_pulling_the_mean(device):
     """Five entries near 1 and one at 10 on the same frame: the plain mean is 2.5, Cauchy IRLS from
-    there ends within 0.05 of the inliers' mean."""
+    there ends within 0.05 of the inliers' mean.
+    """
     g = torch.Generator().manual_seed(7)
     x = (1 + 0.05 * torch.randn(6, 1, 1, 8, 8, generator=g)).to(device)
     x[5] = 10.0
@@ -118,8 +120,7 @@ def test_reference_matches_a_naive_loop():
     x, index, s, t, w, center, delta = _inputs(5, 3, 2, 4, 5, 4, 8, "cpu", dtype=torch.float64)
     acc = torch.zeros(center.shape, dtype=torch.float64)
     ws = torch.zeros_like(acc)
-    accumulate_frames_robust_ref(acc, ws, x, index, center.double(), delta.double(), s.double(), t.double(),
-                                 w.double())
+    accumulate_frames_robust_ref(acc, ws, x, index, center.double(), delta.double(), s.double(), t.double(), w.double())
     acc_n, ws_n = torch.zeros_like(acc), torch.zeros_like(acc)
     for k in range(5):
         for j in range(3):

@@ -36,26 +36,60 @@ def _compile_variants(full: bool) -> None:
         kernel = triton.compile(ASTSource(fn, sig, consts), target=target, options={"num_warps": tk.NUM_WARPS})
         assert kernel.asm["cubin"]
 
-    avg = [("fp16", "fp16", False, False, False), ("fp32", "fp32", True, True, False),
-           ("fp16", "fp32", False, False, True)]
+    avg = [
+        ("fp16", "fp16", False, False, False),
+        ("fp32", "fp32", True, True, False),
+        ("fp16", "fp32", False, False, True),
+    ]
     if full:
-        avg = [(x, "fp32" if a or r else o, a, c, r) for x, o, a, c, r in
-               itertools.product(["fp16", "bf16", "fp32"], ["fp16", "fp32"], [False, True], [False, True],
-                                 [False, True])]
+        avg = [
+            (x, "fp32" if a or r else o, a, c, r)
+            for x, o, a, c, r in itertools.product(
+                ["fp16", "bf16", "fp32"], ["fp16", "fp32"], [False, True], [False, True], [False, True]
+            )
+        ]
     for xdt, odt, acc, contig, robust in avg:
-        sig = {"x_ptr": f"*{xdt}", "entry_off_ptr": "*i64", "entry_a_ptr": "*fp32", "entry_b_ptr": "*fp32",
-               "entry_w_ptr": "*fp32", "frame_start_ptr": "*i64", "out_ptr": f"*{odt}", "count_ptr": "*fp32",
-               "wpix_ptr": "*fp32", "center_ptr": "*fp32", "inv_d2_ptr": "*fp32",
-               "n_pix": "i32", "W": "i32", "HW": "i32", "stride_c": "i64", "stride_h": "i64", "stride_w": "i64"}
-        build(tk._frame_average_kernel, sig,
-              {"ACCUMULATE": acc, "ROBUST": robust, "INNER_CONTIG": contig, "BLOCK": tk.BLOCK})
+        sig = {
+            "x_ptr": f"*{xdt}",
+            "entry_off_ptr": "*i64",
+            "entry_a_ptr": "*fp32",
+            "entry_b_ptr": "*fp32",
+            "entry_w_ptr": "*fp32",
+            "frame_start_ptr": "*i64",
+            "out_ptr": f"*{odt}",
+            "count_ptr": "*fp32",
+            "wpix_ptr": "*fp32",
+            "center_ptr": "*fp32",
+            "inv_d2_ptr": "*fp32",
+            "n_pix": "i32",
+            "W": "i32",
+            "HW": "i32",
+            "stride_c": "i64",
+            "stride_h": "i64",
+            "stride_w": "i64",
+        }
+        build(
+            tk._frame_average_kernel,
+            sig,
+            {"ACCUMULATE": acc, "ROBUST": robust, "INNER_CONTIG": contig, "BLOCK": tk.BLOCK},
+        )
 
     mom = [("bf16", True, 2, False), ("fp32", False, 0, True)]
     if full:
         mom = list(itertools.product(["fp16", "bf16", "fp32"], [False, True], [0, 1, 2, 3], [False, True]))
     for xdt, has_w, kind, flat in mom:
-        sig = {"x_ptr": f"*{xdt}", "y_ptr": "*fp32", "w_ptr": f"*{xdt}", "s_ptr": "*fp32", "t_ptr": "*fp32",
-               "part_ptr": "*fp32", "n": "i32", "P": "i32", "chunk_len": "i32", "num_chunks": "i32"}
+        sig = {
+            "x_ptr": f"*{xdt}",
+            "y_ptr": "*fp32",
+            "w_ptr": f"*{xdt}",
+            "s_ptr": "*fp32",
+            "t_ptr": "*fp32",
+            "part_ptr": "*fp32",
+            "n": "i32",
+            "P": "i32",
+            "chunk_len": "i32",
+            "num_chunks": "i32",
+        }
         sig.update({f"s{a}{b}": "i64" for a in "xyw" for b in "klp"})
         sig.update(delta="fp32", eps="fp32")
         build(tk._moments_kernel, sig, {"HAS_W": has_w, "KIND": kind, "FLAT": flat, "BLOCK": tk.BLOCK})

@@ -1,5 +1,6 @@
 """The single dispatch rule: Triton for CUDA tensors, the reference otherwise,
-the interpreter only when forced."""
+the interpreter only when forced.
+"""
 
 import pytest
 import torch

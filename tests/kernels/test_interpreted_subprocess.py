@@ -22,8 +22,18 @@ def test_interpreted_suite_in_subprocess(kernel_test_mode):
     env = dict(os.environ, TRITON_INTERPRET="1", CUDA_VISIBLE_DEVICES="")
     env.pop("RD_ENGINE_KERNELS", None)
     cmd = [
-        sys.executable, "-m", "pytest", "-o", "addopts=", "-q", "-rs", "-p", "no:cacheprovider",
-        "-k", "not interpreted_suite_in_subprocess", str(HERE),
+        sys.executable,
+        "-m",
+        "pytest",
+        "-o",
+        "addopts=",
+        "-q",
+        "-rs",
+        "-p",
+        "no:cacheprovider",
+        "-k",
+        "not interpreted_suite_in_subprocess",
+        str(HERE),
     ]
     res = subprocess.run(cmd, env=env, cwd=HERE.parents[1], capture_output=True, text=True, timeout=900)
     assert res.returncode == 0, f"interpreted kernel tests failed:\n{res.stdout[-8000:]}\n{res.stderr[-4000:]}"

@@ -41,7 +41,7 @@ def test_cross_attention_is_per_frame_with_broadcast_embedding():
     attn.set_processor(CrossFrameAttnProcessor())
     x, emb = torch.randn(6, 10, 16), torch.randn(1, 2, 12)
     got = attn(x, encoder_hidden_states=emb, num_frames=3)
-    single = torch.cat([attn(x[i:i + 1], encoder_hidden_states=emb, num_frames=1) for i in range(6)])
+    single = torch.cat([attn(x[i : i + 1], encoder_hidden_states=emb, num_frames=1) for i in range(6)])
     torch.testing.assert_close(got, single, rtol=1e-5, atol=1e-5)
 
 
@@ -54,6 +54,13 @@ def test_unet_snippets_are_independent(tiny_models):
     emb = tiny_models.empty_embed
     with torch.no_grad():
         both = unet(x, t, encoder_hidden_states=emb.expand(6, -1, -1), cross_attention_kwargs={"num_frames": 3}).sample
-        one = [unet(x[i:i + 3], t[:3], encoder_hidden_states=emb.expand(3, -1, -1),
-                    cross_attention_kwargs={"num_frames": 3}).sample for i in (0, 3)]
+        one = [
+            unet(
+                x[i : i + 3],
+                t[:3],
+                encoder_hidden_states=emb.expand(3, -1, -1),
+                cross_attention_kwargs={"num_frames": 3},
+            ).sample
+            for i in (0, 3)
+        ]
     torch.testing.assert_close(both, torch.cat(one), rtol=1e-5, atol=1e-5)

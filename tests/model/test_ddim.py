@@ -15,14 +15,29 @@ CONFIGS = [
     REAL,
     {**REAL, "prediction_type": "epsilon", "rescale_betas_zero_snr": False, "timestep_spacing": "leading"},
     {**REAL, "prediction_type": "sample", "timestep_spacing": "linspace", "set_alpha_to_one": True},
-    {**REAL, "beta_schedule": "linear", "beta_start": 0.0001, "beta_end": 0.02, "clip_sample": True,
-     "prediction_type": "epsilon", "rescale_betas_zero_snr": False},
-    {**REAL, "beta_schedule": "squaredcos_cap_v2", "prediction_type": "v_prediction", "steps_offset": 0,
-     "timestep_spacing": "leading", "rescale_betas_zero_snr": False},
+    {
+        **REAL,
+        "beta_schedule": "linear",
+        "beta_start": 0.0001,
+        "beta_end": 0.02,
+        "clip_sample": True,
+        "prediction_type": "epsilon",
+        "rescale_betas_zero_snr": False,
+    },
+    {
+        **REAL,
+        "beta_schedule": "squaredcos_cap_v2",
+        "prediction_type": "v_prediction",
+        "steps_offset": 0,
+        "timestep_spacing": "leading",
+        "rescale_betas_zero_snr": False,
+    },
 ]
 
 
-@pytest.mark.parametrize("cfg", CONFIGS, ids=lambda c: f"{c['prediction_type']}-{c['timestep_spacing']}-{c['beta_schedule']}")
+@pytest.mark.parametrize(
+    "cfg", CONFIGS, ids=lambda c: f"{c['prediction_type']}-{c['timestep_spacing']}-{c['beta_schedule']}"
+)
 @pytest.mark.parametrize("steps", [1, 4, 20])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
 def test_step_matches_diffusers(cfg, steps, dtype):

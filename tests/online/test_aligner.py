@@ -3,19 +3,20 @@
 import pytest
 import torch
 
-from rd_engine.testing.synthetic import global_affine_metrics, global_min_of, make_scene_depth, make_snippets
-from rd_engine.coalign.problem import solver_view
 from rd_engine.coalign.merge import merge_aligned, merge_deltas, renormalize
-from rd_engine.snippets.plan import SnippetGroup, plan_snippets
+from rd_engine.coalign.problem import solver_view
 from rd_engine.coalign.solve import solve
 from rd_engine.online.aligner import OnlineAligner
+from rd_engine.snippets.plan import SnippetGroup, plan_snippets
+from rd_engine.testing.synthetic import global_affine_metrics, global_min_of, make_scene_depth, make_snippets
 
 
 def _replay(groups, n, lag, track=False):
     """Feed decoded snippets to the online aligner in the order a stream produces them."""
     window = 2 * max(g.dilation for g in groups) + 1
-    order = sorted((int(g.indices[k, -1]), g.dilation, k, gi) for gi, g in enumerate(groups)
-                   for k in range(g.indices.shape[0]))
+    order = sorted(
+        (int(g.indices[k, -1]), g.dilation, k, gi) for gi, g in enumerate(groups) for k in range(g.indices.shape[0])
+    )
     al = OnlineAligner(3, lag, track=track)
     out, pos = {}, 0
     for e in range(n):
@@ -38,8 +39,10 @@ def _fake_groups(n, dil):
     _, plan = plan_snippets(n, 3, dil, cap=False)
 
     g = torch.Generator().manual_seed(0)
-    return [SnippetGroup(p.dilation, p.weight, p.indices, torch.rand(p.indices.shape[0], 3, 12, 14, generator=g))
-            for p in plan]
+    return [
+        SnippetGroup(p.dilation, p.weight, p.indices, torch.rand(p.indices.shape[0], 3, 12, 14, generator=g))
+        for p in plan
+    ]
 
 
 @pytest.mark.parametrize("dil", [[1, 4], [1, 3, 6]])
@@ -49,8 +52,12 @@ def test_full_lag_finishes_the_offline_snippet_set(dil):
     window = 2 * max(dil) + 1
     _, al = _replay(groups, n, lag=window, track=True)
     for f in range(n):
-        offline = sorted((g.dilation, int(g.indices[k, 0])) for g in groups for k in range(g.indices.shape[0])
-                         if f in g.indices[k].tolist())
+        offline = sorted(
+            (g.dilation, int(g.indices[k, 0]))
+            for g in groups
+            for k in range(g.indices.shape[0])
+            if f in g.indices[k].tolist()
+        )
         assert sorted(al.contributions[f]) == offline
 
 
@@ -79,8 +86,10 @@ def test_online_alignment_on_the_synthetic_harness(mode):
     gm = global_min_of(groups)
     ag = [g.with_depth(solver_view(g.depth, gm)) for g in groups]
     params = solve(ag, n, "robust")
-    merge = lambda delta: renormalize(merge_aligned(groups,  # noqa: E731
-                                                    params, gm, n, delta))
+
+    def merge(delta):
+        return renormalize(merge_aligned(groups, params, gm, n, delta))
+
     offline = global_affine_metrics(merge(merge_deltas(ag, params, n)), gt)["absrel"]  # robust solve + robust mean
     offline_mean = global_affine_metrics(merge(None), gt)["absrel"]  # robust solve, the method's mean
     lag0 = global_affine_metrics(_replay(groups, n, 0)[0], gt)["absrel"]

@@ -4,11 +4,10 @@ import numpy as np
 import pytest
 
 
-
 def test_sessions_on_one_engine_match_one_at_a_time(tiny_ckpt, clip, tmp_path):
     from rd_engine import Engine
-    from rd_engine.testing.media import write_test_video
     from rd_engine.io.video import iter_frames
+    from rd_engine.testing.media import write_test_video
 
     other = tmp_path / "other.mp4"
     write_test_video(other, n_frames=10, width=96, height=64, seed=4)

@@ -8,8 +8,9 @@ from rd_engine.pipeline.stores import SnippetStore
 
 def _store(tmp_path, dev_items, host_items):
     item = 3 * 8 * 10 * 2  # fp16 [3, 8, 10]
-    return SnippetStore((3, 8, 10), torch.float16, torch.device("cpu"), dev_items * item, host_items * item,
-                        spill_dir=tmp_path)
+    return SnippetStore(
+        (3, 8, 10), torch.float16, torch.device("cpu"), dev_items * item, host_items * item, spill_dir=tmp_path
+    )
 
 
 def test_store_tiers_and_budget_accounting(tmp_path):
@@ -43,8 +44,9 @@ def test_pipeline_with_tiny_budgets_spills_and_matches(tmp_path, tiny_models, cl
     from rd_engine.pipeline.offline import Budgets, Pipeline
     from rd_engine.settings import resolve
 
-    s = resolve("fast", dict(res=64, dilations=[1, 3], seed=2, align="reference", align_iters=20),
-                torch.device("cpu"))[0]
+    s = resolve("fast", dict(res=64, dilations=[1, 3], seed=2, align="reference", align_iters=20), torch.device("cpu"))[
+        0
+    ]
     be = TorchBackend(tiny_models, "cpu", torch.float32)
     roomy = Pipeline(be, progress=False).predict(clip, s)
     tight = Pipeline(be, progress=False, budgets=Budgets(host_snippets=0, host_output=0, spill_dir=str(tmp_path)))

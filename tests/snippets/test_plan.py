@@ -21,10 +21,21 @@ def test_indices_count_and_last_frame():
     assert idx[0].tolist() == [0, 25, 50] and idx[-1].tolist() == [49, 74, 99]
 
 
-@pytest.mark.parametrize("n,d,expect", [
-    (30, 25, 9), (30, 10, 9), (30, 1, 1), (100, 25, 25), (78, 25, 25), (77, 25, 24),
-    (6, 25, 1), (6, 1, 1), (5, 25, 1), (3, 1, 1),  # below 6 frames the reference would give 0; we keep 1
-])
+@pytest.mark.parametrize(
+    "n,d,expect",
+    [
+        (30, 25, 9),
+        (30, 10, 9),
+        (30, 1, 1),
+        (100, 25, 25),
+        (78, 25, 25),
+        (77, 25, 24),
+        (6, 25, 1),
+        (6, 1, 1),
+        (5, 25, 1),
+        (3, 1, 1),  # below 6 frames the reference would give 0; we keep 1
+    ],
+)
 def test_capping_table(n, d, expect):
     assert cap_dilation(n, 3, d) == expect
 

@@ -1,14 +1,17 @@
 """Rolling scheduler: the snippet set and when each snippet is emitted."""
 
-
 import pytest
 
 from rd_engine.errors import UserError
-from rd_engine.snippets.scheduler import RollingScheduler
 from rd_engine.snippets.plan import plan_snippets
+from rd_engine.snippets.scheduler import RollingScheduler
 
-CASES = [(n, dil, cap) for n in (1, 2, 3, 5, 6, 14, 30, 51, 77, 78, 100, 160)
-         for dil in ([1], [1, 25], [1, 10, 25], [1, 3, 3]) for cap in (True, False)]
+CASES = [
+    (n, dil, cap)
+    for n in (1, 2, 3, 5, 6, 14, 30, 51, 77, 78, 100, 160)
+    for dil in ([1], [1, 25], [1, 10, 25], [1, 3, 3])
+    for cap in (True, False)
+]
 
 
 def _drive(n, dil, cap, chunk=3):

@@ -3,6 +3,8 @@
 import pytest
 import torch
 
+from rd_engine.coalign.merge import merge_aligned, renormalize
+from rd_engine.snippets.plan import plan_snippets
 from rd_engine.testing.synthetic import (
     global_affine_metrics,
     global_min_of,
@@ -10,14 +12,13 @@ from rd_engine.testing.synthetic import (
     make_snippets,
     true_params_after_min_shift,
 )
-from rd_engine.coalign.merge import merge_aligned, renormalize
-from rd_engine.snippets.plan import plan_snippets
 
 
 @pytest.fixture(autouse=True)
 def one_thread():
     """Tiny tensors: intra-op threads only cost here, and on a shared 2-core box OpenMP barriers
-    can make a 10 ms merge take seconds."""
+    can make a 10 ms merge take seconds.
+    """
     old = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
@@ -84,16 +85,14 @@ def test_true_params_reconstruct_gt_and_merge(gt, mode):
 def test_noise_and_outliers_hurt_but_true_affine_stays_good(gt):
     groups, params, _ = make_snippets(gt, [1, 25], mode="b", noise=0.02, outlier_blobs=3, seed=2)
     gm = global_min_of(groups)
-    merged = merge_aligned(groups,
-                           true_params_after_min_shift(params, gm), gm, gt.shape[0])
+    merged = merge_aligned(groups, true_params_after_min_shift(params, gm), gm, gt.shape[0])
     m = global_affine_metrics(merged, gt)
     assert 1e-3 < m["absrel"] < 0.1 and m["delta1"] > 0.9
     # the identity params (no alignment) are much worse in mode a
     ga, pa, _ = make_snippets(gt, [1, 25], mode="a", noise=0.02, outlier_blobs=3, seed=2)
     gma = global_min_of(ga)
     ident = [(torch.ones_like(s), torch.zeros_like(t)) for s, t in pa]
-    bad = global_affine_metrics(merge_aligned(ga, ident, gma,
-                                              gt.shape[0]), gt)
+    bad = global_affine_metrics(merge_aligned(ga, ident, gma, gt.shape[0]), gt)
     assert bad["absrel"] > 2 * m["absrel"]
 
 
@@ -109,6 +108,6 @@ def test_metrics_of_gt_against_itself(gt):
 
 def test_min_shift_convention():
     s, t = torch.tensor([2.0, 0.5]), torch.tensor([1.0, -1.0])
-    (s2, t2), = true_params_after_min_shift([(s, t)], torch.tensor(-0.25))
+    ((s2, t2),) = true_params_after_min_shift([(s, t)], torch.tensor(-0.25))
     z = torch.tensor([0.3, -0.1])
     assert torch.allclose(s2 * (z - (-0.25)) + t2, s * z + t)
