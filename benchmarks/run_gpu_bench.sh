@@ -17,6 +17,6 @@ fi
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm,temperature.gpu,utilization.gpu \
     --format=csv || true
 
-# python -m rd_engine.bench is `rd-engine bench` without the CLI wrapper (same options, same JSON)
-exec python -m rd_engine.bench --model full --res 768 --preset fast --backend pytorch --device cuda \
+# python -m rd_engine.cli bench is `rd-engine bench` without the installed script (same options, same JSON)
+exec python -m rd_engine.cli bench --model full --res 768 --preset fast --backend pytorch --device cuda \
     --with-baseline --repeats 5 "$@"

@@ -329,7 +329,7 @@ def _csr_tables(x: torch.Tensor, index: torch.Tensor, num_frames: int, scale, sh
 
 
 def _average_triton(x, index, acc_or_out, count, scale, shift, weight) -> None:
-    from ._triton_kernels import launch_frame_average  # lazy: triton only when chosen
+    from .triton_kernels import launch_frame_average  # lazy: triton only when chosen
 
     tables = _csr_tables(x, index, acc_or_out.shape[0], scale, shift, weight)
     launch_frame_average(x, *tables, acc_or_out, count)
@@ -463,7 +463,7 @@ def accumulate_frames_robust(
     if select_impl(impl, (acc, x)) == "torch":
         accumulate_frames_robust_ref(acc, wsum, x, index, center, delta, scale, shift, weight)
         return
-    from ._triton_kernels import launch_frame_average  # lazy: triton only when chosen
+    from .triton_kernels import launch_frame_average  # lazy: triton only when chosen
 
     # unfolded coefficients: the kernel needs s x + t itself to weigh it
     off, s_e, t_e, w_e, start = _csr_tables(x, index, acc.shape[0], scale, shift, weight, fold=False)

@@ -219,7 +219,7 @@ def irls_moments(
     # scale/shift are [K] and get moved/cast below: only the big operands decide.
     if select_impl(impl, (x, y, weight)) == "torch":
         return irls_moments_ref(x, y, scale, shift, kind, delta, weight, eps)
-    from ._triton_kernels import launch_moments  # lazy: triton only when chosen
+    from .triton_kernels import launch_moments  # lazy: triton only when chosen
 
     K = x.shape[0]
     s = t = None

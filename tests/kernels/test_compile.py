@@ -27,7 +27,7 @@ def _compile_variants(full: bool) -> None:
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
-    from rd_engine.kernels import _triton_kernels as tk
+    from rd_engine.kernels import triton_kernels as tk
 
     target = GPUTarget("cuda", 90, 32)
 
