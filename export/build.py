@@ -44,7 +44,7 @@ from rd_engine.engine_format.manifest import (
     write_manifest,
 )
 from rd_engine.engine_format.profile import Profile
-from rd_engine.errors import UserError
+from rd_engine.errors import SettingError, UserError
 from rd_engine.export.onnx_export import DEFAULT_OPSET, export_onnx, onnx_parity
 from rd_engine.model.checkpoint import LATENT_SCALE
 from rd_engine.progress import human_bytes
@@ -82,7 +82,7 @@ def _check_target(out: Path, force: bool) -> None:
     if not out.is_dir():
         raise UserError(f"{out} exists and is not a folder")
     if not force:
-        raise UserError(f"{out} already exists; pass --force to replace it")
+        raise UserError(f"{out} already exists; build with the force option to replace it")
     if (out / MANIFEST).is_file() or not any(out.iterdir()):
         return
     raise UserError(
@@ -91,20 +91,20 @@ def _check_target(out: Path, force: bool) -> None:
 
 
 def resolve_backends(backend: str, device: str) -> tuple[bool, str | None]:
-    """(build TensorRT plans?, why not) for a --backend choice."""
+    """(build TensorRT plans?, why not) for a backend choice."""
     if backend not in BACKENDS:
-        raise UserError(f"--backend must be one of {', '.join(BACKENDS)}, got {backend}")
+        raise SettingError("backend", f"must be one of {', '.join(BACKENDS)}, got {backend}")
     if backend == "onnxruntime":
-        return False, "--backend onnxruntime"
+        return False, "backend onnxruntime"
     try:
         torch.device(device)
     except (RuntimeError, ValueError):
-        raise UserError(f"--device {device!r} is not a device (use cuda or cuda:N)") from None
+        raise SettingError("device", f"{device!r} is not a device (use cuda or cuda:N)") from None
     why = tensorrt_unavailable_reason()
     if why is None and torch.device(device).type != "cuda":
-        why = f"--device {device} is not a CUDA device"
+        why = f"device {device} is not a CUDA device"
     if backend == "tensorrt" and why:
-        raise UserError(f"--backend tensorrt: {why}")
+        raise SettingError("backend", f"tensorrt: {why}")
     return why is None, why
 
 
@@ -122,15 +122,15 @@ def build_engine(opts: BuildOptions, echo: Callable[[str], None] = _echo) -> Pat
     profile = opts.profile.validated()
     lens = sorted(set(opts.snippet_lens))
     if not lens or any(not 2 <= n <= 8 for n in lens):
-        raise UserError(f"--snippet-lens must be in 2..8, got {list(opts.snippet_lens)}")
+        raise SettingError("snippet_lens", f"must be in 2..8, got {list(opts.snippet_lens)}")
     with_trt, trt_why = resolve_backends(opts.backend, opts.device)
     precision = opts.precision or ("fp16" if with_trt else "fp32")
     if precision not in PRECISIONS:
-        raise UserError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision}")
+        raise SettingError("precision", f"must be one of {', '.join(PRECISIONS)}, got {precision}")
     if precision == "bf16" and not with_trt:
         raise UserError(
-            "--precision bf16 is a TensorRT plan precision (ONNX Runtime has no bf16 kernels for these "
-            "graphs); build it with --backend tensorrt on a GPU machine, or use fp16/fp32"
+            "precision bf16 is a TensorRT plan precision (ONNX Runtime has no bf16 kernels for these "
+            "graphs); build it with the tensorrt backend on a GPU machine, or use fp16/fp32"
         )
     graph_precisions = ["fp32"] + ([precision] if precision != "fp32" else [])
     contracts = all_contracts(lens)

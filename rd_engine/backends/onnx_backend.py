@@ -45,7 +45,7 @@ def onnxruntime_unavailable_reason(device: torch.device | str = "cpu") -> str | 
     except Exception as e:
         return f"onnxruntime is not importable ({type(e).__name__}: {e}); pip install onnxruntime (or onnxruntime-gpu)"
     if torch.device(device).type == "cuda" and "CUDAExecutionProvider" not in ort.get_available_providers():
-        return "this onnxruntime has no CUDA execution provider (pip install onnxruntime-gpu, or run with --device cpu)"
+        return "this onnxruntime has no CUDA execution provider (pip install onnxruntime-gpu, or run on the CPU)"
     if torch.device(device).type not in ("cpu", "cuda"):
         return f"device {device} is not supported (cpu or cuda)"
     return None
@@ -142,7 +142,7 @@ class OrtBackend(EngineFileBackend):
             if dev.type == "cuda" and "CUDAExecutionProvider" not in sess.get_providers():
                 raise UserError(
                     f"onnxruntime could not start its CUDA execution provider for {path.name} "
-                    "(CUDA/cuDNN libraries matching onnxruntime-gpu installed?); or run with --device cpu"
+                    "(CUDA/cuDNN libraries matching onnxruntime-gpu installed?); or run on the CPU"
                 )
             self.sessions[name] = sess
 

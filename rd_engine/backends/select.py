@@ -16,7 +16,7 @@ from rd_engine.backends.base import Backend
 from rd_engine.backends.onnx_backend import onnxruntime_unavailable_reason
 from rd_engine.backends.tensorrt_backend import tensorrt_unavailable_reason
 from rd_engine.engine_format.folder import EngineFolder, open_engine_folder
-from rd_engine.errors import UserError
+from rd_engine.errors import SettingError, UserError
 
 log = logging.getLogger("rd_engine")
 
@@ -80,13 +80,11 @@ def open_backend(
         UserError: Nothing can run, the forced backend cannot, or the engine is stale or foreign.
     """
     if backend not in BACKEND_CHOICES:
-        raise UserError(f"--backend must be one of {', '.join(BACKEND_CHOICES)}, got {backend}")
+        raise SettingError("backend", f"must be one of {', '.join(BACKEND_CHOICES)}, got {backend}")
     device = torch.device(device)
     if backend == "pytorch" or (engine_dir is None and backend == "auto"):
         if models is None:
-            raise UserError(
-                "the pytorch backend needs a checkpoint (--checkpoint); an engine folder holds no PyTorch weights"
-            )
+            raise UserError("the pytorch backend needs a checkpoint; an engine folder holds no PyTorch weights")
         from rd_engine.backends.torch_backend import TorchBackend
 
         if engine_dir is not None:
@@ -98,9 +96,10 @@ def open_backend(
             )
         return TorchBackend(models, device, dtype)
     if engine_dir is None:
-        raise UserError(
-            f"--backend {backend} needs an engine folder (--engine); build one with: rd-engine build "
-            f"--checkpoint CHECKPOINT --backend {backend} -o engines/NAME"
+        raise SettingError(
+            "backend",
+            f"{backend} needs an engine folder; build one with: rd-engine build "
+            f"--checkpoint CHECKPOINT --backend {backend} -o engines/NAME",
         )
 
     engine = open_engine_folder(engine_dir, checkpoint=models, processed_size=processed_size)
@@ -116,7 +115,7 @@ def open_backend(
                 log.info("backend auto -> %s%s", name, f" ({'; '.join(skipped)})" if skipped else "")
             return be
         if backend != "auto":
-            raise UserError(f"--backend {name}: {why}")
+            raise SettingError("backend", f"{name}: {why}")
         skipped.append(f"{name}: {why}")
     raise UserError("no backend can run this engine here: " + "; ".join(skipped))
 
@@ -140,7 +139,7 @@ def _why_not(name: str, engine: EngineFolder, models, device: torch.device) -> s
             return "engine holds no ONNX graphs"
         return onnxruntime_unavailable_reason(device)
     if models is None:
-        return "no checkpoint given (--checkpoint)"
+        return "no checkpoint given"
     return None
 
 

@@ -296,7 +296,7 @@ def cmd_run(args) -> int:
             if args.stream:
                 from rd_engine.outputs.stream import run_stream
 
-                line = run_stream(pipe, settings, args.lag, path, out_dir, stem, opts, model_name, not args.quiet)
+                line = run_stream(pipe, settings, args.lag, path, out_dir, stem, opts, model_name)
                 print(line, flush=True)
                 continue
             pred = pipe.predict(path, settings, keep_snippets=opts.snippets)

@@ -89,12 +89,6 @@ class Contract:
             if any(isinstance(d, str) for d in t.shape)
         }
 
-    def input_shapes(self, dims: dict[str, int]) -> dict[str, tuple[int, ...]]:
-        return {t.name: t.concrete(dims) for t in self.inputs}
-
-    def output_shapes(self, dims: dict[str, int]) -> dict[str, tuple[int, ...]]:
-        return {t.name: t.concrete(dims) for t in self.outputs}
-
     def profile_shapes(self, profile: Profile) -> dict[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]]:
         """(min, opt, max) shape of every input for a TensorRT optimization profile."""
         lo, hi = profile.latent_range()

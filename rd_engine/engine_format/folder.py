@@ -76,7 +76,7 @@ class EngineFolder:
         if kind == "unet_step":
             raise UserError(
                 f"engine {self.path} has no UNet graph for snippet length {snippet_len} (it has "
-                f"{', '.join(map(str, self.snippet_lens))}); use --snippet-len/--refine-snippet-len from those, "
+                f"{', '.join(map(str, self.snippet_lens))}); use snippet lengths from those, "
                 f"or rebuild: {self.rebuild_command(snippet_lens=sorted({*self.snippet_lens, snippet_len}))}"
             )
         raise UserError(f"engine {self.path}: no {kind} component in the manifest; rebuild: {self.rebuild_command()}")
@@ -223,7 +223,7 @@ class EngineFolder:
             raise UserError(
                 f"engine {self.path}: its TensorRT plans do not fit this machine ({'; '.join(problems)}); "
                 f"rebuild here: {self.rebuild_command(backend='tensorrt')} "
-                "(or run its ONNX graphs with --backend onnxruntime)"
+                "(or run its ONNX graphs with the onnxruntime backend)"
             )
 
 

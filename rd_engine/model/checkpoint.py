@@ -82,7 +82,7 @@ def resolve_checkpoint(spec: str | os.PathLike) -> Path:
             reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise UserError(
                 f"checkpoint {text!r} is not a local folder and could not be fetched from the Hugging Face Hub "
-                f"({reason}); download it elsewhere and pass its folder with --checkpoint"
+                f"({reason}); download it elsewhere and give its folder as the checkpoint"
             ) from None
     raise UserError(f"checkpoint folder {spec} does not exist")
 

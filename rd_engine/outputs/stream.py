@@ -42,9 +42,7 @@ class _Sink:
                 w.write(colorize(f.depth, *STREAM_RANGE, c))
 
 
-def run_stream(
-    pipe, settings, lag: int, source, out_dir: Path, stem: str, opts: OutputOptions, model_name: str, progress: bool
-) -> str:
+def run_stream(pipe, settings, lag: int, source, out_dir: Path, stem: str, opts: OutputOptions, model_name: str) -> str:
     """Run one online session over `source`, writing outputs as frames finish. Returns the summary line."""
     from contextlib import ExitStack
 

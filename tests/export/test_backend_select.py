@@ -10,6 +10,7 @@ import torch
 
 from rd_engine.backends.select import open_backend
 from rd_engine.backends.tensorrt_backend import TRT_REQUIRED, tensorrt_unavailable_reason
+from rd_engine.cli.args import worded
 from rd_engine.errors import UserError
 
 CPU = torch.device("cpu")
@@ -33,13 +34,14 @@ def test_auto_without_an_engine_is_pytorch(tiny_models, caplog):
 def test_forced_backends(engine_dir, tiny_models):
     assert open_backend(engine_dir, tiny_models, "pytorch", CPU, torch.float32).name == "pytorch"
     assert open_backend(engine_dir, tiny_models, "onnxruntime", CPU, torch.float32).name == "onnxruntime"
-    with pytest.raises(UserError, match="--backend tensorrt: engine holds no TensorRT plans"):
+    with pytest.raises(UserError, match="^backend tensorrt: engine holds no TensorRT plans") as e:
         open_backend(engine_dir, None, "tensorrt", CPU, torch.float32)
+    assert worded(e.value).startswith("--backend tensorrt: ")  # the CLI names the flag
     with pytest.raises(UserError, match="needs an engine folder"):
         open_backend(None, tiny_models, "onnxruntime", CPU, torch.float32)
     with pytest.raises(UserError, match="pytorch backend needs a checkpoint"):
         open_backend(engine_dir, None, "pytorch", CPU, torch.float32)
-    with pytest.raises(UserError, match="--backend must be one of"):
+    with pytest.raises(UserError, match="^backend must be one of"):
         open_backend(engine_dir, None, "tvm", CPU, torch.float32)
 
 

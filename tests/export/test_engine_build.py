@@ -10,6 +10,7 @@ import onnx
 import pytest
 import torch
 
+from rd_engine.cli.args import worded
 from rd_engine.engine_format.contracts import SAMPLE_DIMS, all_contracts, unet_step_contract
 from rd_engine.engine_format.folder import open_engine_folder
 from rd_engine.engine_format.manifest import FORMAT_VERSION, Manifest
@@ -305,7 +306,7 @@ def test_existing_target_needs_force_and_must_be_an_engine(tiny_ckpt, tmp_path, 
     out = tmp_path / "out"
     out.mkdir()
     (out / "precious.txt").write_text("not an engine")
-    with pytest.raises(UserError, match="already exists; pass --force"):
+    with pytest.raises(UserError, match="already exists; build with the force option"):
         cmd_build(parser.parse_args(["build", "-c", str(tiny_ckpt), "-o", str(out), "-q", *build_args]))
     with pytest.raises(UserError, match="not an engine folder"):
         cmd_build(parser.parse_args(["build", "-c", str(tiny_ckpt), "-o", str(out), "-q", "--force", *build_args]))
@@ -322,12 +323,13 @@ def test_build_options_are_validated(tiny_ckpt, tmp_path, parser):
         build("--res", "96", "--min-res", "32", "--max-res", "64")
     with pytest.raises(UserError, match=r"^--max-res \(32\) must be >= --min-res \(64\)$"):
         build("--res", "48", "--min-res", "64", "--max-res", "32")
-    with pytest.raises(UserError, match="--precision bf16 is a TensorRT plan precision"):
+    with pytest.raises(UserError, match="^precision bf16 is a TensorRT plan precision"):
         build("--backend", "onnxruntime", "--precision", "bf16")
-    with pytest.raises(UserError, match="--backend tensorrt: "):
+    with pytest.raises(UserError, match="^backend tensorrt: ") as e:
         if build_mod.resolve_backends("auto", "cuda")[0]:
             pytest.skip("TensorRT is available here")
         build("--backend", "tensorrt")
+    assert worded(e.value).startswith("--backend tensorrt: ")
     assert not (tmp_path / "e").exists()
 
 
