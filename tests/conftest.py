@@ -1,4 +1,6 @@
+import argparse
 import os
+import shutil
 import warnings
 
 import pytest
@@ -39,3 +41,91 @@ def clip(tmp_path_factory):
 def leftovers():
     """The names of unfinished (`.partial`) files in a folder: a failed write must leave none."""
     return lambda folder: sorted(p.name for p in folder.iterdir() if ".partial" in p.name)
+
+
+# -- one tiny engine per session (tests of export/, engine_format/, backends/, cli build/info) --
+
+
+CPU = torch.device("cpu")
+# Profile of the session engine: frame sides 32..128 px, tuned for 96; the test sizes lie inside.
+BUILD_ARGS = [
+    "--res",
+    "96",
+    "--min-res",
+    "32",
+    "--max-res",
+    "128",
+    "--max-batch",
+    "4",
+    "--max-vae-batch",
+    "4",
+    "--snippet-lens",
+    "3",
+    "--backend",
+    "onnxruntime",
+]
+
+
+def _parser() -> argparse.ArgumentParser:
+    """A stand-in for rd_engine.cli.main's parser with the export subcommands wired in."""
+    from rd_engine.cli.build import add_build_parser, add_info_parser
+
+    p = argparse.ArgumentParser(prog="rd-engine")
+    sub = p.add_subparsers(dest="command", required=True)
+    add_build_parser(sub)
+    add_info_parser(sub)
+    return p
+
+
+@pytest.fixture(scope="session")
+def parser() -> argparse.ArgumentParser:
+    return _parser()
+
+
+@pytest.fixture(scope="session")
+def build_args() -> list[str]:
+    return list(BUILD_ARGS)
+
+
+@pytest.fixture(scope="session")
+def engine_dir(tiny_ckpt, tmp_path_factory):
+    """fp32 ONNX graphs of the tiny checkpoint (snippet length 3)."""
+    from rd_engine.cli.build import cmd_build
+
+    out = tmp_path_factory.mktemp("engines") / "tiny"
+    args = _parser().parse_args(["build", "-c", str(tiny_ckpt), "-o", str(out), "-q", *BUILD_ARGS])
+    assert cmd_build(args) == 0
+    return out
+
+
+@pytest.fixture
+def engine_copy(engine_dir, tmp_path):
+    """A private copy of the session engine, for tests that damage it."""
+    dst = tmp_path / "engine"
+    shutil.copytree(engine_dir, dst)
+    return dst
+
+
+@pytest.fixture(scope="session")
+def torch_backend(tiny_models):
+    from rd_engine.backends.torch_backend import TorchBackend
+
+    return TorchBackend(tiny_models, CPU, torch.float32)
+
+
+@pytest.fixture(scope="session")
+def ort_backend(engine_dir):
+    from rd_engine.backends.onnx_backend import OrtBackend
+
+    return OrtBackend(engine_dir, CPU, torch.float32)
+
+
+@pytest.fixture(scope="module")
+def cuda_reference(tiny_ckpt):
+    """The PyTorch backend in fp32 on the GPU (its own copy of the weights: the session's
+    `tiny_models` stay on the CPU).
+    """
+    from rd_engine.backends.torch_backend import TorchBackend
+    from rd_engine.model.checkpoint import load_checkpoint
+
+    return TorchBackend(load_checkpoint(tiny_ckpt), torch.device("cuda"), torch.float32)
