@@ -97,7 +97,15 @@ def _unlink(paths: list[Path]) -> None:
 
 
 class Pipeline:
-    """Runs the method on one backend; keeps no state between videos."""
+    """Runs the method on one backend; keeps no state between videos.
+
+    Args:
+        backend: Runs the model components.
+        progress: Show a progress bar per stage.
+        budgets: Memory budgets (defaults: `Budgets()`).
+        on_phase: Called with "refine" when refinement starts and "main" when it ends (the
+            benchmark tags backend calls with it).
+    """
 
     def __init__(
         self,
@@ -106,13 +114,6 @@ class Pipeline:
         budgets: Budgets | None = None,
         on_phase: Callable[[str], None] | None = None,
     ):
-        """Args:
-        backend: Runs the model components.
-        progress: Show a progress bar per stage.
-        budgets: Memory budgets (defaults: `Budgets()`).
-        on_phase: Called with "refine" when refinement starts and "main" when it ends (the
-            benchmark tags backend calls with it).
-        """
         self.backend = backend
         self.progress = progress
         self.budgets = budgets or Budgets()
