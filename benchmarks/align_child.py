@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-SOLVERS = ("reference", "fast", "robust", "true", "upstream")
+SOLVERS = ("reference", "fast", "robust", "true", "upstream")  # rd_engine.coalign.solve.SOLVERS + two baselines
 
 
 # ---------------------------------------------------------------------------

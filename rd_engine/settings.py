@@ -7,10 +7,10 @@ from dataclasses import dataclass, field
 
 import torch
 
+from rd_engine.coalign.solve import SOLVERS as ALIGN_SOLVERS
 from rd_engine.errors import SettingError, UserError
 from rd_engine.snippets.plan import check_dilations
 
-ALIGN_SOLVERS = ("reference", "fast", "robust")  # rd_engine.coalign.solve.SOLVERS
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 
 

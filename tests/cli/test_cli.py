@@ -261,3 +261,24 @@ def test_stream_mode_writes_outputs_and_latency(tmp_path, tiny_ckpt, capsys):
     assert z["latency"].shape == (7,) and np.all(z["latency"] > 0)
     assert "p95" in cap.out and (out / "s_Spectral_r.mp4").exists()
     assert not any(p.name.startswith(".") for p in out.iterdir())
+
+
+def test_choices_offered_by_the_cli_are_the_owners_lists():
+    """The CLI spells its choices out (so that `--help` starts without torch); they must not drift."""
+    from rd_engine.backends.select import BACKEND_CHOICES
+    from rd_engine.cli.main import build_parser
+    from rd_engine.coalign.solve import SOLVERS
+    from rd_engine.export.build import BACKENDS, PRECISIONS
+    from rd_engine.settings import DTYPES, PRESETS
+
+    def choices(command, flag):
+        sub = next(a for a in build_parser()._actions if a.dest == "command").choices[command]
+        return list(next(a for a in sub._actions if flag in a.option_strings).choices)
+
+    for command in ("run", "bench"):
+        assert choices(command, "--preset") == list(PRESETS)
+        assert choices(command, "--align") == list(SOLVERS)
+        assert sorted(choices(command, "--dtype")) == sorted(DTYPES)
+    assert choices("run", "--backend") == list(BACKEND_CHOICES)
+    assert choices("build", "--backend") == list(BACKENDS)
+    assert sorted(choices("build", "--precision")) == sorted(PRECISIONS)
