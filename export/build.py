@@ -23,11 +23,14 @@ import torch
 from rd_engine.backends.tensorrt_backend import tensorrt_unavailable_reason
 from rd_engine.engine_format.contracts import all_contracts
 from rd_engine.engine_format.manifest import (
+    AOTI_DIR,
     EMPTY_PROMPT_FILE,
     FORMAT_VERSION,
     MANIFEST,
     ONNX_DIR,
     TRT_DIR,
+    AotiInfo,
+    AotiPackage,
     BuildRecord,
     Component,
     DdimRecord,
@@ -49,7 +52,7 @@ from rd_engine.export.onnx_export import DEFAULT_OPSET, export_onnx, onnx_parity
 from rd_engine.model.checkpoint import LATENT_SCALE
 from rd_engine.progress import human_bytes
 
-BACKENDS = ("auto", "onnxruntime", "tensorrt")
+BACKENDS = ("auto", "onnxruntime", "tensorrt", "aoti")
 PRECISIONS = ("fp32", "fp16", "bf16")
 
 
@@ -59,15 +62,15 @@ class BuildOptions:
 
     checkpoint: str
     output: Path
-    backend: str = "auto"  # auto: TensorRT plans too where TensorRT and a GPU exist
-    precision: str | None = None  # None: fp16 with TensorRT, fp32 without
+    backend: str = "auto"  # auto: TensorRT plans too where TensorRT and a GPU exist; aoti: AOTInductor packages
+    precision: str | None = None  # None: fp16 with TensorRT or AOTInductor on CUDA, fp32 otherwise
     profile: Profile = field(default_factory=Profile)
     snippet_lens: tuple[int, ...] = (3,)
     opset: int = DEFAULT_OPSET
     external_data: str = "auto"
     timing_cache: Path | None = None
     workspace_gb: float | None = None
-    device: str = "cuda"
+    device: str = "auto"  # auto: TensorRT on cuda; AOTInductor on cuda where there is one, else cpu
     force: bool = False
     check: bool = True  # ORT-vs-PyTorch self-check of every fp32 graph on a small random input
 
@@ -94,8 +97,9 @@ def resolve_backends(backend: str, device: str) -> tuple[bool, str | None]:
     """(build TensorRT plans?, why not) for a backend choice."""
     if backend not in BACKENDS:
         raise SettingError("backend", f"must be one of {', '.join(BACKENDS)}, got {backend}")
-    if backend == "onnxruntime":
-        return False, "backend onnxruntime"
+    if backend in ("onnxruntime", "aoti"):
+        return False, f"backend {backend}"
+    device = "cuda" if device == "auto" else device
     try:
         torch.device(device)
     except (RuntimeError, ValueError):
@@ -106,6 +110,21 @@ def resolve_backends(backend: str, device: str) -> tuple[bool, str | None]:
     if backend == "tensorrt" and why:
         raise SettingError("backend", f"tensorrt: {why}")
     return why is None, why
+
+
+def aoti_build_device(spec: str) -> torch.device:
+    """The device AOTInductor packages are compiled for: `auto` is CUDA where there is one, else the CPU."""
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(spec)
+    except (RuntimeError, ValueError):
+        raise SettingError("device", f"{spec!r} is not a device (use cpu, cuda or cuda:N)") from None
+    if dev.type not in ("cpu", "cuda"):
+        raise SettingError("device", f"{spec!r} is not supported for AOTInductor packages (use cpu or cuda)")
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise SettingError("device", f"{spec} requested but no CUDA device is available to compile for")
+    return dev
 
 
 def build_engine(opts: BuildOptions, echo: Callable[[str], None] = _echo) -> Path:
@@ -124,17 +143,21 @@ def build_engine(opts: BuildOptions, echo: Callable[[str], None] = _echo) -> Pat
     if not lens or any(not 2 <= n <= 8 for n in lens):
         raise SettingError("snippet_lens", f"must be in 2..8, got {list(opts.snippet_lens)}")
     with_trt, trt_why = resolve_backends(opts.backend, opts.device)
-    precision = opts.precision or ("fp16" if with_trt else "fp32")
+    with_aoti = opts.backend == "aoti"
+    aoti_device = aoti_build_device(opts.device) if with_aoti else None
+    precision = opts.precision or ("fp16" if with_trt or (aoti_device and aoti_device.type == "cuda") else "fp32")
     if precision not in PRECISIONS:
         raise SettingError("precision", f"must be one of {', '.join(PRECISIONS)}, got {precision}")
-    if precision == "bf16" and not with_trt:
+    if precision == "bf16" and not (with_trt or with_aoti):
         raise UserError(
-            "precision bf16 is a TensorRT plan precision (ONNX Runtime has no bf16 kernels for these "
-            "graphs); build it with the tensorrt backend on a GPU machine, or use fp16/fp32"
+            "precision bf16 is a TensorRT plan and AOTInductor package precision (ONNX Runtime has no bf16 "
+            "kernels for these graphs); build it with the tensorrt or aoti backend, or use fp16/fp32"
         )
-    graph_precisions = ["fp32"] + ([precision] if precision != "fp32" else [])
+    # ONNX graphs in fp32, and in the engine precision where ONNX Runtime has kernels for it
+    graph_precisions = ["fp32"] + ([precision] if precision == "fp16" else [])
     contracts = all_contracts(lens)
-    steps = 2 + len(contracts) * (len(graph_precisions) + int(with_trt)) + 1 + int(with_trt and opts.check)
+    steps = 2 + len(contracts) * (len(graph_precisions) + int(with_trt) + int(with_aoti)) + 1
+    steps += int(with_trt and opts.check)
     step = 0
     timings: dict[str, float] = {}
 
@@ -145,6 +168,7 @@ def build_engine(opts: BuildOptions, echo: Callable[[str], None] = _echo) -> Pat
 
     t_start = time.perf_counter()
     backends = "onnxruntime" + (f" + tensorrt ({precision})" if with_trt else "")
+    backends += f" + aoti ({precision} on {aoti_device})" if with_aoti else ""
     echo(
         f"rd-engine build: {opts.checkpoint} -> {out} ({backends}; snippet lengths {lens}; frame sides "
         f"{profile.min_res}..{profile.max_res} px, tuned for {profile.opt_res}; batch <= {profile.max_batch} "
@@ -211,7 +235,7 @@ def build_engine(opts: BuildOptions, echo: Callable[[str], None] = _echo) -> Pat
         if with_trt:
             from rd_engine.export.tensorrt_build import build_plan, default_timing_cache
 
-            device = torch.device(opts.device)
+            device = torch.device("cuda" if opts.device == "auto" else opts.device)
             cache = Path(opts.timing_cache) if opts.timing_cache else default_timing_cache(device)
             for c in contracts:
                 stage(f"{c.name}: TensorRT plan ({precision}; this takes minutes for the real UNet)")
@@ -245,13 +269,44 @@ def build_engine(opts: BuildOptions, echo: Callable[[str], None] = _echo) -> Pat
                 },
             )
 
+        aoti_info = None
+        if with_aoti:
+            from rd_engine.export.aoti import build_package, dynamic_ranges
+
+            for c in contracts:
+                stage(f"{c.name}: AOTInductor package ({precision} on {aoti_device}; torch.export + compile, minutes)")
+                rel = f"{AOTI_DIR}/{c.name}.{precision}.{aoti_device.type}.pt2"
+                info = build_package(c, models, tmp / rel, profile, precision, aoti_device, check=opts.check)
+                components[c.name].aoti = AotiPackage(
+                    file=rel, seconds=round(info["seconds"], 3), parity_max_abs_vs_pytorch=info["parity"]
+                )
+                timings[f"{c.name}.aoti"] = info["seconds"]
+                line = (
+                    f"      {rel} ({human_bytes(info['bytes'])}) in {info['seconds']:.1f} s "
+                    f"(export {info['export_seconds']:.1f} s)"
+                )
+                if info["parity"] is not None:
+                    line += f"; package vs PyTorch max |diff| {info['parity']:.1e} at two shapes"
+                    if not info["parity"] < (1e-3 if precision == "fp32" else 5e-2):
+                        raise RuntimeError(
+                            f"{c.name}: the package disagrees with PyTorch (max |diff| {info['parity']})"
+                        )
+                echo(line)
+            aoti_info = AotiInfo(
+                torch_version=torch.__version__,
+                device=aoti_device.type,
+                precision=precision,
+                gpu=cuda_device_info(aoti_device) if aoti_device.type == "cuda" else None,
+                dynamic=dynamic_ranges(profile),
+            )
+
         stage("writing the manifest (checksums of every file)")
         manifest = Manifest(
             format_version=FORMAT_VERSION,
             created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
             source=Source(checkpoint=str(Path(source).resolve()), name=str(opts.checkpoint), weights_hash=whash),
             precision=precision,
-            backends=["onnxruntime"] + (["tensorrt"] if with_trt else []),
+            backends=["onnxruntime"] + (["tensorrt"] if with_trt else []) + (["aoti"] if with_aoti else []),
             snippet_lens=lens,
             profile=profile,
             latent_scale=LATENT_SCALE,
@@ -264,6 +319,7 @@ def build_engine(opts: BuildOptions, echo: Callable[[str], None] = _echo) -> Pat
                 precisions=graph_precisions,
             ),
             tensorrt=trt_info,
+            aoti=aoti_info,
             components=components,
             libraries=library_versions(),
             build=BuildRecord(
@@ -273,6 +329,7 @@ def build_engine(opts: BuildOptions, echo: Callable[[str], None] = _echo) -> Pat
                     else str(opts.checkpoint),
                     "backend": opts.backend,
                     "precision": precision,
+                    **({"device": aoti_device.type} if with_aoti else {}),
                     "res": profile.opt_res,
                     "min_res": profile.min_res,
                     "max_res": profile.max_res,
@@ -287,7 +344,7 @@ def build_engine(opts: BuildOptions, echo: Callable[[str], None] = _echo) -> Pat
         write_manifest(tmp, manifest)
         if with_trt and opts.check:
             stage("checking the TensorRT plans against PyTorch (fp32) on random inputs")
-            _check_tensorrt(tmp, models, torch.device(opts.device), echo)
+            _check_tensorrt(tmp, models, torch.device("cuda" if opts.device == "auto" else opts.device), echo)
     total = time.perf_counter() - t_start
     echo(f"engine written to {out} in {total:.1f} s; run it with: rd-engine run VIDEO --engine {out}")
     return out

@@ -1,4 +1,5 @@
-"""Backend selection for a run: `open_backend` (auto: TensorRT, then ONNX Runtime, then PyTorch).
+"""Backend selection for a run: `open_backend` (auto: TensorRT, then AOTInductor, then ONNX Runtime, then
+PyTorch).
 
 Used by `rd-engine run` and `rd-engine info` (what runs here); nothing here needs the build
 tools (onnx, the exporter).
@@ -20,7 +21,7 @@ from rd_engine.errors import SettingError, UserError
 
 log = logging.getLogger("rd_engine")
 
-BACKEND_CHOICES = ("auto", "pytorch", "onnxruntime", "tensorrt")
+BACKEND_CHOICES = ("auto", "pytorch", "onnxruntime", "tensorrt", "aoti")
 
 
 def availability(engine: EngineFolder, device: torch.device | None) -> list[tuple[str, str | None]]:
@@ -31,7 +32,7 @@ def availability(engine: EngineFolder, device: torch.device | None) -> list[tupl
         device: The device to check for (None: TensorRT on CUDA; ONNX Runtime on CUDA if there is one).
 
     Returns:
-        TensorRT (if the engine holds plans), then ONNX Runtime.
+        TensorRT (if the engine holds plans), AOTInductor (if it holds packages), then ONNX Runtime.
     """
     out = []
     if engine.tensorrt:
@@ -43,6 +44,13 @@ def availability(engine: EngineFolder, device: torch.device | None) -> list[tupl
                 why = str(e)
         out.append(("tensorrt", why))
     dev = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if engine.aoti:
+        try:
+            engine.check_aoti_machine(device or torch.device(engine.aoti.device))
+            why = None
+        except UserError as e:
+            why = str(e)
+        out.append(("aoti", why))
     out.append(("onnxruntime", onnxruntime_unavailable_reason(dev)))
     return out
 
@@ -105,7 +113,7 @@ def open_backend(
     engine = open_engine_folder(engine_dir, checkpoint=models, processed_size=processed_size)
     if snippet_lens:
         engine.check_snippet_lens(snippet_lens)
-    order = ["tensorrt", "onnxruntime", "pytorch"] if backend == "auto" else [backend]
+    order = ["tensorrt", "aoti", "onnxruntime", "pytorch"] if backend == "auto" else [backend]
     skipped = []
     for name in order:
         why = _why_not(name, engine, models, device)
@@ -134,6 +142,14 @@ def _why_not(name: str, engine: EngineFolder, models, device: torch.device) -> s
             return why
         engine.check_tensorrt_machine(device)  # a foreign plan is refused, not skipped: rebuild it
         return None
+    if name == "aoti":
+        if not engine.aoti:
+            return f"engine holds no AOTInductor packages (build them: {engine.rebuild_command(backend='aoti')})"
+        try:  # auto moves on to the ONNX graphs; a forced aoti backend refuses, saying how to rebuild
+            engine.check_aoti_machine(device)
+        except UserError as e:
+            return str(e)
+        return None
     if name == "onnxruntime":
         if "fp32" not in engine.onnx_precisions:
             return "engine holds no ONNX graphs"
@@ -152,6 +168,17 @@ def _construct(name: str, engine: EngineFolder, models, device: torch.device, dt
             log.info(
                 "tensorrt runs the engine's %s plans (%s was asked for)",
                 engine.tensorrt.precision,
+                str(dtype).replace("torch.", ""),
+            )
+        return be
+    if name == "aoti":
+        from rd_engine.backends.aoti_backend import AotiBackend
+
+        be = AotiBackend(None, device, engine=engine)
+        if dtype != be.dtype:
+            log.info(
+                "aoti runs the engine's %s packages (%s was asked for)",
+                engine.aoti.precision,
                 str(dtype).replace("torch.", ""),
             )
         return be

@@ -52,17 +52,19 @@ def add_build_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", type=Path, required=True, help="engine folder to create")
     p.add_argument(
         "--backend",
-        choices=["auto", "onnxruntime", "tensorrt"],
+        choices=["auto", "onnxruntime", "tensorrt", "aoti"],
         default="auto",
-        help="what to build: ONNX graphs only (onnxruntime), or TensorRT plans too (tensorrt); auto adds "
-        "plans where TensorRT and a GPU exist",
+        help="what to build: ONNX graphs only (onnxruntime), or TensorRT plans too (tensorrt), or "
+        "AOTInductor packages too (aoti: compiled for --device, cpu or cuda); auto adds plans where TensorRT "
+        "and a GPU exist",
     )
     p.add_argument(
         "--precision",
+        "--dtype",
         choices=["fp32", "fp16", "bf16"],
         default=None,
-        help="engine precision (TensorRT plans; ONNX graphs in it beside the fp32 ones). "
-        "Default: fp16 with TensorRT, fp32 without",
+        help="engine precision (TensorRT plans, AOTInductor packages; ONNX graphs in it beside the fp32 ones "
+        "where ONNX Runtime has kernels). Default: fp16 with TensorRT or AOTInductor on CUDA, fp32 otherwise",
     )
     g = p.add_argument_group("shape profile (processed pixels; sides are padded to multiples of 8)")
     g.add_argument(
@@ -91,7 +93,7 @@ def add_build_parser(subparsers) -> argparse.ArgumentParser:
         default=[3],
         help="snippet lengths to build UNet steps for (the run's --snippet-len and --refine-snippet-len)",
     )
-    x = p.add_argument_group("export and TensorRT")
+    x = p.add_argument_group("export, TensorRT and AOTInductor")
     x.add_argument("--opset", type=int_at_least(17), default=17, help="ONNX opset")
     x.add_argument(
         "--external-data",
@@ -99,7 +101,12 @@ def add_build_parser(subparsers) -> argparse.ArgumentParser:
         default="auto",
         help="weights in a separate <graph>.data file (auto: for graphs over 1 GiB)",
     )
-    x.add_argument("--device", default="cuda", help="CUDA device to build TensorRT plans on")
+    x.add_argument(
+        "--device",
+        default="auto",
+        help="device to build for: TensorRT plans on a CUDA device; AOTInductor packages for cpu or cuda[:N] "
+        "(auto: cuda where there is one, else cpu)",
+    )
     x.add_argument(
         "--timing-cache",
         type=Path,
@@ -244,6 +251,13 @@ def describe(engine: EngineFolder) -> list[str]:
             f"tensorrt: {trt.version} on {trt.gpu['name']} (compute capability "
             f"{trt.gpu['compute_capability']}), {trt.precision} plans"
         )
+    aoti = m.aoti
+    if aoti:
+        gpu = f" {aoti.gpu['name']} (compute capability {aoti.gpu['compute_capability']})" if aoti.gpu else ""
+        ranges = ", ".join(f"{k} {lo}..{hi}" for k, (lo, hi) in aoti.dynamic.items())
+        lines.append(
+            f"aoti: torch {aoti.torch_version}, {aoti.device}{gpu}, {aoti.precision} packages; dynamic {ranges}"
+        )
     lines.append("components:")
     for name, comp in m.components.items():
         parts = []
@@ -253,6 +267,9 @@ def describe(engine: EngineFolder) -> list[str]:
         if comp.tensorrt is not None:
             plan = m.files.get(comp.tensorrt.file)
             parts.append(f"plan {comp.tensorrt.precision} {human_bytes(plan.bytes if plan else 0)}")
+        if comp.aoti is not None:
+            package = m.files.get(comp.aoti.file)
+            parts.append(f"aoti {m.aoti.precision} {human_bytes(package.bytes if package else 0)}")
         ins = ", ".join(f"{t.name}{list(t.shape)}" for t in comp.contract.inputs)
         lines.append(f"  {name}: {'; '.join(parts)} | in: {ins}")
     lines.append("built with: " + ", ".join(f"{k} {v}" for k, v in m.libraries.items() if v))

@@ -130,20 +130,27 @@ class Contract:
             out.append(x.to(spec.torch_dtype(precision)))
         return tuple(out)
 
-    def module(self, models: Models, precision: torch.dtype = torch.float32) -> nn.Module:
+    def module(self, models: Models, precision: torch.dtype = torch.float32, fp32_update: bool = True) -> nn.Module:
         """The traced module (eval, CPU, weights in `precision`) built from a loaded checkpoint.
 
         A reduced-precision module computes what the PyTorch backend computes at that dtype (the
         module is cast as a whole, as `Models.to` does), so its graph has the same op-level types.
         It is a copy: the checkpoint's fp32 weights are never rounded in place.
+
+        Args:
+            models: The loaded checkpoint (fp32, CPU).
+            precision: The module's dtype.
+            fp32_update: The UNet step's DDIM update of a half-precision module in fp32 (ONNX graphs
+                need it; see `UnetStep`); False computes it as the PyTorch backend does.
         """
         if self.kind == "vae_encoder":
             mod = VaeEncode(models.vae)
         elif self.kind == "vae_decoder":
             mod = VaeDecode(models.vae)
         else:
-            # half graphs: the DDIM update in fp32 (ONNX has no half x fp32 op; see UnetStep)
-            mod = UnetStep.from_models(models, self.snippet_len, models.empty_embed.to(precision), fp32_update=True)
+            mod = UnetStep.from_models(
+                models, self.snippet_len, models.empty_embed.to(precision), fp32_update=fp32_update
+            )
         if precision != torch.float32:
             mod = copy.deepcopy(mod)
         return mod.to(precision).eval()

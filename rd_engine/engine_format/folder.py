@@ -25,6 +25,7 @@ from rd_engine.engine_format.manifest import (
     EMPTY_PROMPT_FILE,
     MANIFEST,
     SUPPORTED_FORMAT_VERSIONS,
+    AotiInfo,
     Manifest,
     TensorRTInfo,
     build_command,
@@ -64,6 +65,10 @@ class EngineFolder:
     @property
     def tensorrt(self) -> TensorRTInfo | None:
         return self.manifest.tensorrt
+
+    @property
+    def aoti(self) -> AotiInfo | None:
+        return self.manifest.aoti
 
     @property
     def weights_hash(self) -> str:
@@ -120,6 +125,17 @@ class EngineFolder:
 
     def plan_files(self) -> list[str]:
         return [c.tensorrt.file for c in self.manifest.components.values() if c.tensorrt is not None]
+
+    def aoti_package(self, name: str) -> Path:
+        """Path of a component's AOTInductor package (its checksum verified)."""
+        package = self.manifest.components[name].aoti
+        if package is None:
+            raise UserError(
+                f"engine {self.path} holds no AOTInductor package of {name}; build one: "
+                f"{self.rebuild_command(backend='aoti')}"
+            )
+        self.verify_files([package.file])
+        return self.path / package.file
 
     def rebuild_command(self, **changes: Any) -> str:
         return build_command(self.manifest.build.args, self.path, **changes)
@@ -223,6 +239,37 @@ class EngineFolder:
             raise UserError(
                 f"engine {self.path}: its TensorRT plans do not fit this machine ({'; '.join(problems)}); "
                 f"rebuild here: {self.rebuild_command(backend='tensorrt')} "
+                "(or run its ONNX graphs with the onnxruntime backend)"
+            )
+
+    def check_aoti_machine(self, device: torch.device | str) -> None:
+        """Refuse AOTInductor packages compiled by another torch version, for another device type or GPU
+        architecture: compiled code runs only where it was compiled for.
+        """
+        info = self.aoti
+        if not info:
+            raise UserError(
+                f"engine {self.path} holds no AOTInductor packages; build them: {self.rebuild_command(backend='aoti')}"
+            )
+        dev = torch.device(device)
+        problems = []
+        if info.torch_version != torch.__version__:
+            problems.append(f"torch {info.torch_version} at build time, {torch.__version__} here")
+        if info.device != dev.type:
+            problems.append(f"compiled for {info.device}, the run is on {dev.type}")
+        elif dev.type == "cuda" and not torch.cuda.is_available():
+            problems.append("compiled for cuda, and this machine has no CUDA device")
+        elif dev.type == "cuda" and info.gpu:
+            here = cuda_device_info(dev)
+            if here["compute_capability"] != info.gpu["compute_capability"]:
+                problems.append(
+                    f"compute capability {info.gpu['compute_capability']} at build time, "
+                    f"{here['compute_capability']} here"
+                )
+        if problems:
+            raise UserError(
+                f"engine {self.path}: its AOTInductor packages do not fit this run ({'; '.join(problems)}); "
+                f"rebuild here: {self.rebuild_command(backend='aoti', device=dev.type)} "
                 "(or run its ONNX graphs with the onnxruntime backend)"
             )
 

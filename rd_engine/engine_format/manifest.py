@@ -34,6 +34,7 @@ MANIFEST = "manifest.json"
 EMPTY_PROMPT_FILE = "empty_prompt.safetensors"
 ONNX_DIR = "onnx"
 TRT_DIR = "tensorrt"
+AOTI_DIR = "aoti"
 
 
 # ----------------------------------------------------------------------------
@@ -150,6 +151,51 @@ class TensorRTInfo:
 
 
 @dataclass
+class AotiInfo:
+    """What the AOTInductor packages are tied to (None in the manifest: no packages).
+
+    A package is compiled code for one torch version, one device type and (on CUDA) one GPU
+    architecture; its dynamic dimensions cover the engine's profile.
+    """
+
+    torch_version: str
+    device: str  # "cpu" or "cuda"
+    precision: str  # fp32 | fp16 | bf16
+    gpu: dict[str, str] | None  # name, compute_capability (CUDA packages)
+    dynamic: dict[str, list[int]]  # dimension -> [min, max]: "B" (frames), "S" (snippets), "h"/"w" (latent)
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict) -> AotiInfo:
+        gpu = data.get("gpu")
+        return cls(
+            data["torch_version"],
+            data["device"],
+            data["precision"],
+            dict(gpu) if gpu else None,
+            {k: list(v) for k, v in data["dynamic"].items()},
+        )
+
+
+@dataclass
+class AotiPackage:
+    """One component's AOTInductor package."""
+
+    file: str
+    seconds: float  # export + compile
+    parity_max_abs_vs_pytorch: float | None = None  # the build's self-check at two shapes
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict) -> AotiPackage:
+        return cls(data["file"], data["seconds"], data.get("parity_max_abs_vs_pytorch"))
+
+
+@dataclass
 class OnnxGraph:
     """One component's ONNX graph in one precision (paths relative to the engine folder)."""
 
@@ -202,25 +248,30 @@ class PlanRecord:
 
 @dataclass
 class Component:
-    """One component: its contract, its ONNX graphs by precision, its TensorRT plan."""
+    """One component: its contract, its ONNX graphs by precision, its TensorRT plan, its AOTInductor package."""
 
     contract: Contract
     onnx: dict[str, OnnxGraph] = field(default_factory=dict)
     tensorrt: PlanRecord | None = None
+    aoti: AotiPackage | None = None
 
     def to_json(self) -> dict:
         out = {**self.contract.to_json(), "onnx": {p: g.to_json() for p, g in self.onnx.items()}}
         if self.tensorrt is not None:
             out["tensorrt"] = self.tensorrt.to_json()  # absent, not null, without a plan
+        if self.aoti is not None:
+            out["aoti"] = self.aoti.to_json()
         return out
 
     @classmethod
     def from_json(cls, name: str, data: dict) -> Component:
         plan = data.get("tensorrt")
+        package = data.get("aoti")
         return cls(
             contract_from_json(name, data),
             {p: OnnxGraph.from_json(g) for p, g in data.get("onnx", {}).items()},
             PlanRecord.from_json(plan) if plan else None,
+            AotiPackage.from_json(package) if package else None,
         )
 
 
@@ -272,13 +323,14 @@ class Manifest:
     ddim: DdimRecord
     onnx: OnnxInfo
     tensorrt: TensorRTInfo | None = None
+    aoti: AotiInfo | None = None  # written only when the engine holds packages (format 1 stays as it was)
     components: dict[str, Component]
     libraries: dict[str, str | None] = field(default_factory=dict)
     build: BuildRecord = field(default_factory=BuildRecord)
     files: dict[str, FileRecord] = field(default_factory=dict)  # every other file (filled in by write_manifest)
 
     def to_json(self) -> dict:
-        return {
+        out = {
             "format_version": self.format_version,
             "created": self.created,
             "source": self.source.to_json(),
@@ -292,16 +344,21 @@ class Manifest:
             "ddim": self.ddim.to_json(),
             "onnx": self.onnx.to_json(),
             "tensorrt": self.tensorrt.to_json() if self.tensorrt is not None else None,
+            "aoti": self.aoti.to_json() if self.aoti is not None else None,
             "components": {name: c.to_json() for name, c in self.components.items()},
             "libraries": dict(self.libraries),
             "build": self.build.to_json(),
             "files": {rel: f.to_json() for rel, f in self.files.items()},
         }
+        if self.aoti is None:
+            del out["aoti"]
+        return out
 
     @classmethod
     def from_json(cls, data: dict) -> Manifest:
         """Parse a manifest (KeyError, TypeError, ValueError, AttributeError: an incomplete one)."""
         trt = data.get("tensorrt")
+        aoti = data.get("aoti")
         return cls(
             format_version=int(data["format_version"]),
             created=data.get("created"),
@@ -316,6 +373,7 @@ class Manifest:
             ddim=DdimRecord.from_json(data["ddim"]),
             onnx=OnnxInfo.from_json(data["onnx"]),
             tensorrt=TensorRTInfo.from_json(trt) if trt is not None else None,
+            aoti=AotiInfo.from_json(aoti) if aoti is not None else None,
             components={name: Component.from_json(name, c) for name, c in data["components"].items()},
             libraries=dict(data.get("libraries", {})),
             build=BuildRecord.from_json(data.get("build", {})),
@@ -415,6 +473,7 @@ def build_command(args: dict[str, Any], output: Path | str, **changes: Any) -> s
     for key, flag in (
         ("backend", "--backend"),
         ("precision", "--precision"),
+        ("device", "--device"),
         ("res", "--res"),
         ("min_res", "--min-res"),
         ("max_res", "--max-res"),

@@ -1,0 +1,177 @@
+"""AOTInductor packages: each engine component compiled ahead of time for one device (CPU or CUDA).
+
+`torch.export` traces the component's module (`rd_engine.model.components`, the
+modules the PyTorch backend runs) with a dynamic batch and latent size that
+cover the engine's profile; AOTInductor compiles the exported program into a
+self-contained `.pt2` package. `rd_engine.backends.aoti_backend` loads it from
+Python; libtorch's `AOTIModelPackageLoader` loads the same file from C++.
+
+One package serves every shape inside the profile: the batch (frames for the
+VAE, snippets for the UNet step) from 1 to the profile's maximum and every
+latent side in the profile's range.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from pathlib import Path
+
+import torch
+from torch.export import Dim
+
+from rd_engine.backends.aoti_backend import load_package
+from rd_engine.engine_format.contracts import VAE_FACTOR, Contract
+from rd_engine.engine_format.profile import Profile
+from rd_engine.model.checkpoint import Models
+
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+# an up factor no latent side is a multiple of (see `explicit_upsample_sizes`)
+_NO_SIZE_IS_A_MULTIPLE = 62
+
+
+def dynamic_ranges(profile: Profile) -> dict[str, list[int]]:
+    """The [min, max] of every dynamic dimension a package serves: frames per VAE call `B`, snippets per
+    UNet call `S`, latent height `h` and width `w`.
+    """
+    lo, hi = profile.latent_range()
+    return {"B": [1, profile.max_vae_batch], "S": [1, profile.max_batch], "h": [lo, hi], "w": [lo, hi]}
+
+
+@contextlib.contextmanager
+def explicit_upsample_sizes(module: torch.nn.Module):
+    """Make the UNet of `module` (if any) always take its explicit-size upsampling path while tracing.
+
+    diffusers' UNet upsamples by `scale_factor=2` when both latent sides are multiples of
+    `2 ** num_upsamplers` and to the skip connection's size otherwise: a branch on the latent size
+    that a program with a dynamic size cannot keep. Nearest-neighbour upsampling by exactly 2 gives
+    the same values either way, so the exported program takes the explicit-size path, which is
+    right at every size: with an up factor of 2**62 no latent side is a multiple of it, the branch
+    is decided while tracing, and no guard on the size remains. The checkpoint's UNet is restored
+    on exit.
+    """
+    unet = getattr(module, "unet", None)
+    if unet is None:
+        yield
+        return
+    old = unet.num_upsamplers
+    unet.num_upsamplers = _NO_SIZE_IS_A_MULTIPLE
+    try:
+        yield
+    finally:
+        unet.num_upsamplers = old
+
+
+def _dims(profile: Profile) -> tuple[dict[str, Dim | int], dict[str, int]]:
+    """The torch.export dimension of every symbolic name, and a sample size for each (inside the ranges,
+    neither 0 nor 1, which torch.export would specialize).
+    """
+    dims: dict[str, Dim | int] = {}
+    sample: dict[str, int] = {}
+    for name, (lo, hi) in dynamic_ranges(profile).items():
+        if lo == hi:
+            dims[name] = lo  # a fixed size: nothing dynamic
+            sample[name] = lo
+        else:
+            dims[name] = Dim(name, min=lo, max=hi)
+            sample[name] = max(2, min(hi, lo + 1))
+    return dims, sample
+
+
+def export_component(
+    contract: Contract, models: Models, profile: Profile, precision: str, device: torch.device
+) -> torch.export.ExportedProgram:
+    """The component as an exported program with dynamic batch and latent size (on `device`).
+
+    Args:
+        contract: The component.
+        models: The checkpoint (fp32, CPU; not modified).
+        profile: The shapes the program must serve.
+        precision: fp32, fp16 or bf16.
+        device: Where the program runs (its weights and sample inputs live there while tracing).
+
+    Returns:
+        The exported program.
+    """
+    dtype = DTYPES[precision]
+    # the PyTorch backend's arithmetic (a half-precision DDIM update op by op): packages run torch's ops
+    module = contract.module(models, dtype, fp32_update=False).to(device)
+    dims, sample = _dims(profile)
+
+    def spec_dims(shape) -> dict[int, object] | None:
+        out = {}
+        for i, d in enumerate(shape):
+            if not isinstance(d, str):
+                continue
+            base = dims[d.lower()] if d in ("H", "W") else dims[d]
+            if isinstance(base, int):
+                continue
+            out[i] = VAE_FACTOR * base if d in ("H", "W") else base
+        return out or None
+
+    args = tuple(x.to(device) for x in contract.sample_inputs(sample, torch.Generator().manual_seed(0), dtype))
+    dynamic = tuple(spec_dims(spec.shape) for spec in contract.inputs)
+    with torch.no_grad(), explicit_upsample_sizes(module):
+        return torch.export.export(module, args, dynamic_shapes=dynamic, strict=False)
+
+
+def compile_package(program: torch.export.ExportedProgram, path: Path) -> Path:
+    """Compile an exported program into an AOTInductor package at `path` (`.pt2`)."""
+    from torch._inductor import aoti_compile_and_package
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return Path(aoti_compile_and_package(program, package_path=str(path)))
+
+
+def package_parity(
+    contract: Contract, models: Models, path: Path, profile: Profile, precision: str, device: torch.device
+) -> float:
+    """Max |package - eager module| over two shapes of the profile (its smallest latent size at batch 1,
+    and a larger one at the largest batch), from the one package.
+    """
+    dtype = DTYPES[precision]
+    module = contract.module(models, dtype, fp32_update=False).to(device)
+    runner = load_package(path, device)
+    ranges = dynamic_ranges(profile)
+    batch = ranges[contract.batch_dim]
+    lo, hi = ranges["h"]
+    worst = 0.0
+    gen = torch.Generator().manual_seed(1)
+    for b, h, w in ((batch[0], lo, lo), (batch[1], min(hi, lo + 3), min(hi, lo + 5))):
+        dims = {contract.batch_dim: b, "h": h, "w": w}
+        inputs = tuple(x.to(device) for x in contract.sample_inputs(dims, gen, dtype))
+        with torch.no_grad():
+            want = module(*inputs)
+            got = runner(*inputs)
+        got = got[0] if isinstance(got, (list, tuple)) else got
+        worst = max(worst, float((got.float() - want.float()).abs().max()))
+    return worst
+
+
+def build_package(
+    contract: Contract,
+    models: Models,
+    path: Path,
+    profile: Profile,
+    precision: str,
+    device: torch.device,
+    check: bool = True,
+) -> dict:
+    """Export, compile and (optionally) check one component's package.
+
+    Returns:
+        `seconds` (export + compile), `export_seconds`, `bytes`, and `parity` (max |diff| against the
+        eager module at two shapes, None without `check`).
+    """
+    t0 = time.perf_counter()
+    program = export_component(contract, models, profile, precision, device)
+    t1 = time.perf_counter()
+    compile_package(program, path)
+    t2 = time.perf_counter()
+    parity = package_parity(contract, models, path, profile, precision, device) if check else None
+    return {
+        "seconds": t2 - t0,
+        "export_seconds": t1 - t0,
+        "bytes": path.stat().st_size,
+        "parity": parity,
+    }
