@@ -1,13 +1,15 @@
 """Python API: one engine (models on a device), offline runs and any number of live streams.
 
-from rd_engine import Engine
-engine = Engine("path/to/rollingdepth-v1-0")          # or Engine.demo() for the tiny random model
-pred = engine.run("video.mp4", preset="fast")          # offline, the reference method
-session = engine.open_stream(preset="fast", lag=0)     # online
-for frame, ts in camera:
-for done in session.push(frame, ts):
-publish(done.index, done.timestamp, done.depth)   # relative inverse depth, [H, W] float32
-session.flush()
+Example:
+    from rd_engine import Engine
+    engine = Engine("path/to/rollingdepth-v1-0")          # or Engine.demo() for the tiny random model
+    engine = Engine(engine="engines/rd")                   # or an engine folder (compiled components)
+    pred = engine.run("video.mp4", preset="fast")          # offline, the reference method
+    session = engine.open_stream(preset="fast", lag=0)     # online
+    for frame, ts in camera:
+        for done in session.push(frame, ts):
+            publish(done.index, done.timestamp, done.depth)   # relative inverse depth, [H, W] float32
+    session.flush()
 """
 
 from __future__ import annotations
@@ -15,46 +17,53 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-import torch
-
+from rd_engine.errors import UserError
 from rd_engine.io.sources import open_source
 from rd_engine.online.session import FinishedFrame, StreamSession
 from rd_engine.pipeline.offline import Budgets, Pipeline, Prediction
-from rd_engine.settings import Settings, resolve
+from rd_engine.settings import Settings, pick_device, resolve
 
 
 class Engine:
     """Models loaded once on one device; sessions and runs keep their own state.
 
     Args:
-        checkpoint: diffusers-layout checkpoint folder or hub id.
+        checkpoint: diffusers-layout checkpoint folder or hub id (optional with an engine folder that
+            holds compiled components).
         device: "auto", "cpu", "cuda" or "cuda:N".
         dtype: "fp16", "bf16" or "fp32" (default: fp16 on CUDA, fp32 on CPU).
         progress: show progress bars for offline runs.
         budgets: memory budgets for offline runs.
+        models: already loaded checkpoint models (instead of `checkpoint`).
+        engine: an engine folder made by `rd-engine build` (its backend is picked from its manifest).
+        backend: "auto" (TensorRT, then AOTInductor, then ONNX Runtime, then PyTorch: the first that
+            can run here), or one of "pytorch", "onnxruntime", "aoti", "tensorrt".
     """
 
     def __init__(
         self,
-        checkpoint: str | Path,
+        checkpoint: str | Path | None = None,
         device: str = "auto",
         dtype: str | None = None,
         progress: bool = False,
         budgets: Budgets | None = None,
         models=None,
+        engine: str | Path | None = None,
+        backend: str = "auto",
     ):
-        from rd_engine.backends.torch_backend import TorchBackend
+        from rd_engine.backends.select import open_backend
         from rd_engine.model.checkpoint import load_checkpoint
 
-        self.device = torch.device(
-            "cuda" if device == "auto" and torch.cuda.is_available() else "cpu" if device == "auto" else device
-        )
+        self.device = pick_device(device)
         self.dtype = dtype or ("fp16" if self.device.type == "cuda" else "fp32")
-        models = models or load_checkpoint(checkpoint)
+        if models is None and checkpoint is not None:
+            models = load_checkpoint(checkpoint)
+        if models is None and engine is None:
+            raise UserError("Engine needs a checkpoint or an engine folder")
         torch_dtype = Settings(dtype=self.dtype).validate().torch_dtype()
-        self.backend = TorchBackend(models, self.device, torch_dtype)
+        self.backend = open_backend(None if engine is None else Path(engine), models, backend, self.device, torch_dtype)
         self.pipeline = Pipeline(self.backend, progress=progress, budgets=budgets)
-        self.model_name = models.name
+        self.model_name = models.name if models is not None else str(engine)
 
     @classmethod
     def demo(cls, **kw) -> Engine:

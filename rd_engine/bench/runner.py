@@ -46,13 +46,24 @@ def load_models(args):
     return full_size_random(), "full", "full"
 
 
-def make_backend(kind: str, models, device: torch.device, dtype: torch.dtype):
-    """The `kind` backend (only "pytorch" so far) on `models`, `device` and `dtype`."""
-    if kind != "pytorch":
-        raise UserError(f"backend {kind!r} is not available to the benchmark yet (use pytorch)")
+EXECUTION = {"pytorch": "eager", "onnxruntime": "onnxruntime", "aoti": "aot-compiled", "tensorrt": "tensorrt"}
+
+
+def make_backend(kind: str, models, device: torch.device, dtype: torch.dtype, engine: Path | None = None):
+    """The `kind` backend on `device` and `dtype`: PyTorch on `models`, or an engine folder's backend.
+
+    Raises:
+        UserError: An engine backend without an engine folder, or one that cannot run here.
+    """
     from rd_engine.backends.torch_backend import TorchBackend
 
-    return TorchBackend(models, device, dtype)
+    if kind == "pytorch":
+        return TorchBackend(models, device, dtype)
+    if engine is None:
+        raise UserError(f"--backend {kind} runs an engine folder: give it with --engine (build: rd-engine build)")
+    from rd_engine.backends.select import open_backend
+
+    return open_backend(engine, models, kind, device, dtype)
 
 
 def parse_aspect(text: str) -> tuple[int, int]:
@@ -162,9 +173,11 @@ def run_bench(args) -> list[tuple[Path, dict]]:
             if args.baseline:
                 primary_settings = baseline_settings(settings, device, args.baseline_align_iters)
                 mode = "baseline"
-            backend = make_backend(args.backend, models, device, primary_settings.torch_dtype())
-            flops = FlopTable(backend)
             dtype = primary_settings.torch_dtype()
+            backend = make_backend(args.backend, models, device, dtype, args.engine)
+            # FLOPs are the model's: counted on the PyTorch modules whatever runs them
+            reference = backend if args.backend == "pytorch" else make_backend("pytorch", models, device, dtype)
+            flops = FlopTable(reference)
             if dtype not in peaks:
                 peaks[dtype] = measure_peak_tflops(device, dtype, args.peak_n)
             peak = peaks[dtype]
@@ -187,10 +200,10 @@ def run_bench(args) -> list[tuple[Path, dict]]:
             if args.with_baseline:
                 bs = baseline_settings(settings, device, args.baseline_align_iters)
                 bdtype = bs.torch_dtype()
-                if bdtype == dtype:
-                    bbackend, bflops = backend, flops
+                if bdtype == dtype:  # the baseline is the reference strategy on the PyTorch backend
+                    bbackend, bflops = reference, flops
                 else:  # re-casts the shared modules: the optimized run is finished by now
-                    bbackend = make_backend(args.backend, models, device, bdtype)
+                    bbackend = make_backend("pytorch", models, device, bdtype)
                     bflops = FlopTable(bbackend)
                 if bdtype not in peaks:
                     peaks[bdtype] = measure_peak_tflops(device, bdtype, args.peak_n)
@@ -220,7 +233,8 @@ def run_bench(args) -> list[tuple[Path, dict]]:
                     "name": backend.name,
                     "device": str(device),
                     "dtype": primary_settings.dtype,
-                    "execution": "eager",
+                    "execution": EXECUTION[backend.name],
+                    "engine": None if args.engine is None else str(args.engine),
                     "cudnn_benchmark": bool(torch.backends.cudnn.benchmark),
                     "tf32_matmul": bool(torch.backends.cuda.matmul.allow_tf32),
                     "tf32_cudnn": bool(torch.backends.cudnn.allow_tf32),

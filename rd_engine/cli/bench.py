@@ -44,7 +44,14 @@ def add_bench_parser(subparsers) -> argparse.ArgumentParser:
     )
     src.add_argument("-c", "--checkpoint", default=None, help="a real checkpoint folder (overrides --model)")
     src.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    src.add_argument("--backend", default="pytorch", choices=["pytorch"], help="inference backend")
+    src.add_argument(
+        "--backend",
+        default="pytorch",
+        choices=["pytorch", "onnxruntime", "aoti", "tensorrt"],
+        help="inference backend (all but pytorch run the engine folder given with --engine, built from the same "
+        "checkpoint; FLOPs are counted on the PyTorch modules, and the baseline is always PyTorch eager)",
+    )
+    src.add_argument("--engine", type=Path, default=None, help="engine folder for --backend onnxruntime/aoti/tensorrt")
     src.add_argument(
         "--threads",
         type=_pos_int,
