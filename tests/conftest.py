@@ -129,3 +129,21 @@ def cuda_reference(tiny_ckpt):
     from rd_engine.model.checkpoint import load_checkpoint
 
     return TorchBackend(load_checkpoint(tiny_ckpt), torch.device("cuda"), torch.float32)
+
+
+@pytest.fixture(scope="session")
+def aoti_engine_dir(tiny_ckpt, tmp_path_factory):
+    """The session engine's profile with fp32 AOTInductor packages for the CPU (built once: ~2 min)."""
+    from rd_engine.cli.build import cmd_build
+
+    out = tmp_path_factory.mktemp("engines") / "tiny-aoti"
+    args = [a if a != "onnxruntime" else "aoti" for a in BUILD_ARGS] + ["--device", "cpu"]
+    assert cmd_build(_parser().parse_args(["build", "-c", str(tiny_ckpt), "-o", str(out), "-q", *args])) == 0
+    return out
+
+
+@pytest.fixture(scope="session")
+def aoti_backend(aoti_engine_dir):
+    from rd_engine.backends.aoti_backend import AotiBackend
+
+    return AotiBackend(aoti_engine_dir, CPU)
