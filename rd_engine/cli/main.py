@@ -48,8 +48,8 @@ def _add_run_parser(sub) -> None:
     src.add_argument(
         "--backend",
         default="auto",
-        choices=["auto", "pytorch", "onnxruntime", "tensorrt"],
-        help="inference backend (auto: TensorRT, then ONNX Runtime, then PyTorch)",
+        choices=["auto", "pytorch", "onnxruntime", "tensorrt", "aoti"],
+        help="inference backend (auto: TensorRT, then AOTInductor packages, then ONNX Runtime, then PyTorch)",
     )
 
     m = p.add_argument_group("method (explicit values override the preset and are reported)")

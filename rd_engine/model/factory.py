@@ -160,3 +160,76 @@ def full_size_random(seed: int = 0) -> Models:
     )
     prepare_models(models)
     return models
+
+
+def make_random_checkpoint(folder: str | os.PathLike, size: str = "mid", seed: int = 0) -> Path:
+    """Write a seeded random-weight checkpoint (diffusers layout) of the RollingDepth architecture
+    at a reduced width, for CPU speed work between the tiny model and the full size.
+
+    The UNet is the RollingDepth/SD2 UNet (`unet_config.json`: 8 input channels, four blocks, two
+    layers each, linear-projection transformers, cross-attention width 1024) and the VAE the SD2 VAE
+    (`vae_config.json`), each with its `block_out_channels` divided by the size's factor ("mid": 2,
+    i.e. UNet 160/320/640/640 and VAE 64/128/256/256; "full": 1). The UNet keeps SD2's
+    `attention_head_dim` [5, 10, 20, 20], which diffusers reads as the number of heads per block, so
+    at "mid" every head is 32 channels wide instead of 64. The text encoder is a one-layer CLIP of
+    the UNet's cross-attention width on the tiny tokenizer: it only makes the empty-prompt embedding.
+    Scheduler config and model index are the real ones.
+
+    Args:
+        folder: Where to write the checkpoint (created; files in it are replaced).
+        size: "mid" (half width) or "full" (full width).
+        seed: Seed of the random weights.
+
+    Returns:
+        The checkpoint folder.
+
+    Raises:
+        ValueError: An unknown `size`, or a width that the heads or the group norms do not divide.
+    """
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    factors = {"mid": 2, "full": 1}
+    if size not in factors:
+        raise ValueError(f"size must be one of {sorted(factors)}, got {size!r}")
+    factor = factors[size]
+    unet_cfg = {k: v for k, v in reference_config("unet_config.json").items() if not k.startswith("_")}
+    vae_cfg = {k: v for k, v in reference_config("vae_config.json").items() if not k.startswith("_")}
+    unet_cfg["block_out_channels"] = [c // factor for c in unet_cfg["block_out_channels"]]
+    vae_cfg["block_out_channels"] = [c // factor for c in vae_cfg["block_out_channels"]]
+    groups = unet_cfg["norm_num_groups"]
+    for c, heads in zip(unet_cfg["block_out_channels"], unet_cfg["attention_head_dim"]):
+        if c % heads or c % groups:
+            raise ValueError(f"UNet width {c} is not divisible by {heads} heads and {groups} groups")
+    if any(c % vae_cfg["norm_num_groups"] for c in vae_cfg["block_out_channels"]):
+        raise ValueError(f"VAE widths {vae_cfg['block_out_channels']} not divisible by {vae_cfg['norm_num_groups']}")
+    width = unet_cfg["cross_attention_dim"]
+    text_cfg = dict(
+        hidden_size=width,
+        intermediate_size=256,
+        num_hidden_layers=1,
+        num_attention_heads=8,
+        max_position_embeddings=77,
+        projection_dim=width,
+        bos_token_id=0,
+        eos_token_id=1,
+        pad_token_id=1,
+    )
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        unet = UNet2DConditionModel(**unet_cfg)
+        vae = AutoencoderKL(**vae_cfg)
+        vocab_size = _write_tiny_tokenizer(folder / "tokenizer")
+        text = CLIPTextModel(CLIPTextConfig(vocab_size=vocab_size, **text_cfg))
+    unet.save_pretrained(folder / "unet", safe_serialization=True)
+    vae.save_pretrained(folder / "vae", safe_serialization=True)
+    _save_text_encoder(text, folder / "text_encoder")
+    (folder / "scheduler").mkdir(exist_ok=True)
+    (folder / "scheduler" / "scheduler_config.json").write_text(
+        json.dumps(reference_config("scheduler_config.json"), indent=2)
+    )
+    (folder / "model_index.json").write_text(json.dumps(reference_config("model_index.json"), indent=2))
+    return folder

@@ -183,7 +183,7 @@ def test_build_options_are_validated(tiny_ckpt, tmp_path, parser):
         build("--res", "96", "--min-res", "32", "--max-res", "64")
     with pytest.raises(UserError, match=r"^--max-res \(32\) must be >= --min-res \(64\)$"):
         build("--res", "48", "--min-res", "64", "--max-res", "32")
-    with pytest.raises(UserError, match="^precision bf16 is a TensorRT plan precision"):
+    with pytest.raises(UserError, match="^precision bf16 is a TensorRT plan and AOTInductor package precision"):
         build("--backend", "onnxruntime", "--precision", "bf16")
     with pytest.raises(UserError, match="^backend tensorrt: ") as e:
         if build_mod.resolve_backends("auto", "cuda")[0]:
