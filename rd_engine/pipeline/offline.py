@@ -221,7 +221,11 @@ class Pipeline:
                         c = copies.pop((g.dilation, k))
                         v[k] = c - gmin.to(c.dtype)
                 solve_groups = [g.with_depth(v) for g, v in zip(plan, views)]
+                if s.align == "reference" and be.device.type == "cuda":
+                    # the reference's Adam runs where its snippets are: on the GPU (2000 small steps)
+                    solve_groups = [g.with_depth(g.depth.to(be.device)) for g in solve_groups]
                 params = solve(solve_groups, n, s.align, iters=s.align_iters, progress=tick)
+                params = [(sc.cpu(), sh.cpu()) for sc, sh in params]
                 delta = merge_deltas(solve_groups, params, n) if s.align == "robust" else None
                 del solve_groups, views
 
