@@ -133,7 +133,7 @@ def _why_not(name: str, engine: EngineFolder, models, device: torch.device) -> s
         if not engine.tensorrt:
             return (
                 f"engine holds no TensorRT plans (build them on a GPU machine: "
-                f"{engine.rebuild_command(backend='tensorrt', precision=None)})"
+                f"{engine.rebuild_command(backend='tensorrt', precision=None, device=None)})"
             )
         if device.type != "cuda":
             return f"TensorRT needs a CUDA device (the run is on {device})"

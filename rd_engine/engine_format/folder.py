@@ -119,7 +119,7 @@ class EngineFolder:
         if plan is None:
             raise UserError(
                 f"engine {self.path} holds no TensorRT plan of {name}; build one on this machine: "
-                f"{self.rebuild_command(backend='tensorrt', precision=None)}"
+                f"{self.rebuild_command(backend='tensorrt', precision=None, device=None)}"
             )
         return self.path / plan.file
 
@@ -222,7 +222,7 @@ class EngineFolder:
         if not info:
             raise UserError(
                 f"engine {self.path} holds no TensorRT plans; build them on this machine: "
-                f"{self.rebuild_command(backend='tensorrt', precision=None)}"
+                f"{self.rebuild_command(backend='tensorrt', precision=None, device=None)}"
             )
         here = cuda_device_info(device)
         version = tensorrt_version()
@@ -238,7 +238,7 @@ class EngineFolder:
         if problems:
             raise UserError(
                 f"engine {self.path}: its TensorRT plans do not fit this machine ({'; '.join(problems)}); "
-                f"rebuild here: {self.rebuild_command(backend='tensorrt')} "
+                f"rebuild here: {self.rebuild_command(backend='tensorrt', device=None)} "
                 "(or run its ONNX graphs with the onnxruntime backend)"
             )
 
