@@ -209,6 +209,7 @@ def build_engine(opts: BuildOptions, echo: Callable[[str], None] = _echo) -> Pat
                     opset=info["opset"],
                     attention=info["attention"],
                     seconds=round(info["seconds"], 3),
+                    fp32_normalizations=info["fp32_normalizations"] or None,
                 )
                 data = [f for f in rec.files if f.endswith(".data")]
                 line = (
@@ -254,7 +255,8 @@ def build_engine(opts: BuildOptions, echo: Callable[[str], None] = _echo) -> Pat
                     file=f"{TRT_DIR}/{info['file']}",
                     precision=precision,
                     seconds=round(info["seconds"], 3),
-                    fp32_normalization_layers=info["fp32_normalization_layers"],
+                    # what the plan really does: a strongly typed network follows the graph's fp32 casts
+                    fp32_normalization_layers=components[c.name].onnx[precision].fp32_normalizations or 0,
                 )
                 timings[f"{c.name}.tensorrt"] = info["seconds"]
                 echo(f"      {TRT_DIR}/{info['file']} ({human_bytes(info['bytes'])}) in {info['seconds']:.1f} s")

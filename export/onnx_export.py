@@ -56,6 +56,34 @@ def _quiet_export():
         yield
 
 
+@contextlib.contextmanager
+def norms_in_fp32(module: torch.nn.Module, enabled: bool = True):
+    """While exporting a half-precision graph: every GroupNorm computes in fp32, between two casts.
+
+    Normalization statistics over thousands of half-precision values lose the precision that depth
+    needs; the casts in the graph keep them in fp32 in every runtime (a strongly typed TensorRT network
+    follows the graph's types and ignores per-layer precision requests). Yields the number of
+    normalizations wrapped; restores the modules on exit.
+    """
+    patched = []
+    if enabled:
+        for m in module.modules():
+            if isinstance(m, torch.nn.GroupNorm):
+
+                def forward(x, m=m):
+                    w = m.weight.float() if m.weight is not None else None
+                    b = m.bias.float() if m.bias is not None else None
+                    return torch.nn.functional.group_norm(x.float(), m.num_groups, w, b, m.eps).to(x.dtype)
+
+                m.forward = forward
+                patched.append(m)
+    try:
+        yield len(patched)
+    finally:
+        for m in patched:
+            del m.forward
+
+
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
@@ -95,13 +123,14 @@ def export_onnx(
     folder.mkdir(parents=True, exist_ok=True)
     module = contract.module(models, dtype)
     args = contract.sample_inputs(SAMPLE_DIMS, torch.Generator().manual_seed(0), precision=dtype)
+    norms = 0
     final = folder / graph_file_name(contract, precision)
     scratch = folder / f".{final.name}.export"
     scratch.mkdir(exist_ok=True)
     t0 = time.perf_counter()
     try:
         raw = scratch / final.name
-        with torch.no_grad(), _quiet_export():
+        with torch.no_grad(), _quiet_export(), norms_in_fp32(module, dtype != torch.float32) as norms:
             torch.onnx.export(
                 module,
                 args,
@@ -150,6 +179,7 @@ def export_onnx(
         "files": files,
         "attention": attention,
         "weights_bytes": weights,
+        "fp32_normalizations": norms,
         "opset": opset,
         "precision": precision,
     }

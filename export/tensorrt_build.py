@@ -6,9 +6,11 @@ traced from the module cast to that dtype). Strong typing makes the plan
 compute in the types PyTorch computes in at that dtype, and it is the only mode
 TensorRT 11 keeps (its weak-typing builder flags FP16/BF16 are gone); TensorRT
 10 accepts it through `NetworkDefinitionCreationFlag.STRONGLY_TYPED`. The one
-deliberate difference: normalization layers (GroupNorm, LayerNorm) compute in
-fp32, as PyTorch's CUDA kernels do internally, because fp16 statistics of the
-UNet's activations can overflow.
+deliberate difference: GroupNorms compute in fp32, as PyTorch's CUDA kernels do
+internally, because fp16 statistics of the UNet's activations can overflow.
+That is done by casts in the half-precision graphs themselves
+(`rd_engine.export.onnx_export.norms_in_fp32`): a strongly typed network
+follows the graph's types and rejects per-layer precision requests.
 
 One optimization profile per plan: batch 1..max (snippets for the UNet, frames
 for the VAE) and latent sides min..max, tuned at the profile's optimum. The
@@ -85,7 +87,6 @@ def build_plan(
     if not parser.parse_from_file(str(onnx_path)):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
         raise RuntimeError(f"TensorRT could not parse {onnx_path.name}: {errors}")
-    fp32_norms = _normalization_in_fp32(trt, network) if precision != "fp32" else 0
 
     config = builder.create_builder_config()
     if workspace_bytes:
@@ -94,15 +95,18 @@ def build_plan(
         # fp32 plans are the exact reference: no TF32 tensor-core rounding in matmuls and convs
         config.clear_flag(trt.BuilderFlag.TF32)
     opt_profile = builder.create_optimization_profile()
-    for name, (lo, opt, hi) in contract.profile_shapes(profile).items():
-        if lo == hi:
-            continue  # static input (timestep, alphas)
+    for name, (lo, opt, hi) in profile_inputs(contract, profile).items():
         opt_profile.set_shape(name, lo, opt, hi)
     config.add_optimization_profile(opt_profile)
 
     cache_bytes = timing_cache.read_bytes() if timing_cache.is_file() else b""
-    cache = config.create_timing_cache(cache_bytes)
-    if not config.set_timing_cache(cache, ignore_mismatch=False):
+    try:
+        cache = config.create_timing_cache(cache_bytes)
+        usable = cache is not None and config.set_timing_cache(cache, ignore_mismatch=False)
+    except (TypeError, RuntimeError, ValueError) as e:  # a cache another TensorRT version wrote
+        log.warning("tensorrt: the timing cache %s cannot be read (%s); starting a fresh one", timing_cache, e)
+        usable = False
+    if not usable:
         # a cache from another device or TensorRT version: start afresh rather than fail
         cache = config.create_timing_cache(b"")
         config.set_timing_cache(cache, ignore_mismatch=True)
@@ -110,6 +114,8 @@ def build_plan(
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise RuntimeError(f"TensorRT failed to build {plan_path.name} (see the TensorRT messages above)")
+    memory = _plan_device_memory(trt, serialized)
+    check_plan_memory(plan_path.name, memory, torch.cuda.get_device_properties(dev).total_memory)
     plan_path.parent.mkdir(parents=True, exist_ok=True)
     with open(plan_path, "wb") as fh:
         fh.write(serialized)
@@ -119,23 +125,54 @@ def build_plan(
         "seconds": time.perf_counter() - t0,
         "bytes": plan_path.stat().st_size,
         "timing_cache": str(timing_cache),
-        "fp32_normalization_layers": fp32_norms,
+        "device_memory_bytes": memory,
     }
 
 
-def _normalization_in_fp32(trt, network) -> int:
-    """Normalization statistics in fp32 (returns how many layers were set)."""
-    count = 0
-    for i in range(network.num_layers):
-        layer = network.get_layer(i)
-        if layer.type == trt.LayerType.NORMALIZATION:
-            layer.__class__ = trt.INormalizationLayer  # the Python binding hands out the base class
-            try:
-                layer.compute_precision = trt.float32
-                count += 1
-            except (AttributeError, TypeError) as e:  # a TensorRT without the setter: keep its choice
-                log.warning("TensorRT: cannot set fp32 compute precision on %s (%s)", layer.name, e)
-    return count
+def profile_inputs(contract: Contract, profile: Profile) -> dict[str, tuple[tuple[int, ...], ...]]:
+    """The (min, opt, max) shapes of every input with a dynamic dimension: those need a profile entry,
+    even when the profile fixes their range (a one-size profile); inputs without one (the timestep,
+    the alphas) get none.
+    """
+    dynamic = {t.name for t in contract.inputs if any(isinstance(d, str) for d in t.shape)}
+    return {name: shapes for name, shapes in contract.profile_shapes(profile).items() if name in dynamic}
+
+
+# activation memory of one plan above this share of the GPU is refused; above WARN_SHARE, warned about
+REFUSE_SHARE, WARN_SHARE = 0.8, 0.25
+
+
+def check_plan_memory(name: str, memory: int, total: int) -> None:
+    """Refuse a plan whose activation memory does not fit the GPU, warn about one that takes much of it.
+
+    An unfused attention (the score matrices materialized) at the largest profile needs on the order of
+    100 GB in the real UNet; the figure says so before a run fails.
+
+    Raises:
+        UserError: The plan needs more than `REFUSE_SHARE` of the GPU's memory.
+    """
+    from rd_engine.errors import UserError
+    from rd_engine.progress import human_bytes
+
+    if memory > REFUSE_SHARE * total:
+        raise UserError(
+            f"TensorRT plan {name} needs {human_bytes(memory)} of activation memory at the largest profile shape "
+            f"(the GPU has {human_bytes(total)}): attention was probably not fused; lower --max-res or --max-batch"
+        )
+    if memory > WARN_SHARE * total:
+        log.warning(
+            "tensorrt: plan %s needs %s of activation memory at its largest shapes (%.0f%% of the GPU)",
+            name,
+            human_bytes(memory),
+            100 * memory / total,
+        )
+
+
+def _plan_device_memory(trt, serialized) -> int:
+    engine = trt.Runtime(trt_logger()).deserialize_cuda_engine(serialized)
+    if engine is None:
+        return 0
+    return int(engine.device_memory_size_v2 if hasattr(engine, "device_memory_size_v2") else engine.device_memory_size)
 
 
 def _save_timing_cache(cache, path: Path) -> None:

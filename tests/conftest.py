@@ -128,6 +128,9 @@ def cuda_reference(tiny_ckpt):
     from rd_engine.backends.torch_backend import TorchBackend
     from rd_engine.model.checkpoint import load_checkpoint
 
+    # an fp32 reference, not cuDNN's and cuBLAS's TF32 (10-bit mantissas) that PyTorch allows by default
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
     return TorchBackend(load_checkpoint(tiny_ckpt), torch.device("cuda"), torch.float32)
 
 

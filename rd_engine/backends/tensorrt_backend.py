@@ -10,6 +10,15 @@
   of a run) are captured once into a CUDA graph on their own execution context
   and replayed; a call then costs one graph launch plus the input/output copies.
 - Calls larger than a plan's batch profile are split.
+- Every address handed to TensorRT is 256-byte aligned (TensorRT requires it;
+  slice views such as a batch split or `latents[a:b]` can be misaligned:
+  those are copied), every binding is checked, and every output buffer is
+  checked against the shape TensorRT computes for the inputs.
+- Ordering: all plans share one workspace and each plan one eager context, so
+  no two executions may overlap. They run in the order of the calls: a call on
+  another stream than the previous one first waits for that stream
+  (`_Workspace.order`). Running one backend from several threads at once is
+  not supported (one session per thread, as for the other backends).
 
 The module imports without tensorrt; `TrtBackend` raises a UserError if it is
 missing or the plans were built for another GPU or TensorRT version
@@ -34,6 +43,16 @@ log = logging.getLogger("rd_engine")
 
 _LOGGER = None
 MAX_GRAPHS_PER_PLAN = 8
+TRT_ALIGNMENT = 256  # bytes: TensorRT's required alignment of I/O tensor addresses
+
+
+def aligned(t: torch.Tensor) -> torch.Tensor:
+    """`t` contiguous at a `TRT_ALIGNMENT`-byte aligned address (a copy when it is not)."""
+    if t.is_contiguous() and t.data_ptr() % TRT_ALIGNMENT == 0:
+        return t
+    return t.clone(memory_format=torch.contiguous_format)
+
+
 TRT_REQUIRED = "TensorRT and a CUDA GPU are required"
 
 
@@ -80,6 +99,13 @@ class _Workspace:
     def __init__(self, size: int, device: torch.device):
         self.size = max(int(size), 1)
         self.buffer = torch.empty(self.size, dtype=torch.uint8, device=device)
+        self.last_stream: torch.cuda.Stream | None = None
+
+    def order(self, stream: torch.cuda.Stream) -> None:
+        """Make `stream` wait for the stream of the previous execution (they share this memory)."""
+        if self.last_stream is not None and self.last_stream.cuda_stream != stream.cuda_stream:
+            stream.wait_stream(self.last_stream)
+        self.last_stream = stream
 
     def bind(self, ctx) -> None:
         if hasattr(ctx, "set_device_memory"):  # TensorRT >= 10.1
@@ -91,7 +117,7 @@ class _Workspace:
 class _Plan:
     """One deserialized plan: its eager context, and CUDA graphs for repeating shapes."""
 
-    def __init__(self, trt, runtime, path: Path, name: str, device: torch.device, cuda_graphs: bool):
+    def __init__(self, trt, runtime, path: Path, name: str, device: torch.device, cuda_graphs: bool, batch_input: str):
         self.trt = trt
         self.name = name
         self.device = device
@@ -102,8 +128,11 @@ class _Plan:
         self.inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         self.outputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
         self.dtypes = {n: _torch_dtype(trt, self.engine.get_tensor_dtype(n)) for n in names}
-        _lo, _opt, hi = self.engine.get_tensor_profile_shape(self.inputs[0], 0)
+        if batch_input not in self.inputs:
+            raise UserError(f"TensorRT plan {path} has no input {batch_input!r} (inputs: {self.inputs}); rebuild it")
+        _lo, _opt, hi = self.engine.get_tensor_profile_shape(batch_input, 0)  # by name: no order assumed
         self.max_batch = int(hi[0])
+        self.capture_warned = False
         self.cuda_graphs = cuda_graphs
         self.workspace: _Workspace | None = None
         self.ctx = None
@@ -128,20 +157,27 @@ class _Plan:
         return ctx
 
     def bind(self, ctx, feeds: dict[str, torch.Tensor], outs: dict[str, torch.Tensor]) -> None:
+        """Set the input shapes and every address; `feeds` and `outs` must be aligned (`aligned`)."""
         for n in self.inputs:
             t = feeds[n]
             if not ctx.set_input_shape(n, tuple(t.shape)):
                 raise UserError(f"{self.name}: input {n} of shape {tuple(t.shape)} is outside the plan's profile")
-            ctx.set_tensor_address(n, t.data_ptr())
         for n in self.outputs:
-            ctx.set_tensor_address(n, outs[n].data_ptr())
+            want = tuple(ctx.get_tensor_shape(n))
+            if want != tuple(outs[n].shape):
+                raise RuntimeError(
+                    f"{self.name}: output {n} is {want} for these inputs, the buffer {tuple(outs[n].shape)}"
+                )
+        for n, t in [*((n, feeds[n]) for n in self.inputs), *((n, outs[n]) for n in self.outputs)]:
+            if not ctx.set_tensor_address(n, t.data_ptr()):
+                raise RuntimeError(f"{self.name}: TensorRT refused the address of {n} (alignment or size)")
 
     def run(self, feeds: dict[str, torch.Tensor], out_shapes: dict[str, tuple[int, ...]]) -> dict[str, torch.Tensor]:
         with torch.cuda.device(self.device):  # TensorRT runs in the current device's context
             return self._run(feeds, out_shapes)
 
     def _run(self, feeds: dict[str, torch.Tensor], out_shapes: dict[str, tuple[int, ...]]) -> dict[str, torch.Tensor]:
-        feeds = {n: feeds[n].to(self.device, self.dtypes[n]).contiguous() for n in self.inputs}
+        feeds = {n: aligned(feeds[n].to(self.device, self.dtypes[n])) for n in self.inputs}
         key = tuple(tuple(feeds[n].shape) for n in self.inputs)
         if self.cuda_graphs and key not in self.no_graph:
             graph = self.graphs.get(key)
@@ -156,6 +192,7 @@ class _Plan:
         if self.ctx is None:
             self.ctx = self.new_context()
         with _trt_stream(self.device) as stream:
+            self.workspace.order(stream)
             self.bind(self.ctx, feeds, outs)
             if not self.ctx.execute_async_v3(stream.cuda_stream):
                 raise RuntimeError(f"TensorRT failed to run {self.name}")
@@ -164,8 +201,17 @@ class _Plan:
     def _capture(self, key, feeds, out_shapes) -> _Graph | None:
         try:
             graph = _Graph(self, feeds, out_shapes)
-        except Exception as e:  # some plans cannot be captured; run them eagerly
-            log.debug("%s: no CUDA graph for shapes %s (%s)", self.name, key, e)
+        except Exception as e:  # some plans cannot be captured (or memory ran out): run them eagerly
+            if not self.capture_warned:
+                log.warning(
+                    "tensorrt: no CUDA graph for %s at shapes %s (%s: %s); those calls run eagerly, one kernel launch "
+                    "per layer instead of one graph launch (slower for small frames and batches)",
+                    self.name,
+                    key,
+                    type(e).__name__,
+                    e,
+                )
+                self.capture_warned = True
             self.no_graph.add(key)
             return None
         self.graphs[key] = graph
@@ -185,7 +231,9 @@ class _Graph:
         for n, t in feeds.items():
             self.inputs[n].copy_(t)
         plan.bind(self.ctx, self.inputs, self.outputs)
+        self.workspace = plan.workspace
         side = torch.cuda.Stream(dev)
+        plan.workspace.order(side)
         side.wait_stream(torch.cuda.current_stream(dev))
         with torch.cuda.stream(side):
             # one eager run first: TensorRT finishes shape-dependent setup outside the capture
@@ -200,6 +248,7 @@ class _Graph:
     def replay(self, feeds: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         for n, t in feeds.items():
             self.inputs[n].copy_(t, non_blocking=True)
+        self.workspace.order(torch.cuda.current_stream(self.inputs[next(iter(self.inputs))].device))
         self.graph.replay()
         # the static outputs are overwritten by the next replay: hand out copies
         return {n: t.clone() for n, t in self.outputs.items()}
@@ -269,8 +318,8 @@ class TrtBackend(EngineFileBackend):
         with torch.cuda.device(dev):
             self._runtime = trt.Runtime(trt_logger())
             self.plans = {
-                name: _Plan(trt, self._runtime, folder.plan_file(name), name, dev, cuda_graphs)
-                for name in folder.contracts
+                name: _Plan(trt, self._runtime, folder.plan_file(name), name, dev, cuda_graphs, c.batched_inputs()[0])
+                for name, c in folder.contracts.items()
             }
             self._workspace = _Workspace(max(p.memory_size for p in self.plans.values()), dev)
             for p in self.plans.values():

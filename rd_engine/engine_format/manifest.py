@@ -207,10 +207,11 @@ class OnnxGraph:
     ort_file: str | None = None  # the ONNX Runtime flavour (fp32 and fp16 graphs)
     ort_fused_attention: int | None = None
     parity_max_abs_vs_pytorch: float | None = None  # the build's self-check (fp32 graphs)
+    fp32_normalizations: int | None = None  # half graphs: GroupNorms computed in fp32 between casts
 
     def to_json(self) -> dict:
         out = asdict(self)
-        for key in ("ort_file", "ort_fused_attention", "parity_max_abs_vs_pytorch"):
+        for key in ("ort_file", "ort_fused_attention", "parity_max_abs_vs_pytorch", "fp32_normalizations"):
             if out[key] is None:
                 del out[key]  # absent, not null
         return out
@@ -226,6 +227,7 @@ class OnnxGraph:
             data.get("ort_file"),
             data.get("ort_fused_attention"),
             data.get("parity_max_abs_vs_pytorch"),
+            data.get("fp32_normalizations"),
         )
 
 
@@ -236,7 +238,7 @@ class PlanRecord:
     file: str
     precision: str
     seconds: float
-    fp32_normalization_layers: int
+    fp32_normalization_layers: int  # GroupNorms the plan computes in fp32 (the graph's casts)
 
     def to_json(self) -> dict:
         return asdict(self)

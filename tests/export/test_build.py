@@ -117,6 +117,14 @@ def test_external_data_and_half_precision_graphs(tiny_models, tmp_path):
     assert (got16.float() - ref16.float()).abs().max() < 2e-2  # fp16 rounding in a different op order
     # the half copy did not round the checkpoint's fp32 weights in place
     assert next(tiny_models.vae.parameters()).dtype == torch.float32
+    # every GroupNorm of the half graph computes in fp32, between casts in the graph (what a strongly typed
+    # TensorRT network follows); the fp32 graph has none of those casts
+    groupnorms = sum(isinstance(m, torch.nn.GroupNorm) for m in dec.module(tiny_models).modules())
+    assert info16["fp32_normalizations"] == groupnorms > 0 and info["fp32_normalizations"] == 0
+    casts = [n for n in model.graph.node if n.op_type == "Cast"]
+    to_fp32 = [n for n in casts if any(a.name == "to" and a.i == onnx.TensorProto.FLOAT for a in n.attribute)]
+    assert len(to_fp32) >= groupnorms
+    assert not any("forward" in vars(m) for m in dec.module(tiny_models).modules())  # modules restored
 
 
 def test_failed_build_leaves_nothing_and_keeps_the_old_engine(engine_copy, tiny_ckpt, monkeypatch, parser, build_args):
