@@ -160,27 +160,17 @@ def _why_not(name: str, engine: EngineFolder, models, device: torch.device) -> s
 
 
 def _construct(name: str, engine: EngineFolder, models, device: torch.device, dtype: torch.dtype):
-    if name == "tensorrt":
-        from rd_engine.backends.tensorrt_backend import TrtBackend
+    if name in ("tensorrt", "aoti"):  # compiled in one precision: run in it, and say so if another was asked
+        if name == "tensorrt":
+            from rd_engine.backends.tensorrt_backend import TrtBackend
 
-        be = TrtBackend(None, device, engine=engine)
-        if dtype != be.dtype:
-            log.info(
-                "tensorrt runs the engine's %s plans (%s was asked for)",
-                engine.tensorrt.precision,
-                str(dtype).replace("torch.", ""),
-            )
-        return be
-    if name == "aoti":
-        from rd_engine.backends.aoti_backend import AotiBackend
+            be, what = TrtBackend(None, device, engine=engine), f"{engine.tensorrt.precision} plans"
+        else:
+            from rd_engine.backends.aoti_backend import AotiBackend
 
-        be = AotiBackend(None, device, engine=engine)
+            be, what = AotiBackend(None, device, engine=engine), f"{engine.aoti.precision} packages"
         if dtype != be.dtype:
-            log.info(
-                "aoti runs the engine's %s packages (%s was asked for)",
-                engine.aoti.precision,
-                str(dtype).replace("torch.", ""),
-            )
+            log.info("%s runs the engine's %s (%s was asked for)", name, what, str(dtype).replace("torch.", ""))
         return be
     if name == "onnxruntime":
         from rd_engine.backends.onnx_backend import OrtBackend
