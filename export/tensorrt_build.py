@@ -35,6 +35,7 @@ from rd_engine.backends.tensorrt_backend import trt_logger
 from rd_engine.engine_format.contracts import Contract
 from rd_engine.engine_format.manifest import cuda_device_info, tensorrt_version
 from rd_engine.engine_format.profile import Profile
+from rd_engine.export.onnx_export import BF16_OPSET
 
 log = logging.getLogger("rd_engine")
 
@@ -86,6 +87,16 @@ def build_plan(
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(onnx_path)):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        if precision == "bf16":
+            # bf16 graphs are opset 22 (bf16 convolutions and normalizations exist only from there), which
+            # the ONNX parsers of early TensorRT 10 releases do not read
+            from rd_engine.errors import UserError
+
+            raise UserError(
+                f"TensorRT {trt.__version__} could not parse the bf16 graph {onnx_path.name} (ONNX opset "
+                f"{BF16_OPSET}): its ONNX parser may predate that opset; use a newer TensorRT, or build fp16 "
+                f"(--precision fp16). Parser errors: {errors}"
+            )
         raise RuntimeError(f"TensorRT could not parse {onnx_path.name}: {errors}")
 
     config = builder.create_builder_config()
