@@ -97,11 +97,9 @@ def _save_text_encoder(text, folder: Path) -> None:
     save_file(state, str(folder / "model.safetensors"), metadata={"format": "pt"})
 
 
-def make_tiny_checkpoint(folder: str | os.PathLike, seed: int = 0) -> Path:
-    """Write a seeded, few-hundred-kB random-weight checkpoint with the real layout and
-    architecture family (8-channel SD UNet with cross-frame-capable transformer
-    blocks, 8x-downsampling KL VAE, CLIP text encoder + tokenizer, the real DDIM
-    config). Deterministic for a given seed and library version.
+def _write_checkpoint(folder: str | os.PathLike, unet_cfg: dict, vae_cfg: dict, text_cfg: dict, seed: int) -> Path:
+    """A seeded random-weight checkpoint of these configs in diffusers layout (tiny tokenizer, the real
+    scheduler config and model index).
     """
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
@@ -110,10 +108,10 @@ def make_tiny_checkpoint(folder: str | os.PathLike, seed: int = 0) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        unet = UNet2DConditionModel(**TINY_UNET)
-        vae = AutoencoderKL(**TINY_VAE)
+        unet = UNet2DConditionModel(**unet_cfg)
+        vae = AutoencoderKL(**vae_cfg)
         vocab_size = _write_tiny_tokenizer(folder / "tokenizer")
-        text = CLIPTextModel(CLIPTextConfig(vocab_size=vocab_size, **TINY_TEXT))
+        text = CLIPTextModel(CLIPTextConfig(vocab_size=vocab_size, **text_cfg))
     unet.save_pretrained(folder / "unet", safe_serialization=True)
     vae.save_pretrained(folder / "vae", safe_serialization=True)
     _save_text_encoder(text, folder / "text_encoder")
@@ -123,6 +121,22 @@ def make_tiny_checkpoint(folder: str | os.PathLike, seed: int = 0) -> Path:
     )
     (folder / "model_index.json").write_text(json.dumps(reference_config("model_index.json"), indent=2))
     return folder
+
+
+def _sd2_configs() -> tuple[dict, dict]:
+    """The full-size UNet and VAE configs (RollingDepth's: SD2 with an 8-channel UNet input)."""
+    unet_cfg = {k: v for k, v in reference_config("unet_config.json").items() if not k.startswith("_")}
+    vae_cfg = {k: v for k, v in reference_config("vae_config.json").items() if not k.startswith("_")}
+    return unet_cfg, vae_cfg
+
+
+def make_tiny_checkpoint(folder: str | os.PathLike, seed: int = 0) -> Path:
+    """Write a seeded, few-hundred-kB random-weight checkpoint with the real layout and
+    architecture family (8-channel SD UNet with cross-frame-capable transformer
+    blocks, 8x-downsampling KL VAE, CLIP text encoder + tokenizer, the real DDIM
+    config). Deterministic for a given seed and library version.
+    """
+    return _write_checkpoint(folder, TINY_UNET, TINY_VAE, TINY_TEXT, seed)
 
 
 def tiny_checkpoint_cached(seed: int = 0) -> Path:
@@ -144,8 +158,7 @@ def full_size_random(seed: int = 0) -> Models:
     """
     from diffusers import AutoencoderKL, UNet2DConditionModel
 
-    unet_cfg = {k: v for k, v in reference_config("unet_config.json").items() if not k.startswith("_")}
-    vae_cfg = {k: v for k, v in reference_config("vae_config.json").items() if not k.startswith("_")}
+    unet_cfg, vae_cfg = _sd2_configs()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         unet = UNet2DConditionModel(**unet_cfg)
@@ -186,15 +199,11 @@ def make_random_checkpoint(folder: str | os.PathLike, size: str = "mid", seed: i
     Raises:
         ValueError: An unknown `size`, or a width that the heads or the group norms do not divide.
     """
-    from diffusers import AutoencoderKL, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
-
     factors = {"mid": 2, "full": 1}
     if size not in factors:
         raise ValueError(f"size must be one of {sorted(factors)}, got {size!r}")
     factor = factors[size]
-    unet_cfg = {k: v for k, v in reference_config("unet_config.json").items() if not k.startswith("_")}
-    vae_cfg = {k: v for k, v in reference_config("vae_config.json").items() if not k.startswith("_")}
+    unet_cfg, vae_cfg = _sd2_configs()
     unet_cfg["block_out_channels"] = [c // factor for c in unet_cfg["block_out_channels"]]
     vae_cfg["block_out_channels"] = [c // factor for c in vae_cfg["block_out_channels"]]
     groups = unet_cfg["norm_num_groups"]
@@ -215,21 +224,4 @@ def make_random_checkpoint(folder: str | os.PathLike, size: str = "mid", seed: i
         eos_token_id=1,
         pad_token_id=1,
     )
-
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        unet = UNet2DConditionModel(**unet_cfg)
-        vae = AutoencoderKL(**vae_cfg)
-        vocab_size = _write_tiny_tokenizer(folder / "tokenizer")
-        text = CLIPTextModel(CLIPTextConfig(vocab_size=vocab_size, **text_cfg))
-    unet.save_pretrained(folder / "unet", safe_serialization=True)
-    vae.save_pretrained(folder / "vae", safe_serialization=True)
-    _save_text_encoder(text, folder / "text_encoder")
-    (folder / "scheduler").mkdir(exist_ok=True)
-    (folder / "scheduler" / "scheduler_config.json").write_text(
-        json.dumps(reference_config("scheduler_config.json"), indent=2)
-    )
-    (folder / "model_index.json").write_text(json.dumps(reference_config("model_index.json"), indent=2))
-    return folder
+    return _write_checkpoint(folder, unet_cfg, vae_cfg, text_cfg, seed)
