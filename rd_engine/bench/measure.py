@@ -231,28 +231,16 @@ def _summarize(
         "frames",
         note="preprocess alone: host->device copy, antialiased resize, normalization",
     )
-    stages["vae_encode"] = entry(
-        timer_runs("main.encode"),
-        last["calls"].get("main.encode", 0),
-        last["items"].get("main.encode", 0),
-        "frames",
-        flops_of("main", "encode"),
+    model_stages = (
+        ("vae_encode", "encode", "frames", None),
+        ("unet", "denoise", "snippet_steps", "UNet with cross-frame attention + fused DDIM update"),
+        ("vae_decode", "decode", "frames", None),
     )
-    stages["unet"] = entry(
-        timer_runs("main.denoise"),
-        last["calls"].get("main.denoise", 0),
-        last["items"].get("main.denoise", 0),
-        "snippet_steps",
-        flops_of("main", "denoise"),
-        note="UNet with cross-frame attention + fused DDIM update",
-    )
-    stages["vae_decode"] = entry(
-        timer_runs("main.decode"),
-        last["calls"].get("main.decode", 0),
-        last["items"].get("main.decode", 0),
-        "frames",
-        flops_of("main", "decode"),
-    )
+    for stage, op, unit, note in model_stages:  # the backend calls of the main phase, as timed
+        key = f"main.{op}"
+        stages[stage] = entry(
+            timer_runs(key), last["calls"].get(key, 0), last["items"].get(key, 0), unit, flops_of("main", op), note=note
+        )
     for name in ("align", "merge"):
         stages[name] = entry(
             [r["stage_seconds"].get(name) for r in runs],
