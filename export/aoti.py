@@ -38,6 +38,29 @@ def dynamic_ranges(profile: Profile) -> dict[str, list[int]]:
     return {"B": [1, profile.max_vae_batch], "S": [1, profile.max_batch], "h": [lo, hi], "w": [lo, hi]}
 
 
+def check_profile(models: Models, profile: Profile) -> None:
+    """Refuse a profile whose smallest latent side the UNet's downsamplings bring to 1.
+
+    Each of the UNet's downsamplings halves the latent side (rounding up); a side of 1 at the bottom
+    is a size torch.export specializes, so one program cannot serve it together with larger ones. The
+    real checkpoint's UNet downsamples three times: its latent sides must be at least 9 (72 px).
+
+    Raises:
+        SettingError: `min_res` is below what the packages can serve (the message says the minimum).
+    """
+    from rd_engine.errors import SettingError
+
+    downsamplings = len(models.unet.config.down_block_types) - 1
+    need = 2**downsamplings + 1  # ceil(side / 2**n) >= 2
+    lo, _ = profile.latent_range()
+    if lo < need:
+        raise SettingError(
+            "min_res",
+            f"must be at least {VAE_FACTOR * need} px for AOTInductor packages of this UNet (its {downsamplings} "
+            f"downsamplings must leave 2 or more latent cells; {profile.min_res} px leaves 1)",
+        )
+
+
 @contextlib.contextmanager
 def explicit_upsample_sizes(module: torch.nn.Module):
     """Make the UNet of `module` (if any) always take its explicit-size upsampling path while tracing.

@@ -185,6 +185,10 @@ def build_engine(opts: BuildOptions, echo: Callable[[str], None] = _echo) -> Pat
         models.to("cpu", torch.float32)
         timings["load"] = time.perf_counter() - t0
         echo(f"      loaded in {timings['load']:.1f} s")
+        if with_aoti:
+            from rd_engine.export.aoti import check_profile
+
+            check_profile(models, profile)
 
         stage("hashing the weights, saving the empty-prompt embedding")
         t0 = time.perf_counter()

@@ -36,3 +36,22 @@ def test_unet_step_exports_with_a_dynamic_latent_size_and_restores_the_unet(tiny
     assert ranges.count((lo, hi)) == 2 and (1, 4) in ranges  # h, w over the profile; S from 1 to max_batch
     with explicit_upsample_sizes(torch.nn.Module()):  # modules without a UNet pass through
         pass
+
+
+def test_profiles_whose_bottom_latent_is_one_cell_are_refused(tiny_models):
+    """The tiny UNet downsamples once: latent sides of 2 would leave 1 cell at the bottom (a size torch.export
+    specializes); 3 (24 px) is the least. The real UNet (three downsamplings) needs 9 cells: 72 px.
+    """
+    from rd_engine.cli.args import worded
+    from rd_engine.errors import SettingError
+    from rd_engine.export.aoti import check_profile
+
+    ok = Profile(min_res=24, opt_res=64, max_res=128, max_batch=4, opt_batch=4, max_vae_batch=4, opt_vae_batch=4)
+    check_profile(tiny_models, ok)
+    low = Profile(min_res=16, opt_res=64, max_res=128, max_batch=4, opt_batch=4, max_vae_batch=4, opt_vae_batch=4)
+    try:
+        check_profile(tiny_models, low)
+    except SettingError as e:
+        assert e.name == "min_res" and worded(e).startswith("--min-res must be at least 24 px")
+    else:
+        raise AssertionError("a 16 px profile was accepted")
