@@ -7,9 +7,10 @@ mid-size one (`make_random_checkpoint(size="mid")`: the RollingDepth/SD2 UNet an
 half width, random weights, at 256 px):
 
 1. one engine folder is built, ``rd-engine build --backend aoti --device cpu --precision fp32
-   --res R``, which holds the ONNX graphs and the AOTInductor packages (``.pt2``) of the VAE
-   encoder, the VAE decoder and the snippet UNet step; the build seconds per component are read
-   from the manifest (``build.seconds``);
+   --res R`` (the mid-size one with ``--min-res 72``: see ``--mid-min-res``), which holds the ONNX
+   graphs and the AOTInductor packages (``.pt2``) of the VAE encoder, the VAE decoder and the
+   snippet UNet step; the build seconds per component are read from the manifest
+   (``build.seconds``);
 2. ``rd-engine bench`` runs for ``--backend pytorch``, ``--backend onnxruntime --engine DIR`` and
    ``--backend aoti --engine DIR``, each in its own process, with the same settings (generated
    16:9 clip, ``--frames``, ``--repeats``, ``--threads``, preset fast, fp32);
