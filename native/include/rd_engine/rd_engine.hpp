@@ -1,0 +1,144 @@
+// rd-engine C++ wrapper: RAII handles over the C API (rd_engine.h), errors as rd::Exception.
+// Header-only: the library's ABI stays the C one.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "rd_engine/rd_engine.h"
+
+namespace rd {
+
+class Exception : public std::runtime_error {
+ public:
+  Exception(rd_status status, const std::string& message) : std::runtime_error(message), status_(status) {}
+  rd_status status() const noexcept { return status_; }
+
+ private:
+  rd_status status_;
+};
+
+inline void check(rd_status status) {
+  if (status != RD_OK) throw Exception(status, std::string(rd_status_name(status)) + ": " + rd_last_error());
+}
+
+struct EngineConfig {
+  std::string device = "cpu";
+  std::string expected_weights_hash;
+  bool verify_files = true;
+};
+
+struct StreamConfig {
+  std::string preset = "fast";
+  int lag = 0;
+  int res = -1;                 // -1: the preset's; 0: the input size
+  std::vector<int> dilations;   // empty: the preset's
+  int64_t seed = -1;            // -1: random
+  bool restore_input_size = false;
+};
+
+struct Frame {
+  int64_t index = 0;
+  double timestamp = 0;
+  double latency_s = 0;
+  int width = 0, height = 0;
+  std::vector<float> depth;  // height * width, row-major
+};
+
+// A loaded engine folder; copies share it. Streams keep it loaded.
+class EngineHandle {
+ public:
+  explicit EngineHandle(const std::string& folder, const EngineConfig& config = {}) {
+    rd_engine_options_t o;
+    rd_engine_options_init(&o);
+    o.device = config.device.c_str();
+    o.expected_weights_hash = config.expected_weights_hash.empty() ? nullptr : config.expected_weights_hash.c_str();
+    o.verify_files = config.verify_files ? 1 : 0;
+    rd_engine_t* e = nullptr;
+    check(rd_engine_open(folder.c_str(), &o, &e));
+    handle_.reset(e, [](rd_engine_t* p) { rd_engine_close(p); });
+  }
+  rd_engine_t* get() const { return handle_.get(); }
+
+ private:
+  std::shared_ptr<rd_engine_t> handle_;
+};
+
+// One live stream (use it from one thread at a time).
+class Stream {
+ public:
+  Stream(const EngineHandle& engine, const StreamConfig& config = {}) {
+    if (config.dilations.size() > 8) throw Exception(RD_ERR_INVALID_ARGUMENT, "at most 8 dilations");
+    rd_session_options_t o;
+    rd_session_options_init(&o);
+    o.preset = config.preset.c_str();
+    o.lag = config.lag;
+    o.res = config.res;
+    o.num_dilations = static_cast<int32_t>(config.dilations.size());
+    for (size_t i = 0; i < config.dilations.size(); ++i) o.dilations[i] = config.dilations[i];
+    o.seed = config.seed;
+    o.restore_input_size = config.restore_input_size ? 1 : 0;
+    rd_session_t* s = nullptr;
+    check(rd_session_open(engine.get(), &o, &s));
+    handle_.reset(s);
+  }
+
+  // Push one RGB8 frame (row_stride 0: tightly packed); returns how many frames finished.
+  int push(const uint8_t* rgb, int width, int height, double timestamp, int64_t row_stride = 0) {
+    int32_t finished = 0;
+    check(rd_session_push(handle_.get(), rgb, width, height, row_stride ? row_stride : 3LL * width, timestamp,
+                          &finished));
+    return finished;
+  }
+
+  int flush() {
+    int32_t finished = 0;
+    check(rd_session_flush(handle_.get(), &finished));
+    return finished;
+  }
+
+  // The oldest finished frame not yet taken, or false when none waits.
+  bool poll(Frame& frame) {
+    int32_t w = 0, h = 0;
+    if (rd_session_output_size(handle_.get(), &w, &h) == RD_ERR_STATE) return false;  // nothing pushed yet
+    frame.depth.resize(static_cast<size_t>(w) * static_cast<size_t>(h));
+    rd_frame_info_t info{};
+    int32_t available = 0;
+    check(rd_session_poll(handle_.get(), frame.depth.data(), frame.depth.size(), &info, &available));
+    if (!available) return false;
+    frame.index = info.index;
+    frame.timestamp = info.timestamp;
+    frame.latency_s = info.latency_s;
+    frame.width = info.width;
+    frame.height = info.height;
+    return true;
+  }
+
+  // All finished frames waiting now.
+  std::vector<Frame> take() {
+    std::vector<Frame> out;
+    Frame f;
+    while (poll(f)) out.push_back(f);
+    return out;
+  }
+
+  int64_t seed() const {
+    int64_t s = 0;
+    check(rd_session_seed(handle_.get(), &s));
+    return s;
+  }
+
+  rd_session_t* get() const { return handle_.get(); }
+
+ private:
+  struct Close {
+    void operator()(rd_session_t* s) const { rd_session_close(s); }
+  };
+  std::unique_ptr<rd_session_t, Close> handle_;
+};
+
+}  // namespace rd

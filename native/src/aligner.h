@@ -1,0 +1,92 @@
+// Online co-alignment and merge: decoded snippets in, finished frames out (model-free).
+// Mirrors rd_engine.online.aligner.OnlineAligner and the robust solver pieces it uses
+// (rd_engine.coalign.robust.solve_one / solve_robust, rd_engine.coalign.merge.robust_mean,
+// kernels.scale_shift.solve_scale_shift). See docs/method.md for the method.
+#pragma once
+
+#include <ATen/Tensor.h>
+
+#include <chrono>
+#include <map>
+#include <memory>
+#include <optional>
+#include <utility>
+#include <vector>
+
+namespace rd {
+
+using Clock = std::chrono::steady_clock;
+
+// [..., L, H, W] -> [..., L, P]: border of 2 pixels cropped, every 10th pixel kept in each direction.
+at::Tensor solver_copy(const at::Tensor& depth);
+
+// Batched closed-form 2x2 weighted least squares (fp64) from moments [K, 5] = [S0, Sx, Sy, Sxx, Sxy]:
+// scales and shifts [K] (fp32 for fp32 moments), with the project's guards for singular systems.
+std::pair<at::Tensor, at::Tensor> solve_scale_shift(const at::Tensor& moments, const at::Tensor& prior_scale,
+                                                    const at::Tensor& prior_shift, double rcond,
+                                                    const at::Tensor& fallback_scale);
+
+// Weighted moments [K, 5] of x, y, w [K, L, P] (fp32 sums).
+at::Tensor weighted_moments(const at::Tensor& x, const at::Tensor& y, const at::Tensor& w);
+
+// Robust (Cauchy IRLS) scale and shift of one snippet x [L, P] to targets y with weights w, with the
+// symmetric (reduced major axis) final slope.
+std::pair<double, double> solve_one(const at::Tensor& x, const at::Tensor& y, const at::Tensor& w, int iters = 4);
+
+struct Group {  // snippets of one dilation: solver copies [K, L, P], frame positions [K, L]
+  int dilation;
+  double weight;
+  at::Tensor indices;
+  at::Tensor depth;
+};
+
+// Robust generalized Procrustes from `init` (per group: scales, shifts), as solve_robust with init.
+std::vector<std::pair<at::Tensor, at::Tensor>> solve_robust(const std::vector<Group>& groups, long n, int iters,
+                                                            int fine_iters,
+                                                            std::vector<std::pair<at::Tensor, at::Tensor>> init);
+
+struct FinishedFrame {
+  long index;
+  double timestamp;
+  at::Tensor depth;  // [H, W] float32 on the CPU
+  double latency;    // seconds from push to finished
+};
+
+class OnlineAligner {
+ public:
+  OnlineAligner(int snippet_len, int lag);
+
+  void note_frame(long index, double timestamp, Clock::time_point pushed);
+  // Align one decoded snippet (depth [L, H, W]) and add it to its unfinished frames.
+  void add(int dilation, const std::vector<long>& frames, const at::Tensor& depth, double weight = 1.0);
+  // Finish the frames whose lag has passed (all covered frames when `upto` is empty: the flush).
+  std::vector<FinishedFrame> finish(std::optional<long> upto, long max_window);
+
+ private:
+  struct Snippet {
+    int dilation;
+    std::vector<long> frames;
+    at::Tensor x;  // [L, P] solver copy; released once all its frames are finished
+    double s, t, weight;
+    int open = 0;
+  };
+  struct Entry {
+    std::shared_ptr<Snippet> sn;
+    int j;
+    at::Tensor depth;  // [H, W]
+  };
+
+  at::Tensor consensus(long f) const;
+  std::pair<double, double> solve(const at::Tensor& x, const std::vector<long>& frames) const;
+  void solve_window();
+  at::Tensor merge(const std::vector<Entry>& ents, const at::Tensor& consensus) const;
+
+  int L_, lag_;
+  std::map<long, std::vector<Entry>> entries_;  // unfinished frame -> entries
+  std::map<long, at::Tensor> frozen_;           // finished frames' solver copies [P]
+  long next_to_finish_ = 0;
+  std::shared_ptr<Snippet> first_;
+  std::map<long, std::pair<double, Clock::time_point>> meta_;
+};
+
+}  // namespace rd

@@ -1,0 +1,28 @@
+// The DDIM steps of a schedule, from the scheduler config and the alpha_bar table an engine stores.
+// Mirrors rd_engine.model.ddim.DDIM.timesteps / step_at (eta = 0).
+#pragma once
+
+#include <string>
+#include <vector>
+
+namespace rd {
+
+struct DdimStep {
+  long t;
+  long t_prev;
+  float alpha_t;
+  float alpha_prev;
+};
+
+struct DdimSchedule {
+  long num_train_timesteps = 1000;
+  std::string timestep_spacing = "leading";
+  long steps_offset = 0;
+  bool set_alpha_to_one = true;
+  std::vector<float> alphas_cumprod;
+
+  std::vector<long> timesteps(long num_inference_steps) const;
+  std::vector<DdimStep> schedule(long num_inference_steps) const;
+};
+
+}  // namespace rd

@@ -1,0 +1,164 @@
+#include "session.h"
+
+#include <ATen/ATen.h>
+#include <ATen/core/Generator.h>
+#include <ATen/Context.h>
+
+#include <algorithm>
+#include <random>
+
+#include "errors.h"
+
+namespace rd {
+
+std::pair<int, std::vector<int>> preset_values(const std::string& name) {
+  if (name == "fast") return {768, {1, 25}};
+  if (name == "fast1024") return {1024, {1, 25}};
+  if (name == "full") return {1024, {1, 10, 25}};
+  if (name == "paper") return {768, {1, 10, 25}};
+  fail(RD_ERR_INVALID_ARGUMENT, "preset must be one of fast, fast1024, full, paper, got '" + name + "'");
+}
+
+std::vector<std::pair<int, std::vector<long>>> snippets_ending_at(long end, const std::vector<int>& dilations,
+                                                                   int snippet_len) {
+  std::vector<std::pair<int, std::vector<long>>> out;
+  for (int d : dilations) {
+    const long start = end - static_cast<long>(snippet_len - 1) * d;
+    if (start < 0) continue;
+    std::vector<long> frames;
+    for (long f = start; f <= end; f += d) frames.push_back(f);
+    out.emplace_back(d, std::move(frames));
+  }
+  return out;
+}
+
+Session::Session(std::shared_ptr<Engine> engine, SessionOptions options)
+    : engine_(std::move(engine)), options_(std::move(options)), L_(options_.snippet_len), aligner_(L_, options_.lag) {
+  auto [preset_res, preset_dilations] = preset_values(options_.preset);
+  res_ = options_.res < 0 ? preset_res : options_.res;
+  std::vector<int> requested = options_.dilations.empty() ? preset_dilations : options_.dilations;
+  std::string listed;
+  for (int d : requested) listed += (listed.empty() ? "" : ", ") + std::to_string(d);
+  if (requested.empty() || std::any_of(requested.begin(), requested.end(), [](int d) { return d < 1; }))
+    fail(RD_ERR_INVALID_ARGUMENT, "dilations must be positive integers, got [" + listed + "]");
+  if (std::find(requested.begin(), requested.end(), 1) == requested.end())
+    fail(RD_ERR_INVALID_ARGUMENT, "dilations must include 1 (got [" + listed + "])");
+  for (int d : requested) weights_[d] += 1.0;
+  for (const auto& [d, w] : weights_) dilations_.push_back(d);  // std::map: sorted, distinct
+  window_ = static_cast<long>(L_ - 1) * dilations_.back() + 1;
+  engine_->check_snippet_len(L_);
+  steps_ = engine_->manifest().ddim.schedule(options_.init_steps);
+  if (options_.seed >= 0) {
+    seed_ = options_.seed;
+  } else {
+    std::random_device rd;
+    seed_ = std::uniform_int_distribution<long long>(0, (1LL << 31) - 2)(rd);
+  }
+}
+
+Size Session::output_size() const {
+  if (!size_) fail(RD_ERR_STATE, "the output size is known after the first frame");
+  if (options_.restore_input_size) return {input_hw_->second, input_hw_->first};
+  return *size_;
+}
+
+int Session::push(const at::Tensor& rgb, double timestamp) {
+  if (closed_) fail(RD_ERR_STATE, "stream already flushed: no frame can follow");
+  const auto t0 = Clock::now();
+  const int h = static_cast<int>(rgb.size(0)), w = static_cast<int>(rgb.size(1));
+  if (!size_) {
+    const Size size = processed_size(w, h, res_);
+    if (std::min(size.first, size.second) < 8)
+      fail(RD_ERR_INVALID_ARGUMENT, "processed size " + std::to_string(size.first) + "x" + std::to_string(size.second) +
+                                        " is too small (at least 8x8 pixels)");
+    engine_->check_size(size);
+    size_ = size;
+    input_hw_ = Size{h, w};
+    padded_ = padded_size(size);
+  } else if (Size{h, w} != *input_hw_) {
+    fail(RD_ERR_PROFILE, "frame size changed mid-stream: " + std::to_string(w) + "x" + std::to_string(h) + " after " +
+                             std::to_string(input_hw_->second) + "x" + std::to_string(input_hw_->first));
+  }
+  const long i = n_;
+  at::Tensor x = pad_to(preprocess(rgb, *size_, engine_->device()).to(engine_->dtype()), *size_, padded_);
+  at::Tensor lat = engine_->encode(x);
+  if (!noise_.defined()) {
+    // the reference's draw: one Gaussian [1, 4, h, w] from a fresh generator seeded with the run's seed
+    at::Generator gen = at::globalContext().defaultGenerator(engine_->device()).clone();
+    {
+      std::lock_guard<std::mutex> lock(gen.mutex());
+      gen.set_current_seed(static_cast<uint64_t>(seed_));
+    }
+    noise_ = at::randn({1, lat.size(1), lat.size(2), lat.size(3)}, gen,
+                       at::TensorOptions().device(engine_->device()).dtype(engine_->dtype()));
+  }
+  n_ += 1;
+  aligner_.note_frame(i, timestamp, t0);
+  latents_[i] = lat[0];
+  const auto ends = snippets_ending_at(i, dilations_, L_);
+  if (!ends.empty()) run(ends);
+  for (auto it = latents_.begin(); it != latents_.end();) it = it->first <= i - window_ ? latents_.erase(it) : std::next(it);
+  auto done = aligner_.finish(i, window_ + options_.lag);
+  const int count = static_cast<int>(done.size());
+  emit(std::move(done));
+  return count;
+}
+
+void Session::run(const std::vector<std::pair<int, std::vector<long>>>& snippets) {
+  std::vector<at::Tensor> rows;
+  for (const auto& [d, frames] : snippets)
+    for (long f : frames) rows.push_back(latents_.at(f));
+  const long S = static_cast<long>(snippets.size());
+  const at::Tensor rgb_flat = at::stack(rows);  // [S * L, 4, h, w]
+  const at::Tensor rgb = rgb_flat.reshape({S, L_, rgb_flat.size(1), rgb_flat.size(2), rgb_flat.size(3)});
+  at::Tensor x = noise_.expand({S, L_, noise_.size(1), noise_.size(2), noise_.size(3)}).clone();
+  for (const auto& step : steps_) x = engine_->denoise(rgb, x, step);
+  const at::Tensor flat = x.reshape({S * L_, x.size(2), x.size(3), x.size(4)});
+  std::vector<at::Tensor> parts;
+  const auto [w, h] = *size_;
+  for (long a = 0; a < flat.size(0); a += options_.vae_batch)
+    parts.push_back(engine_->decode(flat.slice(0, a, std::min<long>(flat.size(0), a + options_.vae_batch)))
+                        .select(1, 0)
+                        .slice(1, 0, h)
+                        .slice(2, 0, w));
+  const at::Tensor depth = at::cat(parts).reshape({S, L_, h, w});
+  for (long k = 0; k < S; ++k) {
+    const auto& [d, frames] = snippets[k];
+    aligner_.add(d, frames, depth[k], weights_.at(d));
+  }
+}
+
+int Session::flush() {
+  if (closed_) return 0;
+  closed_ = true;
+  if (n_ > 0 && n_ < L_) {  // 1- or 2-frame stream: one snippet repeating the last frame
+    std::vector<long> frames;
+    for (long j = 0; j < L_; ++j) frames.push_back(std::min(j, n_ - 1));
+    // weight 1, as the Python session's padded snippet
+    const double keep = weights_[1];
+    weights_[1] = 1.0;
+    run({{1, frames}});
+    weights_[1] = keep;
+  }
+  auto done = aligner_.finish(std::nullopt, window_ + options_.lag);
+  const int count = static_cast<int>(done.size());
+  emit(std::move(done));
+  latents_.clear();
+  return count;
+}
+
+void Session::emit(std::vector<FinishedFrame> frames) {
+  for (auto& f : frames) {
+    if (options_.restore_input_size) f.depth = resize_depth(f.depth, output_size()).contiguous();
+    ready_.push_back(std::move(f));
+  }
+}
+
+std::optional<FinishedFrame> Session::poll() {
+  if (ready_.empty()) return std::nullopt;
+  FinishedFrame f = std::move(ready_.front());
+  ready_.pop_front();
+  return f;
+}
+
+}  // namespace rd
