@@ -47,11 +47,12 @@ options:
   --restore           depth at the input size instead of the processed size
   --png16 DIR         write DIR/frame_NNNNNN.png (16-bit) instead of raw floats; DIR appears when complete
   --latency-log FILE  CSV per frame: index,timestamp,latency_s
+  --stats FILE        JSON: frames, seed, latency percentiles, seconds per stage
   -h, --help          this help
 )";
 
 struct Args {
-  std::string engine, device = "cpu", preset = "fast", png16, latency_log;
+  std::string engine, device = "cpu", preset = "fast", png16, latency_log, stats;
   int width = 0, height = 0, lag = 0, res = -1;
   std::vector<int> dilations;
   int64_t seed = -1;
@@ -117,6 +118,8 @@ Args parse(int argc, char** argv) {
       a.png16 = value(i, f);
     } else if (f == "--latency-log") {
       a.latency_log = value(i, f);
+    } else if (f == "--stats") {
+      a.stats = value(i, f);
     } else {
       usage_error("unknown option '" + f + "'");
     }
@@ -257,6 +260,17 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "rd_stream: %ld frames, seed %lld, latency p50 %.4f s, p95 %.4f s, p99 %.4f s\n", out->frames,
                  static_cast<long long>(stream.seed()), percentile(out->latencies, 50), percentile(out->latencies, 95),
                  percentile(out->latencies, 99));
+    if (!args.stats.empty()) {
+      const rd_session_timing_t t = stream.timing();
+      std::ofstream js(args.stats);
+      js.precision(9);
+      js << "{\"frames\": " << out->frames << ", \"seed\": " << stream.seed() << ", \"latency_s\": {\"p50\": "
+         << percentile(out->latencies, 50) << ", \"p95\": " << percentile(out->latencies, 95)
+         << ", \"p99\": " << percentile(out->latencies, 99) << "}, \"stages_s\": {\"preprocess\": " << t.preprocess_s
+         << ", \"encode\": " << t.encode_s << ", \"denoise\": " << t.denoise_s << ", \"decode\": " << t.decode_s
+         << ", \"align\": " << t.align_s << ", \"total\": " << t.total_s << "}}\n";
+      if (!js) throw std::runtime_error("cannot write " + args.stats);
+    }
     return 0;
   } catch (const std::exception& e) {
     if (out) out->abandon();

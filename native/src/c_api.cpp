@@ -241,6 +241,15 @@ rd_status rd_session_seed(const rd_session_t* session, int64_t* seed) {
   });
 }
 
+rd_status rd_session_timing(const rd_session_t* session, rd_session_timing_t* timing) {
+  return guarded([&] {
+    if (!is_live(session)) rd::fail(RD_ERR_INVALID_HANDLE, "rd_session_timing: not an open session handle");
+    require(timing != nullptr, "rd_session_timing: timing is NULL");
+    const rd::Timing& t = session->session->timing();
+    *timing = {t.preprocess, t.encode, t.denoise, t.decode, t.align, t.total, t.frames};
+  });
+}
+
 rd_status rd_session_close(rd_session_t* session) {
   return guarded([&] {
     if (!untrack(session)) rd::fail(RD_ERR_INVALID_HANDLE, "rd_session_close: not an open session handle");

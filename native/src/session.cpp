@@ -10,6 +10,20 @@
 #include "errors.h"
 
 namespace rd {
+namespace {
+
+// Adds the seconds from its construction to its destruction to `slot`.
+class Lap {
+ public:
+  explicit Lap(double& slot) : slot_(slot), t0_(Clock::now()) {}
+  ~Lap() { slot_ += std::chrono::duration<double>(Clock::now() - t0_).count(); }
+
+ private:
+  double& slot_;
+  Clock::time_point t0_;
+};
+
+}  // namespace
 
 std::pair<int, std::vector<int>> preset_values(const std::string& name) {
   if (name == "fast") return {768, {1, 25}};
@@ -65,6 +79,7 @@ Size Session::output_size() const {
 int Session::push(const at::Tensor& rgb, double timestamp) {
   if (closed_) fail(RD_ERR_STATE, "stream already flushed: no frame can follow");
   const auto t0 = Clock::now();
+  Lap total(timing_.total);
   const int h = static_cast<int>(rgb.size(0)), w = static_cast<int>(rgb.size(1));
   if (!size_) {
     const Size size = processed_size(w, h, res_);
@@ -80,8 +95,15 @@ int Session::push(const at::Tensor& rgb, double timestamp) {
                              std::to_string(input_hw_->second) + "x" + std::to_string(input_hw_->first));
   }
   const long i = n_;
-  at::Tensor x = pad_to(preprocess(rgb, *size_, engine_->device()).to(engine_->dtype()), *size_, padded_);
-  at::Tensor lat = engine_->encode(x);
+  at::Tensor x, lat;
+  {
+    Lap lap(timing_.preprocess);
+    x = pad_to(preprocess(rgb, *size_, engine_->device()).to(engine_->dtype()), *size_, padded_);
+  }
+  {
+    Lap lap(timing_.encode);
+    lat = engine_->encode(x);
+  }
   if (!noise_.defined()) {
     // the reference's draw: one Gaussian [1, 4, h, w] from a fresh generator seeded with the run's seed
     at::Generator gen = at::globalContext().defaultGenerator(engine_->device()).clone();
@@ -93,12 +115,17 @@ int Session::push(const at::Tensor& rgb, double timestamp) {
                        at::TensorOptions().device(engine_->device()).dtype(engine_->dtype()));
   }
   n_ += 1;
+  timing_.frames = n_;
   aligner_.note_frame(i, timestamp, t0);
   latents_[i] = lat[0];
   const auto ends = snippets_ending_at(i, dilations_, L_);
   if (!ends.empty()) run(ends);
   for (auto it = latents_.begin(); it != latents_.end();) it = it->first <= i - window_ ? latents_.erase(it) : std::next(it);
-  auto done = aligner_.finish(i, window_ + options_.lag);
+  std::vector<FinishedFrame> done;
+  {
+    Lap lap(timing_.align);
+    done = aligner_.finish(i, window_ + options_.lag);
+  }
   const int count = static_cast<int>(done.size());
   emit(std::move(done));
   return count;
@@ -112,16 +139,24 @@ void Session::run(const std::vector<std::pair<int, std::vector<long>>>& snippets
   const at::Tensor rgb_flat = at::stack(rows);  // [S * L, 4, h, w]
   const at::Tensor rgb = rgb_flat.reshape({S, L_, rgb_flat.size(1), rgb_flat.size(2), rgb_flat.size(3)});
   at::Tensor x = noise_.expand({S, L_, noise_.size(1), noise_.size(2), noise_.size(3)}).clone();
-  for (const auto& step : steps_) x = engine_->denoise(rgb, x, step);
+  {
+    Lap lap(timing_.denoise);
+    for (const auto& step : steps_) x = engine_->denoise(rgb, x, step);
+  }
   const at::Tensor flat = x.reshape({S * L_, x.size(2), x.size(3), x.size(4)});
   std::vector<at::Tensor> parts;
   const auto [w, h] = *size_;
-  for (long a = 0; a < flat.size(0); a += options_.vae_batch)
-    parts.push_back(engine_->decode(flat.slice(0, a, std::min<long>(flat.size(0), a + options_.vae_batch)))
-                        .select(1, 0)
-                        .slice(1, 0, h)
-                        .slice(2, 0, w));
-  const at::Tensor depth = at::cat(parts).reshape({S, L_, h, w});
+  at::Tensor depth;
+  {
+    Lap lap(timing_.decode);
+    for (long a = 0; a < flat.size(0); a += options_.vae_batch)
+      parts.push_back(engine_->decode(flat.slice(0, a, std::min<long>(flat.size(0), a + options_.vae_batch)))
+                          .select(1, 0)
+                          .slice(1, 0, h)
+                          .slice(2, 0, w));
+    depth = at::cat(parts).reshape({S, L_, h, w});
+  }
+  Lap lap(timing_.align);
   for (long k = 0; k < S; ++k) {
     const auto& [d, frames] = snippets[k];
     aligner_.add(d, frames, depth[k], weights_.at(d));
@@ -131,6 +166,7 @@ void Session::run(const std::vector<std::pair<int, std::vector<long>>>& snippets
 int Session::flush() {
   if (closed_) return 0;
   closed_ = true;
+  Lap total(timing_.total);
   if (n_ > 0 && n_ < L_) {  // 1- or 2-frame stream: one snippet repeating the last frame
     std::vector<long> frames;
     for (long j = 0; j < L_; ++j) frames.push_back(std::min(j, n_ - 1));
@@ -140,7 +176,11 @@ int Session::flush() {
     run({{1, frames}});
     weights_[1] = keep;
   }
-  auto done = aligner_.finish(std::nullopt, window_ + options_.lag);
+  std::vector<FinishedFrame> done;
+  {
+    Lap lap(timing_.align);
+    done = aligner_.finish(std::nullopt, window_ + options_.lag);
+  }
   const int count = static_cast<int>(done.size());
   emit(std::move(done));
   latents_.clear();

@@ -35,6 +35,13 @@ std::pair<int, std::vector<int>> preset_values(const std::string& name);
 std::vector<std::pair<int, std::vector<long>>> snippets_ending_at(long end, const std::vector<int>& dilations,
                                                                    int snippet_len);
 
+// Seconds spent per stage since the session opened (on CUDA, asynchronous GPU work is counted by the
+// stage that waits for it).
+struct Timing {
+  double preprocess = 0, encode = 0, denoise = 0, decode = 0, align = 0, total = 0;
+  long frames = 0;
+};
+
 class Session {
  public:
   Session(std::shared_ptr<Engine> engine, SessionOptions options);
@@ -50,6 +57,7 @@ class Session {
   long frames_pushed() const { return n_; }
   int lag() const { return options_.lag; }
   const std::vector<int>& dilations() const { return dilations_; }
+  const Timing& timing() const { return timing_; }
   int resolution() const { return res_; }
 
  private:
@@ -73,6 +81,7 @@ class Session {
   long n_ = 0;
   bool closed_ = false;
   std::deque<FinishedFrame> ready_;
+  Timing timing_;
 };
 
 }  // namespace rd

@@ -80,6 +80,19 @@ typedef struct rd_frame_info {
     int32_t height;
 } rd_frame_info_t;
 
+/* Seconds a session spent per stage since it opened (`rd_session_timing`). On CUDA, asynchronous GPU
+ * work is counted by the stage that waits for it. The non-model part is preprocess_s + align_s
+ * (+ total_s minus all five stages: scheduling and bookkeeping). */
+typedef struct rd_session_timing {
+    double preprocess_s; /* resize, normalize, pad */
+    double encode_s;     /* VAE encoder */
+    double denoise_s;    /* UNet steps */
+    double decode_s;     /* VAE decoder */
+    double align_s;      /* online co-alignment and merge */
+    double total_s;      /* inside rd_session_push and rd_session_flush */
+    int64_t frames;      /* frames pushed */
+} rd_session_timing_t;
+
 RD_API const char* rd_last_error(void);
 RD_API const char* rd_status_name(rd_status status);
 RD_API const char* rd_version(void);
@@ -113,6 +126,8 @@ RD_API rd_status rd_session_poll(rd_session_t* session, float* depth, size_t cap
 
 /* The seed the session's initial noise was drawn with (to repeat a run). */
 RD_API rd_status rd_session_seed(const rd_session_t* session, int64_t* seed);
+
+RD_API rd_status rd_session_timing(const rd_session_t* session, rd_session_timing_t* timing);
 
 RD_API rd_status rd_session_close(rd_session_t* session);
 

@@ -132,6 +132,13 @@ class Stream {
     return s;
   }
 
+  // Seconds per stage so far (see rd_session_timing_t).
+  rd_session_timing_t timing() const {
+    rd_session_timing_t t{};
+    check(rd_session_timing(handle_.get(), &t));
+    return t;
+  }
+
   rd_session_t* get() const { return handle_.get(); }
 
  private:
