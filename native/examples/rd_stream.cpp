@@ -38,6 +38,7 @@ options:
   --engine DIR        engine folder with AOTInductor packages (rd-engine build --backend aoti)
   --size WxH          size of the input frames
   --device DEV        cpu (default), cuda or cuda:N: what the engine was built for
+  --backend B         aoti (default): AOTInductor packages; tensorrt: TensorRT plans (a TensorRT build)
   --preset NAME       fast (default), fast1024, full, paper: resolution and dilations
   --lag K             frames of look-ahead before a frame is finished (default 0)
   --res N             longer processed edge (default: the preset's; 0 keeps the input size)
@@ -48,12 +49,14 @@ options:
   --png16 DIR         write DIR/frame_NNNNNN.png (16-bit) instead of raw floats; DIR appears when complete
   --latency-log FILE  CSV per frame: index,timestamp,latency_s
   --stats FILE        JSON: frames, seed, latency percentiles, seconds per stage
+  --warmup N          first run a throwaway stream over the first N frames (loads and warms the
+                      packages, for latency measurements)
   -h, --help          this help
 )";
 
 struct Args {
-  std::string engine, device = "cpu", preset = "fast", png16, latency_log, stats;
-  int width = 0, height = 0, lag = 0, res = -1;
+  std::string engine, device = "cpu", backend = "aoti", preset = "fast", png16, latency_log, stats;
+  int width = 0, height = 0, lag = 0, res = -1, warmup = 0;
   std::vector<int> dilations;
   int64_t seed = -1;
   double fps = 30.0;
@@ -95,6 +98,8 @@ Args parse(int argc, char** argv) {
       a.height = static_cast<int>(parse_int("--size", s.substr(x + 1), 1));
     } else if (f == "--device") {
       a.device = value(i, f);
+    } else if (f == "--backend") {
+      a.backend = value(i, f);
     } else if (f == "--preset") {
       a.preset = value(i, f);
     } else if (f == "--lag") {
@@ -118,6 +123,8 @@ Args parse(int argc, char** argv) {
       a.png16 = value(i, f);
     } else if (f == "--latency-log") {
       a.latency_log = value(i, f);
+    } else if (f == "--warmup") {
+      a.warmup = static_cast<int>(parse_int(f, value(i, f), 0));
     } else if (f == "--stats") {
       a.stats = value(i, f);
     } else {
@@ -236,14 +243,34 @@ int main(int argc, char** argv) {
   const Args args = parse(argc, argv);
   std::unique_ptr<Output> out;
   try {
-    rd::EngineHandle engine(args.engine, {args.device, "", true});
-    rd::Stream stream(engine, {args.preset, args.lag, args.res, args.dilations, args.seed, args.restore});
-    out = std::make_unique<Output>(args);
+    rd::EngineHandle engine(args.engine, {args.device, "", true, args.backend});
+    const rd::StreamConfig config{args.preset, args.lag, args.res, args.dilations, args.seed, args.restore};
     const size_t frame_bytes = static_cast<size_t>(args.width) * args.height * 3;
     std::vector<uint8_t> rgb(frame_bytes);
+    std::vector<std::vector<uint8_t>> held;  // frames read for the warm-up, pushed again for real
+    if (args.warmup > 0) {
+      rd::Stream warm(engine, config);
+      for (int i = 0; i < args.warmup; ++i) {
+        const size_t got = std::fread(rgb.data(), 1, frame_bytes, stdin);
+        if (got == 0) break;
+        if (got != frame_bytes) throw std::runtime_error("standard input ended mid-frame during the warm-up");
+        held.push_back(rgb);
+        warm.push(rgb.data(), args.width, args.height, static_cast<double>(i) / args.fps);
+        warm.take();
+      }
+      warm.flush();
+    }
+    rd::Stream stream(engine, config);
+    out = std::make_unique<Output>(args);
     long index = 0;
     while (true) {
-      const size_t got = std::fread(rgb.data(), 1, frame_bytes, stdin);
+      size_t got;
+      if (static_cast<size_t>(index) < held.size()) {
+        rgb = held[index];
+        got = frame_bytes;
+      } else {
+        got = std::fread(rgb.data(), 1, frame_bytes, stdin);
+      }
       if (got == 0) break;
       if (got != frame_bytes)
         throw std::runtime_error("standard input ended mid-frame (" + std::to_string(got) + " of " +

@@ -103,6 +103,7 @@ void rd_engine_options_init(rd_engine_options_t* o) {
   o->struct_size = sizeof(*o);
   o->device = "cpu";
   o->verify_files = 1;
+  o->backend = "aoti";
 }
 
 void rd_session_options_init(rd_session_options_t* o) {
@@ -126,6 +127,7 @@ rd_status rd_engine_open(const char* folder, const rd_engine_options_t* options,
       if (options->device) o.device = options->device;
       if (options->expected_weights_hash) o.expected_weights_hash = options->expected_weights_hash;
       o.verify_files = options->verify_files != 0;
+      if (options->backend) o.backend = options->backend;
     }
     auto handle = std::make_unique<rd_engine>();
     handle->engine = rd::Engine::open(folder, o);

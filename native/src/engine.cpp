@@ -45,6 +45,16 @@ std::string as_text(const json& v) {
   return v.dump();
 }
 
+class AotiRunner : public ComponentRunner {
+ public:
+  AotiRunner(const std::string& path, const c10::Device& device)
+      : loader_(path, "model", false, 1, device.is_cuda() ? device.index() : static_cast<c10::DeviceIndex>(-1)) {}
+  std::vector<at::Tensor> run(const std::vector<at::Tensor>& inputs) override { return loader_.run(inputs); }
+
+ private:
+  torch::inductor::AOTIModelPackageLoader loader_;
+};
+
 Manifest parse_manifest(const json& d) {
   Manifest m;
   m.format_version = d.at("format_version").get<int>();
@@ -78,6 +88,16 @@ Manifest parse_manifest(const json& d) {
     if (comp.at("kind") == "unet_step") m.snippet_lens.push_back(comp.at("snippet_len").get<int>());
     const json& pkg = comp.value("aoti", json());
     if (pkg.is_object()) m.packages[name] = pkg.at("file").get<std::string>();
+    const json& plan = comp.value("tensorrt", json());
+    if (plan.is_object()) m.plans[name] = plan.at("file").get<std::string>();
+    for (const auto& input : comp.at("inputs")) m.input_names[name].push_back(input.at("name").get<std::string>());
+  }
+  const json& trt = d.value("tensorrt", json());
+  if (trt.is_object()) {
+    m.trt_version = trt.value("version", json()).is_string() ? trt.at("version").get<std::string>() : "";
+    m.trt_precision = trt.at("precision").get<std::string>();
+    m.trt_gpu_name = trt.at("gpu").value("name", std::string());
+    m.trt_cc = as_text(trt.at("gpu").value("compute_capability", json("")));
   }
   for (const auto& [rel, meta] : d.at("files").items())
     m.files[rel] = {meta.at("bytes").get<long long>(), meta.at("sha256").get<std::string>()};
@@ -109,6 +129,10 @@ Manifest parse_manifest(const json& d) {
 std::string base_version(const std::string& v) { return v.substr(0, v.find('+')); }
 
 }  // namespace
+
+std::unique_ptr<ComponentRunner> make_aoti_runner(const std::string& package, const c10::Device& device) {
+  return std::make_unique<AotiRunner>(package, device);
+}
 
 std::string rebuild_command(const Manifest& m, const std::string& folder,
                             const std::map<std::string, std::string>& changes) {
@@ -187,6 +211,17 @@ std::shared_ptr<Engine> Engine::open(const std::string& folder, const EngineOpti
   if (m.format_version != kSupportedFormatVersion)
     fail(RD_ERR_ENGINE, "engine " + folder + " has format version " + std::to_string(m.format_version) +
                         "; this runtime reads version " + std::to_string(kSupportedFormatVersion) + ". Rebuild it");
+  if (options.backend != "aoti" && options.backend != "tensorrt")
+    fail(RD_ERR_INVALID_ARGUMENT, "backend must be aoti or tensorrt, got '" + options.backend + "'");
+  if (!options.expected_weights_hash.empty() && options.expected_weights_hash != m.weights_hash)
+    fail(RD_ERR_ENGINE, "engine " + folder + " was built from other weights (weights hash " +
+                        m.weights_hash.substr(0, 12) + " vs expected " + options.expected_weights_hash.substr(0, 12) +
+                        "); rebuild: " + rebuild_command(m, folder));
+  if (options.backend == "tensorrt") {
+    check_tensorrt(m, folder, device);
+    verify(m, dir, m.plans, options.verify_files);
+    return std::shared_ptr<Engine>(new Engine(folder, std::move(m), device, "tensorrt"));
+  }
   if (m.aoti_device.empty() || m.packages.empty())
     fail(RD_ERR_ENGINE, "engine " + folder + " holds no AOTInductor packages; build them: " +
                         rebuild_command(m, folder, {{"backend", "aoti"}}));
@@ -217,11 +252,14 @@ std::shared_ptr<Engine> Engine::open(const std::string& folder, const EngineOpti
     fail(RD_ERR_ENGINE, "engine " + folder + ": its AOTInductor packages do not fit this run (" + joined +
                         "); rebuild here: " + rebuild_command(m, folder, {{"backend", "aoti"}, {"device", run_type}}));
   }
-  if (!options.expected_weights_hash.empty() && options.expected_weights_hash != m.weights_hash)
-    fail(RD_ERR_ENGINE, "engine " + folder + " was built from other weights (weights hash " +
-                        m.weights_hash.substr(0, 12) + " vs expected " + options.expected_weights_hash.substr(0, 12) +
-                        "); rebuild: " + rebuild_command(m, folder));
-  for (const auto& [name, rel] : m.packages) {
+  verify(m, dir, m.packages, options.verify_files);
+  return std::shared_ptr<Engine>(new Engine(folder, std::move(m), device, "aoti"));
+}
+
+void Engine::verify(const Manifest& m, const fs::path& dir, const std::map<std::string, std::string>& files,
+                    bool checksums) {
+  const std::string folder = dir.string();
+  for (const auto& [name, rel] : files) {
     const auto meta = m.files.find(rel);
     if (meta == m.files.end())
       fail(RD_ERR_ENGINE, "engine " + folder + ": " + rel + " is not listed in the manifest; rebuild: " +
@@ -229,22 +267,49 @@ std::shared_ptr<Engine> Engine::open(const std::string& folder, const EngineOpti
     const fs::path p = dir / rel;
     if (!fs::is_regular_file(p))
       fail(RD_ERR_ENGINE, "engine " + folder + ": " + rel + " is missing; rebuild: " + rebuild_command(m, folder));
-    if (options.verify_files &&
+    if (checksums &&
         (static_cast<long long>(fs::file_size(p)) != meta->second.first || sha256_file(p.string()) != meta->second.second))
       fail(RD_ERR_ENGINE, "engine " + folder + ": " + rel + " was modified after the build (checksum mismatch); rebuild: " +
                           rebuild_command(m, folder));
   }
   for (const char* needed : {"vae_encoder", "vae_decoder"}) {
-    if (!m.packages.count(needed))
-      fail(RD_ERR_ENGINE, "engine " + folder + " has no AOTInductor package of " + needed + "; rebuild: " +
-                          rebuild_command(m, folder, {{"backend", "aoti"}}));
+    if (!files.count(needed))
+      fail(RD_ERR_ENGINE, "engine " + folder + " has no compiled " + needed + " for this backend; rebuild: " +
+                          rebuild_command(m, folder));
   }
-  return std::shared_ptr<Engine>(new Engine(folder, std::move(m), device));
 }
 
-Engine::Engine(std::string folder, Manifest manifest, c10::Device device)
-    : folder_(std::move(folder)), manifest_(std::move(manifest)), device_(device) {
-  const auto& p = manifest_.aoti_precision;
+void Engine::check_tensorrt(const Manifest& m, const std::string& folder, const c10::Device& device) {
+  const std::string rebuild = rebuild_command(m, folder, {{"backend", "tensorrt"}});
+  if (m.plans.empty() || m.trt_precision.empty())
+    fail(RD_ERR_ENGINE, "engine " + folder + " holds no TensorRT plans; build them on this machine: " + rebuild);
+  if (!device.is_cuda()) fail(RD_ERR_INVALID_ARGUMENT, "TensorRT plans run on a CUDA device, not " + device.str());
+#ifdef RD_HAVE_TENSORRT
+  std::vector<std::string> problems;
+  if (m.trt_version != tensorrt_version())
+    problems.push_back("TensorRT " + m.trt_version + " at build time, " + tensorrt_version() + " here");
+#ifdef RD_WITH_CUDA
+  const auto* prop = at::cuda::getDeviceProperties(device.index());
+  const std::string cc = std::to_string(prop->major) + "." + std::to_string(prop->minor);
+  if (cc != m.trt_cc) problems.push_back("compute capability " + m.trt_cc + " at build time, " + cc + " here");
+  if (std::string(prop->name) != m.trt_gpu_name)
+    problems.push_back("GPU '" + m.trt_gpu_name + "' at build time, '" + prop->name + "' here");
+#endif
+  if (!problems.empty()) {
+    std::string joined;
+    for (const auto& p : problems) joined += (joined.empty() ? "" : "; ") + p;
+    fail(RD_ERR_ENGINE, "engine " + folder + ": its TensorRT plans do not fit this machine (" + joined +
+                            "); rebuild here: " + rebuild);
+  }
+#else
+  fail(RD_ERR_INVALID_ARGUMENT, "this runtime was built without TensorRT (configure with -DRD_WITH_TENSORRT=ON where "
+                                "TensorRT's headers and libraries are installed)");
+#endif
+}
+
+Engine::Engine(std::string folder, Manifest manifest, c10::Device device, std::string backend)
+    : folder_(std::move(folder)), manifest_(std::move(manifest)), device_(device), backend_(std::move(backend)) {
+  const auto& p = backend_ == "tensorrt" ? manifest_.trt_precision : manifest_.aoti_precision;
   dtype_ = p == "fp16" ? at::kHalf : p == "bf16" ? at::kBFloat16 : at::kFloat;
 }
 
@@ -267,25 +332,32 @@ void Engine::check_size(Size processed) const {
 
 void Engine::check_snippet_len(int snippet_len) const {
   const std::string name = "unet_step_L" + std::to_string(snippet_len);
-  if (!manifest_.packages.count(name))
-    fail(RD_ERR_ENGINE, "engine " + folder_ + " has no AOTInductor UNet package for snippet length " +
+  if (!(backend_ == "tensorrt" ? manifest_.plans : manifest_.packages).count(name))
+    fail(RD_ERR_ENGINE, "engine " + folder_ + " has no compiled UNet step for snippet length " +
                             std::to_string(snippet_len) + "; rebuild: " +
-                            rebuild_command(manifest_, folder_, {{"backend", "aoti"}, {"snippet_lens", std::to_string(snippet_len)}}));
+                            rebuild_command(manifest_, folder_, {{"backend", backend_}, {"snippet_lens", std::to_string(snippet_len)}}));
 }
 
-torch::inductor::AOTIModelPackageLoader& Engine::package(const std::string& name) {
+ComponentRunner& Engine::runner(const std::string& name) {
   auto it = loaded_.find(name);
   if (it != loaded_.end()) return *it->second;
-  const std::string path = (fs::path(folder_) / manifest_.packages.at(name)).string();
+  const bool trt = backend_ == "tensorrt";
+  const std::string rel = trt ? manifest_.plans.at(name) : manifest_.packages.at(name);
+  const std::string path = (fs::path(folder_) / rel).string();
   try {
-    auto loader = std::make_unique<torch::inductor::AOTIModelPackageLoader>(
-        path, "model", false, 1, device_.is_cuda() ? device_.index() : static_cast<c10::DeviceIndex>(-1));
-    return *loaded_.emplace(name, std::move(loader)).first->second;
+    std::unique_ptr<ComponentRunner> r;
+#ifdef RD_HAVE_TENSORRT
+    if (trt) r = make_tensorrt_runner(path, manifest_.input_names.at(name), device_);
+#endif
+    if (!trt) r = make_aoti_runner(path, device_);
+    return *loaded_.emplace(name, std::move(r)).first->second;
+  } catch (const Error&) {
+    throw;
   } catch (const std::exception& e) {
     std::string what = e.what();
     what = what.substr(0, what.find('\n'));
-    fail(RD_ERR_ENGINE, "engine " + folder_ + ": cannot load " + manifest_.packages.at(name) + " (" + what +
-                            "); rebuild: " + rebuild_command(manifest_, folder_, {{"backend", "aoti"}}));
+    fail(RD_ERR_ENGINE, "engine " + folder_ + ": cannot load " + rel + " (" + what +
+                            "); rebuild: " + rebuild_command(manifest_, folder_, {{"backend", backend_}}));
   }
 }
 
@@ -296,7 +368,7 @@ at::Tensor Engine::run(const std::string& name, std::vector<at::Tensor> inputs, 
   }
   const long n = inputs.at(0).size(0);
   std::lock_guard<std::mutex> lock(mutex_);
-  auto& loader = package(name);
+  auto& loader = runner(name);
   std::vector<at::Tensor> parts;
   for (long a = 0; a < n; a += max_batch) {
     std::vector<at::Tensor> args;

@@ -1,10 +1,11 @@
-// A loaded engine folder: its manifest checks and its AOTInductor packages.
+// A loaded engine folder: its manifest checks and its AOTInductor packages (or TensorRT plans).
 // Mirrors rd_engine.engine_format.folder (the refusals) and rd_engine.backends.aoti_backend (the calls).
 #pragma once
 
 #include <ATen/Tensor.h>
 #include <c10/core/Device.h>
 
+#include <filesystem>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -13,15 +14,13 @@
 
 #include "ddim.h"
 #include "preprocess.h"
-
-namespace torch::inductor {
-class AOTIModelPackageLoader;
-}
+#include "runner.h"
 
 namespace rd {
 
 struct EngineOptions {
   std::string device = "cpu";
+  std::string backend = "aoti";  // aoti: the AOTInductor packages; tensorrt: the TensorRT plans
   std::string expected_weights_hash;  // empty: not checked
   bool verify_files = true;
 };
@@ -34,7 +33,10 @@ struct Manifest {
   std::string aoti_device, aoti_precision, aoti_torch_version;
   int aoti_cc_major = -1, aoti_cc_minor = -1;  // GPU compute capability of CUDA packages
   long max_vae_batch = 1, max_snippet_batch = 1;
-  std::map<std::string, std::string> packages;  // component name -> relative file
+  std::map<std::string, std::string> packages;  // component name -> relative file (AOTInductor)
+  std::map<std::string, std::string> plans;     // component name -> relative file (TensorRT)
+  std::map<std::string, std::vector<std::string>> input_names;  // component -> its inputs, contract order
+  std::string trt_version, trt_precision, trt_gpu_name, trt_cc;
   std::map<std::string, std::pair<long long, std::string>> files;  // relative file -> (bytes, sha256)
   std::vector<int> snippet_lens;
   DdimSchedule ddim;
@@ -69,17 +71,21 @@ class Engine {
   at::Tensor denoise(const at::Tensor& rgb, const at::Tensor& depth, const DdimStep& step);
 
  private:
-  Engine(std::string folder, Manifest manifest, c10::Device device);
-  torch::inductor::AOTIModelPackageLoader& package(const std::string& name);
+  Engine(std::string folder, Manifest manifest, c10::Device device, std::string backend);
+  ComponentRunner& runner(const std::string& name);
+  static void verify(const Manifest& m, const std::filesystem::path& dir, const std::map<std::string, std::string>& files,
+                     bool checksums);
+  static void check_tensorrt(const Manifest& m, const std::string& folder, const c10::Device& device);
   // Runs a package on `inputs`, splitting the batched ones (the first `batched`) into calls of at most `max_batch`.
   at::Tensor run(const std::string& name, std::vector<at::Tensor> inputs, size_t batched, long max_batch);
 
   std::string folder_;
   Manifest manifest_;
   c10::Device device_;
+  std::string backend_;
   at::ScalarType dtype_;
   std::mutex mutex_;  // loading and model calls: sessions on many threads share one engine
-  std::map<std::string, std::unique_ptr<torch::inductor::AOTIModelPackageLoader>> loaded_;
+  std::map<std::string, std::unique_ptr<ComponentRunner>> loaded_;
 };
 
 }  // namespace rd

@@ -132,6 +132,13 @@ void with_engine(const fs::path& engine) {
   EXPECT_STATUS(rd_engine_open(engine.c_str(), &eo, &e), RD_ERR_ENGINE);
   RD_CHECK(std::string(rd_last_error()).find("other weights") != std::string::npos);
 
+  rd_engine_options_init(&eo);
+  eo.backend = "onnx";
+  EXPECT_STATUS(rd_engine_open(engine.c_str(), &eo, &e), RD_ERR_INVALID_ARGUMENT);
+  eo.backend = "tensorrt";  // this engine has no plans (and this machine no GPU)
+  EXPECT_STATUS(rd_engine_open(engine.c_str(), &eo, &e), RD_ERR_ENGINE);
+  RD_CHECK(std::string(rd_last_error()).find("no TensorRT plans") != std::string::npos);
+
   EXPECT_STATUS(rd_engine_open(engine.c_str(), nullptr, &e), RD_OK);
   rd_session_options_t so;
   rd_session_t* s = nullptr;

@@ -57,6 +57,8 @@ typedef struct rd_engine_options {
     const char* device;              /* "cpu" (default), "cuda" or "cuda:N": what the packages were built for */
     const char* expected_weights_hash; /* optional: refuse an engine built from other weights (SHA-256 hex) */
     int32_t verify_files;            /* 1 (default): check every package's size and SHA-256 against the manifest */
+    const char* backend;             /* "aoti" (default): AOTInductor packages; "tensorrt": TensorRT plans (CUDA,
+                                        only in a runtime configured with -DRD_WITH_TENSORRT=ON) */
 } rd_engine_options_t;
 
 /* Options of `rd_session_open`. Initialize with `rd_session_options_init`. */

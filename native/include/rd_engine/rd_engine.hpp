@@ -30,6 +30,7 @@ struct EngineConfig {
   std::string device = "cpu";
   std::string expected_weights_hash;
   bool verify_files = true;
+  std::string backend = "aoti";  // or "tensorrt"
 };
 
 struct StreamConfig {
@@ -58,6 +59,7 @@ class EngineHandle {
     o.device = config.device.c_str();
     o.expected_weights_hash = config.expected_weights_hash.empty() ? nullptr : config.expected_weights_hash.c_str();
     o.verify_files = config.verify_files ? 1 : 0;
+    o.backend = config.backend.c_str();
     rd_engine_t* e = nullptr;
     check(rd_engine_open(folder.c_str(), &o, &e));
     handle_.reset(e, [](rd_engine_t* p) { rd_engine_close(p); });
