@@ -2,21 +2,23 @@
 
 Both run the same AOTInductor packages on the same decoded frames with the same settings, one after
 the other in one run (each after a warm-up stream over the first frames, so that package loading is
-not counted). Reported per side: push-to-finished latency p50/p95/p99 and the seconds per stage, of
-which the non-model part is preprocess + alignment/merge + the rest (scheduling, bookkeeping).
+not counted), `--repeats` times alternating, each after waiting for a quiet machine; the figures are
+the medians over the repeats. Reported per side: push-to-finished latency p50/p95/p99 and the seconds
+per stage, of which the non-model part is preprocess + alignment/merge + the rest (scheduling,
+bookkeeping).
 
-    python benchmarks/native_latency.py --engine ENGINE_DIR --build BUILD_DIR [--video V] [--res 128]
-        [--lags 0 4] [--frames 60] [--json out.json] [--markdown out.md]
+    python -m benchmarks.native_latency --engine ENGINE_DIR --build BUILD_DIR [--video V] [--res 128]
+        [--lags 0 4] [--frames 60] [--repeats 3] [--json out.json] [--markdown out.md]
 
-ENGINE_DIR: `rd-engine build --backend aoti --device cpu ...`; BUILD_DIR: the CMake build holding rd_stream.
+Run from the repository root. ENGINE_DIR: `rd-engine build --backend aoti --device cpu ...`; BUILD_DIR: the CMake build holding rd_stream.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import platform
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -24,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from benchmarks.cpu_quiet import machine, wait_quiet
 from rd_engine.backends.aoti_backend import AotiBackend
 from rd_engine.io.files import atomic_output
 from rd_engine.io.video import iter_frames
@@ -95,6 +98,13 @@ def cpp_side(build: Path, engine: Path, raw: bytes, size, settings: Settings, la
     return out
 
 
+def median_run(runs: list[dict]) -> dict:
+    """Per figure, the median over the repeats."""
+    return {
+        key: {k: float(np.median([r[key][k] for r in runs])) for k in runs[0][key]} for key in ("latency_s", "stages_s")
+    }
+
+
 def non_model(stages: dict) -> float:
     return stages["total"] - stages["encode"] - stages["denoise"] - stages["decode"]
 
@@ -109,6 +119,8 @@ def main() -> None:
     ap.add_argument("--dilations", type=int, nargs="+", default=[1, 10])
     ap.add_argument("--lags", type=int, nargs="+", default=[0, 4])
     ap.add_argument("--warmup", type=int, default=6)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--quiet-limit", type=float, default=0.1, help="wait until others use at most this CPU share")
     ap.add_argument("--json", type=Path)
     ap.add_argument("--markdown", type=Path)
     a = ap.parse_args()
@@ -122,12 +134,30 @@ def main() -> None:
     settings = Settings(res=a.res, dilations=a.dilations, dtype="fp32", seed=7)
     rows = []
     for lag in a.lags:
-        py = python_side(a.engine, frames, settings, lag, a.warmup)
-        cpp = cpp_side(a.build, a.engine, raw, size, settings, lag, a.warmup)
-        diff = float(np.abs(py.pop("depth").reshape(-1) - cpp.pop("depth")).max())
-        rows.append({"lag": lag, "python": py, "cpp": cpp, "max_abs_diff": diff})
+        runs: dict[str, list[dict]] = {"python": [], "cpp": []}
+        diff, busy = 0.0, []
+        for _ in range(a.repeats):
+            busy.append(wait_quiet(a.quiet_limit, 900))
+            py = python_side(a.engine, frames, settings, lag, a.warmup)
+            busy.append(wait_quiet(a.quiet_limit, 900))
+            cpp = cpp_side(a.build, a.engine, raw, size, settings, lag, a.warmup)
+            diff = max(diff, float(np.abs(py.pop("depth").reshape(-1) - cpp.pop("depth")).max()))
+            runs["python"].append(py)
+            runs["cpp"].append(cpp)
+        rows.append(
+            {
+                "lag": lag,
+                "python": median_run(runs["python"]),
+                "cpp": median_run(runs["cpp"]),
+                "runs": runs,
+                "max_abs_diff": diff,
+                "others_busy_before_runs": busy,
+            }
+        )
     report = {
-        "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads",
+        "command": "python -m benchmarks.native_latency " + " ".join(sys.argv[1:]),
+        "machine": machine(),
+        "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "frames": len(frames),
         "input_size": list(size),
