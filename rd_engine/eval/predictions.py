@@ -168,7 +168,7 @@ def to_size(depth: np.ndarray, height: int, width: int, what: str, chunk: int = 
         )
     out = np.empty((n, height, width), np.float32)
     for a in range(0, n, chunk):
-        x = torch.from_numpy(np.asarray(depth[a : a + chunk], np.float32))[:, None]
+        x = torch.from_numpy(np.array(depth[a : a + chunk], np.float32))[:, None]  # a writable copy
         down = h > height or w > width
         out[a : a + chunk] = F.interpolate(
             x, size=(height, width), mode="bilinear", align_corners=False, antialias=down
