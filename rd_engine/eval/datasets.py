@@ -268,6 +268,6 @@ def load_rgb(root: Path, seq: SequenceSpec, index: int) -> np.ndarray:
     path = sequence_dir(root, seq) / seq.rgb[index]
     try:
         with Image.open(path) as im:
-            return np.asarray(im.convert("RGB"))
+            return np.array(im.convert("RGB"))
     except OSError as e:
         raise UserError(f"{path}: not a readable image ({e})") from None
