@@ -251,14 +251,45 @@ def check_dataset(root: Path, bench: Benchmark, seqs: list[SequenceSpec]) -> Non
     )
 
 
-def load_depth(root: Path, bench: Benchmark, seq: SequenceSpec) -> np.ndarray:
-    """The ground truth of one sequence in metres, float32 ``[N, H, W]`` (0 where there is no measurement)."""
-    base = sequence_dir(root, seq)
-    frames = [bench.decode_depth(base / f) for f in seq.depth]
-    shapes = {f.shape for f in frames}
-    if len(shapes) != 1:
-        raise UserError(f"{base}: the ground-truth depth maps differ in size ({sorted(shapes)})")
-    return np.stack(frames)
+class DepthFrames:
+    """A sequence's ground truth in metres, ``[N, H, W]`` float32, decoded from its files on access.
+
+    Slicing along frames (``gt[a:b]``) decodes those frames; the video is never held whole, so a long
+    sequence at full resolution costs a chunk of frames in memory. ``np.asarray(gt)`` decodes all of it.
+    """
+
+    def __init__(self, root: Path, bench: Benchmark, seq: SequenceSpec):
+        self.bench, self.seq = bench, seq
+        self.base = sequence_dir(root, seq)
+        first = bench.decode_depth(self.base / seq.depth[0])
+        self.shape = (seq.frames, *first.shape)
+        self.dtype = np.dtype(np.float32)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, index):
+        if not isinstance(index, slice):
+            return self[index : index + 1][0] if index >= 0 else self[len(self) + index]
+        frames = []
+        for i in range(*index.indices(len(self))):
+            path = self.base / self.seq.depth[i]
+            depth = self.bench.decode_depth(path)
+            if depth.shape != self.shape[1:]:
+                first = self.base / self.seq.depth[0]
+                raise UserError(
+                    f"{path}: {depth.shape[1]}x{depth.shape[0]}, but {first} is {self.shape[2]}x{self.shape[1]}"
+                )
+            frames.append(depth)
+        return np.stack(frames) if frames else np.empty((0, *self.shape[1:]), np.float32)
+
+    def __array__(self, dtype=None, copy=None):
+        return self[:].astype(dtype or np.float32, copy=False)
+
+
+def load_depth(root: Path, bench: Benchmark, seq: SequenceSpec) -> DepthFrames:
+    """The ground truth of one sequence in metres, ``[N, H, W]`` float32 decoded on access (0: no measurement)."""
+    return DepthFrames(root, bench, seq)
 
 
 def load_rgb(root: Path, seq: SequenceSpec, index: int) -> np.ndarray:

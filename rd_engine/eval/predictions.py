@@ -142,7 +142,7 @@ def _squeeze_channel(depth: np.ndarray) -> np.ndarray:
     return depth
 
 
-def to_size(depth: np.ndarray, height: int, width: int, what: str, chunk: int = 32) -> np.ndarray:
+def to_size(depth: np.ndarray, height: int, width: int, what: str) -> np.ndarray:
     """A prediction at the ground truth's size: as is, or resized (bilinear) if only the scale differs.
 
     Args:
@@ -150,27 +150,47 @@ def to_size(depth: np.ndarray, height: int, width: int, what: str, chunk: int = 
         height: Ground-truth height.
         width: Ground-truth width.
         what: Names the prediction in errors.
-        chunk: Frames resized per step.
 
     Returns:
-        float32 ``[N, height, width]`` (the input itself when it already has that size and dtype).
+        ``[N, height, width]``: the input itself when it already has that size, else a read-only view that
+        resizes the frames it is sliced for (float32), so a long video is never resized whole.
 
     Raises:
         UserError: If the aspect ratio differs from the ground truth's by more than `ASPECT_TOLERANCE`.
     """
     n, h, w = depth.shape
     if (h, w) == (height, width):
-        return depth if depth.dtype == np.float32 else np.asarray(depth, np.float32)
+        return depth
     if abs((w / h) / (width / height) - 1.0) > ASPECT_TOLERANCE:
         raise UserError(
             f"{what}: frames are {w}x{h}, the ground truth is {width}x{height} (another aspect ratio; "
             "predictions must cover the whole frame)"
         )
-    out = np.empty((n, height, width), np.float32)
-    for a in range(0, n, chunk):
-        x = torch.from_numpy(np.array(depth[a : a + chunk], np.float32))[:, None]  # a writable copy
-        down = h > height or w > width
-        out[a : a + chunk] = F.interpolate(
-            x, size=(height, width), mode="bilinear", align_corners=False, antialias=down
-        )[:, 0].numpy()
-    return out
+    return _Resized(depth, height, width)
+
+
+class _Resized:
+    """``[N, H, W]`` frames of ``depth`` resized (bilinear, antialiased when shrinking) as they are sliced."""
+
+    def __init__(self, depth: np.ndarray, height: int, width: int):
+        self.depth = depth
+        self.shape = (depth.shape[0], height, width)
+        self.dtype = np.dtype(np.float32)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, index):
+        if not isinstance(index, slice):
+            return self[index : index + 1][0] if index >= 0 else self[len(self) + index]
+        x = torch.from_numpy(np.array(self.depth[index], np.float32))[:, None]  # a writable copy
+        if x.shape[0] == 0:
+            return np.empty((0, *self.shape[1:]), np.float32)
+        h, w = x.shape[-2:]
+        shrink = h > self.shape[1] or w > self.shape[2]
+        return F.interpolate(x, size=self.shape[1:], mode="bilinear", align_corners=False, antialias=shrink)[
+            :, 0
+        ].numpy()
+
+    def __array__(self, dtype=None, copy=None):
+        return self[:].astype(dtype or np.float32, copy=False)

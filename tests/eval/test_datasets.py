@@ -54,7 +54,7 @@ def test_png16_depth_reads_back_in_metres_with_zero_for_no_measurement(tmp_path,
     split = _split(tmp_path / "split", "a^b", [["c/0.png", "d/0.png"]])
     (seq,) = load_split(bench, split)
     assert seq.folder.parts == ("a", "b")
-    depth = load_depth(tmp_path / "root", bench, seq)
+    depth = np.asarray(load_depth(tmp_path / "root", bench, seq))
     assert depth.dtype == np.float32 and depth.shape == (1, 2, 3)
     np.testing.assert_allclose(depth[0], units * per, rtol=1e-6)
     assert depth[0, 0, 0] == 0.0
@@ -91,7 +91,10 @@ def test_frames_come_from_the_carried_split_list_in_its_order(tmp_path):
         p.stem for p in (SPLITS_DIR / "scannet/rgbd_test_90frame_crop").glob("*.csv")
     }
     depth = load_depth(tmp_path, bench, seqs["scene0707_00"])
-    np.testing.assert_allclose(depth[:, 0, 0], (np.array(listed) + 1) / 1000, rtol=1e-6)
+    assert depth.shape == (90, 2, 2)
+    np.testing.assert_allclose(np.asarray(depth)[:, 0, 0], (np.array(listed) + 1) / 1000, rtol=1e-6)
+    # decoded on access: a slice reads just its frames
+    np.testing.assert_allclose(depth[3:5][:, 1, 1], (np.array(listed[3:5]) + 1) / 1000, rtol=1e-6)
 
 
 def test_every_carried_split_has_the_papers_frame_counts():
@@ -152,3 +155,9 @@ def test_bad_splits_and_depth_files_are_user_errors(tmp_path):
     split = _split(tmp_path / "s1", "s", [["d.png", "d.png"]])
     with pytest.raises(UserError, match="single-channel 16-bit"):
         load_depth(tmp_path / "root", bench, load_split(bench, split)[0])
+    # depth maps of one sequence must share a size
+    _png16(tmp_path / "root" / "t" / "a.png", np.ones((3, 4)))
+    _png16(tmp_path / "root" / "t" / "b.png", np.ones((4, 4)))
+    split = _split(tmp_path / "s2", "t", [["a.png", "a.png"], ["b.png", "b.png"]])
+    with pytest.raises(UserError, match="b.png: 4x4, but .*a.png is 4x3"):
+        np.asarray(load_depth(tmp_path / "root", bench, load_split(bench, split)[0]))
