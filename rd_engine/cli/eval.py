@@ -55,8 +55,8 @@ def add_eval_parser(subparsers, run_parser: argparse.ArgumentParser) -> argparse
         "Writes a Markdown and JSON table and a per-frame AbsRel plot per sequence (see README, 'Evaluate').",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--benchmark", required=True, choices=list(BENCHMARKS), help="the benchmark")
-    p.add_argument("--root", type=Path, required=True, help="dataset folder (the one holding the sequence folders)")
+    p.add_argument("--benchmark", choices=list(BENCHMARKS), help="the benchmark")
+    p.add_argument("--root", type=Path, help="dataset folder (the one holding the sequence folders)")
     p.add_argument(
         "--split",
         default=None,
@@ -75,6 +75,14 @@ def add_eval_parser(subparsers, run_parser: argparse.ArgumentParser) -> argparse
     )
     p.add_argument(
         "--max-depth", type=float, default=None, help="depth cap in metres (default: the benchmark's; see README)"
+    )
+    p.add_argument(
+        "--compare",
+        nargs="+",
+        type=Path,
+        metavar="TABLE",
+        default=None,
+        help="print earlier results (table.json files or result folders) side by side; nothing is scored",
     )
     p.add_argument("-o", "--output-dir", type=Path, default=Path("rd-eval"), help="output folder")
     p.add_argument(
@@ -114,16 +122,21 @@ def _engine_source(args):
 
 
 def cmd_eval(args) -> int:
-    """Run `rd-engine eval` with parsed arguments: score, print the table, write the result folder.
+    """Run `rd-engine eval` with parsed arguments: score, print the table, write the result folder (or `--compare`).
 
     Returns:
         The exit status (0; errors raise `UserError`).
     """
     from rd_engine.eval.datasets import benchmark
-    from rd_engine.eval.report import markdown, write_report
+    from rd_engine.eval.report import compare_markdown, load_table, markdown, write_report
     from rd_engine.eval.runner import evaluate
     from rd_engine.eval.sources import PredictionFolder
 
+    if args.compare:
+        print(compare_markdown([load_table(p) for p in args.compare]), end="", flush=True)
+        return 0
+    if args.benchmark is None or args.root is None:
+        raise UserError("--benchmark and --root are required (or --compare with earlier results)")
     bench = benchmark(args.benchmark)
     if args.max_depth is not None and not args.max_depth > 0:
         raise UserError(f"--max-depth must be > 0, got {args.max_depth}")

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from rd_engine.errors import UserError
 from rd_engine.io.files import atomic_output
 from rd_engine.version import __version__
 
@@ -167,3 +168,43 @@ def write_report(report: EvalReport, out_dir: Path) -> Path:
         (tmp / "table.json").write_text(report.to_json() + "\n")
         (tmp / "table.md").write_text(markdown(report))
     return final
+
+
+def load_table(path: Path) -> dict:
+    """A ``table.json`` written by `write_report` (or its result folder)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "table.json"
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise UserError(f"{path}: not a readable table.json ({e})") from None
+    keys = ("benchmark", "split", "method", "absrel", "delta1", "protocol")
+    if not isinstance(data, dict) or any(k not in data for k in keys):
+        raise UserError(f"{path}: not a table.json of rd-engine eval (it needs {', '.join(keys)})")
+    return data
+
+
+def compare_markdown(tables: list[dict]) -> str:
+    """One row per method, AbsRel and delta1 per benchmark split side by side ("-" where not scored).
+
+    Raises:
+        UserError: If two tables of one benchmark split were scored with different protocol parameters.
+    """
+    columns: dict[tuple[str, str], dict] = {}
+    rows: dict[str, dict] = {}
+    for t in tables:
+        key = (t["benchmark"], t["split"])
+        protocol = {k: v for k, v in t["protocol"].items() if k != "summary"}
+        if columns.setdefault(key, protocol) != protocol:
+            raise UserError(f"{t['method']}: {key[0]} ({key[1]}) was scored with another protocol than the others")
+        row = rows.setdefault(t["method"], {"model": t.get("model"), "backend": t.get("backend")})
+        row[key] = (t["absrel"], t["delta1"], len(t.get("sequences", [])))
+    head = ["method", "model", "backend"] + [f"{b} ({s}) {m}" for b, s in columns for m in ("AbsRel", "delta1")]
+    lines = ["| " + " | ".join(head) + " |", "|---|---|---|" + "---:|" * (2 * len(columns))]
+    for method, row in rows.items():
+        cells = [method, row["model"] or "-", row["backend"] or "-"]
+        for key in columns:
+            cells += [f"{row[key][0]:.4f}", f"{row[key][1]:.4f}"] if key in row else ["-", "-"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"

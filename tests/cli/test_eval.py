@@ -124,3 +124,20 @@ def test_engine_runs_on_each_sequence_and_records_its_settings(tmp_path, capsys,
     assert cli.main(rescore) == 0
     again = json.loads((tmp_path / "out" / "bonn_again" / "table.json").read_text())
     assert again["sequences"][0]["absrel"] == pytest.approx(s["absrel"])
+
+
+def test_compare_puts_methods_side_by_side(tmp_path, capsys):
+    args, _ = _dataset(tmp_path, "bonn", noise=0.05)
+    assert cli.main([*args, "--pred-dir", str(tmp_path / "pred"), "--name", "noisy"]) == 0
+    # the same predictions scored with another cap: another protocol
+    assert cli.main([*args, "--pred-dir", str(tmp_path / "pred"), "--name", "capped", "--max-depth", "5"]) == 0
+    noisy = json.loads((tmp_path / "out" / "bonn_noisy" / "table.json").read_text())
+    capsys.readouterr()
+    assert cli.main(["eval", "--compare", str(tmp_path / "out" / "bonn_noisy")]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "| method | model | backend | bonn (split) AbsRel | bonn (split) delta1 |"
+    assert out[2] == f"| noisy | - | - | {noisy['absrel']:.4f} | {noisy['delta1']:.4f} |"
+    both = [str(tmp_path / "out" / "bonn_noisy"), str(tmp_path / "out" / "bonn_capped" / "table.json")]
+    assert "scored with another protocol" in _error(capsys, ["eval", "--compare", *both])
+    assert "not a readable table.json" in _error(capsys, ["eval", "--compare", str(tmp_path / "none.json")])
+    assert "--benchmark and --root are required" in _error(capsys, ["eval", "--pred-dir", str(tmp_path)])
