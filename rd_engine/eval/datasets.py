@@ -228,26 +228,28 @@ def check_dataset(root: Path, bench: Benchmark, seqs: list[SequenceSpec]) -> Non
     root = Path(root)
     if not root.is_dir():
         raise UserError(f"dataset root {root} is not a folder")
-    missing_seqs = 0
-    first: Path | None = None
-    missing_files = 0
+    incomplete: list[tuple[SequenceSpec, list[Path]]] = []
     for seq in seqs:
         base = sequence_dir(root, seq)
         gone = [base / f for f in (*seq.rgb, *seq.depth) if not (base / f).is_file()]
         if gone:
-            missing_seqs += 1
-            missing_files += len(gone)
-            first = first or gone[0]
-    if not missing_seqs:
+            incomplete.append((seq, gone))
+    if not incomplete:
         return
-    if missing_seqs == len(seqs):
+    seq, gone = incomplete[0]
+    first = gone[0]
+    hint = ""
+    if seq.depth[0].startswith("depths_masked/") and (sequence_dir(root, seq) / "depths").is_dir():
+        hint = "; the public release has depths/ only: see the README, 'Evaluate', on depths_masked"
+    if len(incomplete) == len(seqs) and all(len(g) == 2 * s.frames for s, g in incomplete):  # nothing at all
         raise UserError(
             f"{root} holds none of the {len(seqs)} sequences of this {bench.name} split (first missing: {first}); "
-            f"the root is the folder that holds the sequence folders ({bench.release})"
+            f"the root is the folder that holds the sequence folders ({bench.release}){hint}"
         )
+    files = sum(len(g) for _, g in incomplete)
     raise UserError(
-        f"{root}: {missing_seqs} of {len(seqs)} {bench.name} sequences are missing or incomplete "
-        f"({missing_files} files; first missing: {first})"
+        f"{root}: {len(incomplete)} of {len(seqs)} {bench.name} sequences are missing or incomplete "
+        f"({files} files; first missing: {first}){hint}"
     )
 
 

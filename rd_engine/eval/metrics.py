@@ -73,7 +73,7 @@ def _chunks(
             if max_depth is not None:
                 valid &= g < max_depth
         if region is not None:
-            valid &= region
+            valid &= region if region.ndim == 2 else region[a : a + chunk_frames]
         yield a, p, g, valid
 
 

@@ -140,6 +140,9 @@ def test_missing_and_partial_datasets_name_what_is_missing(tmp_path):
     msg = str(e.value)
     assert "4 of 5 bonn sequences" in msg and str(tmp_path / seqs[1].folder / seqs[1].depth[17]) in msg
     check_dataset(tmp_path, bench, seqs[:1])
+    # every sequence with some files but one missing is partial, not absent
+    with pytest.raises(UserError, match="1 of 1 bonn sequences are missing or incomplete"):
+        check_dataset(tmp_path, bench, seqs[1:2])
 
 
 def test_bad_splits_and_depth_files_are_user_errors(tmp_path):
@@ -161,3 +164,11 @@ def test_bad_splits_and_depth_files_are_user_errors(tmp_path):
     split = _split(tmp_path / "s2", "t", [["a.png", "a.png"], ["b.png", "b.png"]])
     with pytest.raises(UserError, match="b.png: 4x4, but .*a.png is 4x3"):
         np.asarray(load_depth(tmp_path / "root", bench, load_split(bench, split)[0]))
+
+
+def test_pointodyssey_without_its_masked_depth_gets_a_hint(tmp_path):
+    bench = benchmark("pointodyssey")
+    seqs = load_split(bench)
+    (tmp_path / seqs[0].folder / "depths").mkdir(parents=True)  # the public release's folder
+    with pytest.raises(UserError, match="depths_masked/depth_.*the public release has depths/ only"):
+        check_dataset(tmp_path, bench, seqs)

@@ -92,6 +92,13 @@ def test_max_depth_and_region_leave_pixels_out_of_fit_and_score():
     s = score_video(pred, gt, region=region, max_depth=10.0)
     assert s.pixels == 2 and s.absrel == pytest.approx(0.0, abs=1e-12) and s.delta1 == 1.0
     assert score_video(pred, gt).absrel > 0.1
+    # a per-frame region [N, H, W] over more frames than one chunk
+    gt3 = np.tile(gt, (5, 1, 1))
+    pred3 = np.tile(pred, (5, 1, 1))
+    region3 = np.tile(region, (5, 1, 1))
+    region3[4, 0, 1] = False
+    s3 = score_video(pred3, gt3, region=region3, max_depth=10.0, chunk_frames=2)
+    assert s3.pixels == 9 and s3.absrel == pytest.approx(0.0, abs=1e-12)
 
 
 def test_frames_without_valid_pixels_are_left_out():
