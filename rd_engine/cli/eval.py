@@ -127,7 +127,7 @@ def cmd_eval(args) -> int:
     Returns:
         The exit status (0; errors raise `UserError`).
     """
-    from rd_engine.eval.datasets import benchmark
+    from rd_engine.eval.datasets import benchmark, check_dataset, load_split
     from rd_engine.eval.report import compare_markdown, load_table, markdown, write_report
     from rd_engine.eval.runner import evaluate
     from rd_engine.eval.sources import PredictionFolder
@@ -143,6 +143,7 @@ def cmd_eval(args) -> int:
     if args.pred_dir is not None:
         source = PredictionFolder(args.pred_dir, args.name)
     else:
+        check_dataset(args.root, bench, load_split(bench, args.split))  # before the model loads
         source = _engine_source(args)
 
     def progress(r) -> None:

@@ -82,7 +82,7 @@ def test_bad_inputs_get_one_line_errors_and_write_nothing(tmp_path, capsys):
     assert "nope is not a folder" in _error(capsys, [*base, "--root", str(tmp_path / "nope"), "--pred-dir", str(pred)])
     assert "holds none of the 2 sequences" in _error(capsys, [*base, "--root", str(pred), "--pred-dir", str(pred)])
     msg = _error(capsys, ["eval", "--benchmark", "bonn", "--root", str(root), "--pred-dir", str(pred), "-q"])
-    assert "holds none of the 5 sequences" in msg  # the paper's split: these sequences lack its frames
+    assert "5 of 5 bonn sequences are missing or incomplete" in msg  # the paper's split: 2 partial, 3 absent
     assert "neither a split of bonn" in _error(capsys, [*args[:-3], "--split", "7_seq", "--pred-dir", str(pred)])
 
     seq = load_split(benchmark("bonn"), split)[1]
@@ -99,6 +99,9 @@ def test_bad_inputs_get_one_line_errors_and_write_nothing(tmp_path, capsys):
     np.save(pred / f"{seq.id}_pred.npy", np.zeros((6, 48, 48), np.float32))
     assert "frames are 48x48, the ground truth is 64x48" in _error(capsys, [*args, "--pred-dir", str(pred)])
     assert "--max-depth must be > 0" in _error(capsys, [*args, "--pred-dir", str(pred), "--max-depth", "0"])
+    # an engine run checks the dataset before it loads a model (this checkpoint does not exist)
+    no_model = ["-c", str(tmp_path / "no-model"), "--device", "cpu"]
+    assert "holds none" in _error(capsys, [*base, "--root", str(pred), *no_model])
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
 
