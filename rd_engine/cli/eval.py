@@ -151,6 +151,6 @@ def cmd_eval(args) -> int:
 
     report = evaluate(bench, args.root, source, args.split, args.max_depth, on_sequence=progress)
     folder = write_report(report, args.output_dir)
-    print(markdown(report), flush=True)
+    print(markdown(report), end="", flush=True)
     log.info("wrote %s (table.md, table.json, plots/)", folder)
     return 0
