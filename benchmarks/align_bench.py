@@ -18,7 +18,8 @@ solver runs in its OWN subprocess, so that its peak RSS is its own:
   numbers are kept in the JSON and the last two table columns;
 * objective = ``rd_engine.coalign.objective.objective_value`` at the solver's params;
 * AbsRel / delta1 of the merged, re-normalized video against the GT depth after
-  one global affine fit in inverse depth.
+  one global affine fit in inverse depth: ``rd_engine.eval.metrics.score_video``,
+  the protocol of ``rd-engine eval`` (no depth cap, no crop).
 
 Solvers (``rd_engine.coalign.solve.solve``): ``reference`` (``--reference-iters``),
 ``fast`` and ``robust``; ``true`` (the generating affines, i.e. the true-affine

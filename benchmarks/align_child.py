@@ -191,8 +191,9 @@ def run_child(spec_path: str) -> int:
     from rd_engine.coalign.objective import objective_value
     from rd_engine.coalign.problem import solver_view, solver_views
     from rd_engine.coalign.solve import solve
+    from rd_engine.eval.metrics import score_video
     from rd_engine.snippets.plan import SnippetGroup
-    from rd_engine.testing.synthetic import global_affine_metrics, true_params_after_min_shift
+    from rd_engine.testing.synthetic import true_params_after_min_shift
 
     upstream = None
     if solver == "upstream":
@@ -276,8 +277,8 @@ def run_child(spec_path: str) -> int:
         res["objective_true"] = objective_value(align_groups, tp, n)
     del align_groups
     gt = torch.load(spec["gt"], weights_only=True)
-    m = global_affine_metrics(video, gt)
-    res.update(absrel=m["absrel"], delta1=m["delta1"])
+    m = score_video(video, gt)
+    res.update(absrel=m.absrel, delta1=m.delta1)
     res["params_finite"] = bool(all(torch.isfinite(s).all() and torch.isfinite(t).all() for s, t in params))
     out.write_text(json.dumps(res))
     return 0

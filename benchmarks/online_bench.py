@@ -18,8 +18,9 @@ import torch
 from rd_engine.coalign.merge import merge_aligned, merge_deltas, renormalize
 from rd_engine.coalign.problem import solver_view
 from rd_engine.coalign.solve import solve
+from rd_engine.eval.metrics import score_video
 from rd_engine.online.aligner import OnlineAligner
-from rd_engine.testing.synthetic import global_affine_metrics, global_min_of, make_scene_depth, make_snippets
+from rd_engine.testing.synthetic import global_min_of, make_scene_depth, make_snippets
 
 
 def replay(groups, n: int, lag: int) -> torch.Tensor:
@@ -60,9 +61,9 @@ def main() -> None:
             params = solve(ag, a.frames, kind)
             delta = merge_deltas(ag, params, a.frames) if robust_mean else None
             merged = merge_aligned(groups, params, gm, a.frames, delta)
-            row.append(global_affine_metrics(renormalize(merged), gt)["absrel"])
+            row.append(score_video(renormalize(merged), gt).absrel)
         for lag in (0, 2 * max(eff) + 1):
-            row.append(global_affine_metrics(replay(groups, a.frames, lag), gt)["absrel"])
+            row.append(score_video(replay(groups, a.frames, lag), gt).absrel)
         print(f"| {mode} | " + " | ".join(f"{v:.4f}" for v in row) + " |", flush=True)
 
 

@@ -20,7 +20,7 @@ log = logging.getLogger("rd_engine")
 _non_negative_int = int_at_least(0)  # the run options where 0 means "off" or "input size"
 
 
-def _add_run_parser(sub) -> None:
+def _add_run_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser(
         "run",
         help="estimate depth for videos",
@@ -131,6 +131,7 @@ def _add_run_parser(sub) -> None:
     v = p.add_argument_group("messages")
     v.add_argument("-q", "--quiet", action="store_true", help="errors and the summary only, no progress bars")
     v.add_argument("-v", "--verbose", action="store_true", help="debug messages and tracebacks")
+    return p
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -139,13 +140,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"rd-engine {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    _add_run_parser(sub)
+    run_parser = _add_run_parser(sub)
     from rd_engine.cli.bench import add_bench_parser
     from rd_engine.cli.build import add_build_parser, add_info_parser
 
     add_build_parser(sub)
     add_info_parser(sub)
     add_bench_parser(sub)
+    from rd_engine.cli.eval import add_eval_parser
+
+    add_eval_parser(sub, run_parser)
     return parser
 
 
@@ -375,6 +379,10 @@ def main(argv: list[str] | None = None) -> int:
             from rd_engine.cli.bench import cmd_bench
 
             return cmd_bench(args)
+        if args.command == "eval":
+            from rd_engine.cli.eval import cmd_eval
+
+            return cmd_eval(args)
         parser.error(f"unknown command {args.command}")
     except UserError as e:
         print(f"rd-engine: error: {worded(e)}", file=sys.stderr)

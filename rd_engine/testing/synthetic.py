@@ -1,6 +1,6 @@
 """Synthetic ground truth for the co-alignment stage (docs/method.md, "Snippets" and "Co-alignment").
 
-Three pieces:
+Two pieces:
 
 * :func:`make_scene_depth`: metric depth of a procedural scene (ground plane,
   back wall, side wall, axis-aligned boxes, spheres), ray cast analytically per
@@ -11,9 +11,10 @@ Three pieces:
   blobs; optionally normalized to ``[-1, 1]`` per snippet like a model's
   output. Returns the per-snippet affines that undo all of that (the
   "true-affine optimum").
-* :func:`global_affine_metrics`: AbsRel / delta1 of any affine-invariant
-  inverse-depth video against the metric GT after one global least-squares
-  affine fit (in inverse depth, float64).
+
+Scoring a video against the GT (one global least-squares affine fit in inverse
+depth, AbsRel and delta1) is `rd_engine.eval.metrics.score_video`: the one
+implementation of the metrics, shared with `rd-engine eval`.
 
 Convention reminder: the pipeline's solvers work on ``depth - global_min``
 (``rd_engine.coalign.problem.solver_view``) and ``rd_engine.coalign.merge.merge_aligned``
@@ -38,7 +39,6 @@ __all__ = [
     "make_snippets",
     "true_params_after_min_shift",
     "global_min_of",
-    "global_affine_metrics",
 ]
 
 # ---------------------------------------------------------------------------
@@ -328,74 +328,6 @@ def true_params_after_min_shift(
     """
     gm = float(global_min)
     return [(s.float().clone(), (t.double() + s.double() * gm).float()) for s, t in true_params]
-
-
-# ---------------------------------------------------------------------------
-# Metrics
-# ---------------------------------------------------------------------------
-
-
-def global_affine_metrics(
-    pred: torch.Tensor, gt_depth: torch.Tensor, eps: float = 1e-3, chunk_frames: int = 8, threads: int | None = 1
-) -> dict:
-    """AbsRel and delta1 of `pred` (inverse-depth-like, any affine) against metric `gt_depth`.
-
-    One global affine ``a * pred + b`` is fit by least squares (float64, all
-    valid pixels: finite GT > 0 and finite pred) to the GT inverse depth; the
-    prediction's depth is ``d = 1 / clip(a * pred + b, eps)`` (``eps = 1e-3``
-    as in Marigold-style evaluation, i.e. at most 1000 m). AbsRel =
-    ``mean(|d - gt| / gt)``, delta1 = fraction with ``max(d / gt, gt / d) <
-    1.25``. Processed in chunks of frames (two passes), so long videos need no
-    float64 copy of the whole video.
-
-    Returns:
-        ``dict(absrel, delta1, fit_scale, fit_shift, pixels)``.
-    """
-    if pred.shape != gt_depth.shape:
-        raise ValueError(f"pred {tuple(pred.shape)} and gt_depth {tuple(gt_depth.shape)} differ in shape")
-    N = pred.shape[0]
-
-    def chunks():
-        for a in range(0, N, chunk_frames):
-            p = pred[a : a + chunk_frames].double().reshape(-1)
-            gd = gt_depth[a : a + chunk_frames].double().reshape(-1)
-            valid = torch.isfinite(gd) & (gd > 0) & torch.isfinite(p)
-            if not bool(valid.all()):
-                p, gd = p[valid], gd[valid]
-            yield p, gd
-
-    with _num_threads(threads):
-        # pass 1: moments about an offset near the means (first chunk's), no cancellation
-        n = 0
-        kp = kg = None
-        sp = sg = spp = spg = 0.0
-        for p, gd in chunks():
-            if p.numel() == 0:
-                continue
-            g = gd.reciprocal_()
-            if kp is None:
-                kp, kg = float(p.mean()), float(g.mean())
-            p = p - kp
-            g -= kg
-            n += p.numel()
-            sp += float(p.sum())
-            sg += float(g.sum())
-            spp += float(torch.dot(p, p))
-            spg += float(torch.dot(p, g))
-        if n == 0:
-            raise ValueError("no valid pixels")
-        mp, mg = sp / n, sg / n
-        var, cov = spp / n - mp * mp, spg / n - mp * mg
-        scale = cov / var if var > 0 else 0.0
-        shift = (mg + kg) - scale * (mp + kp)
-        # pass 2: d / gt = 1 / (aligned * gt); AbsRel = |d/gt - 1|, delta1: 0.8 < d/gt < 1.25
-        abs_rel = 0.0
-        good = 0
-        for p, gd in chunks():
-            r = p.mul_(scale).add_(shift).clamp_min_(eps).mul_(gd).reciprocal_()
-            good += int(((r < 1.25) & (r * 1.25 > 1.0)).sum())
-            abs_rel += float(r.sub_(1.0).abs_().sum())
-    return dict(absrel=abs_rel / n, delta1=good / n, fit_scale=scale, fit_shift=shift, pixels=int(n))
 
 
 @contextmanager

@@ -6,9 +6,10 @@ import torch
 from rd_engine.coalign.merge import merge_aligned, merge_deltas, renormalize
 from rd_engine.coalign.problem import solver_view
 from rd_engine.coalign.solve import solve
+from rd_engine.eval.metrics import score_video
 from rd_engine.online.aligner import OnlineAligner
 from rd_engine.snippets.plan import SnippetGroup, plan_snippets
-from rd_engine.testing.synthetic import global_affine_metrics, global_min_of, make_scene_depth, make_snippets
+from rd_engine.testing.synthetic import global_min_of, make_scene_depth, make_snippets
 
 
 def _replay(groups, n, lag, track=False):
@@ -90,10 +91,10 @@ def test_online_alignment_on_the_synthetic_harness(mode):
     def merge(delta):
         return renormalize(merge_aligned(groups, params, gm, n, delta))
 
-    offline = global_affine_metrics(merge(merge_deltas(ag, params, n)), gt)["absrel"]  # robust solve + robust mean
-    offline_mean = global_affine_metrics(merge(None), gt)["absrel"]  # robust solve, the method's mean
-    lag0 = global_affine_metrics(_replay(groups, n, 0)[0], gt)["absrel"]
-    full = global_affine_metrics(_replay(groups, n, 2 * max(eff) + 1)[0], gt)["absrel"]
+    offline = score_video(merge(merge_deltas(ag, params, n)), gt).absrel  # robust solve + robust mean
+    offline_mean = score_video(merge(None), gt).absrel  # robust solve, the method's mean
+    lag0 = score_video(_replay(groups, n, 0)[0], gt).absrel
+    full = score_video(_replay(groups, n, 2 * max(eff) + 1)[0], gt).absrel
     # a full lag sees every snippet: it matches offline robust within 5 %
     assert full <= 1.05 * offline
     # lag 0 sees one entry per dilation per frame instead of L: within 1.5x of the offline solve merged

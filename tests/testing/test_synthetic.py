@@ -4,9 +4,9 @@ import pytest
 import torch
 
 from rd_engine.coalign.merge import merge_aligned, renormalize
+from rd_engine.eval.metrics import score_video
 from rd_engine.snippets.plan import plan_snippets
 from rd_engine.testing.synthetic import (
-    global_affine_metrics,
     global_min_of,
     make_scene_depth,
     make_snippets,
@@ -78,32 +78,22 @@ def test_true_params_reconstruct_gt_and_merge(gt, mode):
     merged = merge_aligned(groups, shifted, gm, gt.shape[0])
     # without renormalization the merge IS the GT inverse depth
     assert torch.allclose(merged, inv, rtol=1e-2, atol=1e-4)
-    m = global_affine_metrics(renormalize(merged), gt)
-    assert m["absrel"] < 1e-2 and m["delta1"] > 0.999
+    m = score_video(renormalize(merged), gt)
+    assert m.absrel < 1e-2 and m.delta1 > 0.999
 
 
 def test_noise_and_outliers_hurt_but_true_affine_stays_good(gt):
     groups, params, _ = make_snippets(gt, [1, 25], mode="b", noise=0.02, outlier_blobs=3, seed=2)
     gm = global_min_of(groups)
     merged = merge_aligned(groups, true_params_after_min_shift(params, gm), gm, gt.shape[0])
-    m = global_affine_metrics(merged, gt)
-    assert 1e-3 < m["absrel"] < 0.1 and m["delta1"] > 0.9
+    m = score_video(merged, gt)
+    assert 1e-3 < m.absrel < 0.1 and m.delta1 > 0.9
     # the identity params (no alignment) are much worse in mode a
     ga, pa, _ = make_snippets(gt, [1, 25], mode="a", noise=0.02, outlier_blobs=3, seed=2)
     gma = global_min_of(ga)
     ident = [(torch.ones_like(s), torch.zeros_like(t)) for s, t in pa]
-    bad = global_affine_metrics(merge_aligned(ga, ident, gma, gt.shape[0]), gt)
-    assert bad["absrel"] > 2 * m["absrel"]
-
-
-def test_metrics_of_gt_against_itself(gt):
-    m = global_affine_metrics(1.0 / gt, gt)
-    assert m["absrel"] < 1e-6 and m["delta1"] == 1.0
-    # any affine of the inverse depth is as good
-    m2 = global_affine_metrics(-3.0 / gt + 7.0, gt)
-    assert m2["absrel"] < 1e-5 and m2["delta1"] == 1.0
-    # depth itself is not an affine of inverse depth
-    assert global_affine_metrics(gt, gt)["absrel"] > 0.05
+    bad = score_video(merge_aligned(ga, ident, gma, gt.shape[0]), gt)
+    assert bad.absrel > 2 * m.absrel
 
 
 def test_min_shift_convention():

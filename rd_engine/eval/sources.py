@@ -1,0 +1,150 @@
+"""Where a sequence's prediction comes from: a folder of saved predictions, or a run of the engine.
+
+Both give the prediction at whatever size it was made; `rd_engine.eval.runner` brings it to the ground
+truth's size and scores it.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Iterable, Iterator
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+
+from rd_engine.api import Engine
+from rd_engine.errors import UserError
+from rd_engine.eval.datasets import SequenceSpec, load_rgb
+from rd_engine.eval.predictions import check_predictions, load_prediction
+from rd_engine.io.files import save_npy_atomic
+
+
+class PredictionFolder:
+    """Saved predictions (rd-engine's, Video Depth Anything's, DepthCrafter's; see `rd_engine.eval.predictions`).
+
+    Args:
+        folder: The folder.
+        method: Row label (default: the folder's name).
+    """
+
+    def __init__(self, folder: Path, method: str | None = None):
+        self.folder = Path(folder)
+        self.method = method or self.folder.resolve().name
+        self.model: str | None = None
+        self.backend: str | None = None
+        self.settings: dict | None = None
+
+    def check(self, seqs: list[SequenceSpec]) -> None:
+        """Fail before any work if a sequence has no prediction."""
+        check_predictions(self.folder, seqs)
+
+    def predict(self, root: Path, seq: SequenceSpec) -> tuple[np.ndarray, str]:
+        """``([N, h, w] prediction, where it came from)``; rd-engine's metadata fills model, backend, settings."""
+        loaded = load_prediction(self.folder, seq)
+        meta = loaded.metadata
+        if meta and self.model is None:
+            self.model, self.backend, self.settings = meta.get("model"), meta.get("backend"), meta.get("settings")
+        return loaded.depth, str(loaded.path)
+
+
+class EngineRun:
+    """Runs rd-engine on each sequence's RGB frames, offline or online.
+
+    Offline, the frames go to the pipeline as a lossless (FFV1) video in a temporary folder, so the run
+    is exactly `rd-engine run` on those frames; online (``lag`` given), they are pushed into a stream
+    session one by one, as `rd-engine run --stream --lag` does.
+
+    Args:
+        engine: The loaded engine.
+        preset: Settings preset.
+        overrides: Explicit settings (None values keep the preset's).
+        lag: Online look-ahead in frames; None runs the offline method.
+        save_dir: Where to keep each sequence's prediction as ``<sequence>_pred.npy`` (None: nowhere).
+        method: Row label.
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        preset: str = "fast",
+        overrides: dict | None = None,
+        lag: int | None = None,
+        save_dir: Path | None = None,
+        method: str | None = None,
+    ):
+        self.engine = engine
+        self.preset = preset
+        self.overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+        self.lag = lag
+        self.save_dir = save_dir
+        self.model = engine.model_name
+        self.backend = engine.backend.name
+        self.settings = engine.settings(preset, **self.overrides).to_dict()
+        self.settings["preset"] = preset
+        self.settings["mode"] = "offline" if lag is None else "online"
+        if lag is not None:
+            self.settings["lag"] = lag
+        mode = "offline" if lag is None else f"online-lag{lag}"
+        self.method = method or f"rd-engine-{preset}-{self.settings['align']}-{mode}"
+
+    def check(self, seqs: list[SequenceSpec]) -> None:
+        """Nothing to check before the runs."""
+
+    def predict(self, root: Path, seq: SequenceSpec) -> tuple[np.ndarray, str]:
+        frames = _frames(root, seq)  # read one at a time: a sequence's RGB is never held whole
+        depth = self._offline(frames) if self.lag is None else self._online(frames, seq.frames)
+        if self.save_dir is not None:
+            save_npy_atomic(Path(self.save_dir) / f"{seq.id}_pred.npy", depth)
+        return depth, "rd-engine run"
+
+    def _offline(self, frames: Iterator[np.ndarray]) -> np.ndarray:
+        with tempfile.TemporaryDirectory(prefix="rd-eval-") as tmp:
+            video = Path(tmp) / "frames.mkv"
+            write_lossless_video(video, frames)
+            pred = self.engine.run(video, self.preset, **self.overrides)
+            try:
+                return np.array(pred.depth, np.float32)
+            finally:
+                pred.close()
+
+    def _online(self, frames: Iterator[np.ndarray], n: int) -> np.ndarray:
+        session = self.engine.open_stream(self.preset, self.lag, **self.overrides)
+        done: dict[int, np.ndarray] = {}
+        for i, rgb in enumerate(frames):
+            for f in session.push(rgb, i / 30.0):
+                done[f.index] = f.depth
+        for f in session.flush():
+            done[f.index] = f.depth
+        return np.stack([done[i] for i in range(n)]).astype(np.float32)
+
+
+def _frames(root: Path, seq: SequenceSpec) -> Iterator[np.ndarray]:
+    """A sequence's RGB frames in order, checked to share one size."""
+    size = None
+    for i in range(seq.frames):
+        rgb = load_rgb(root, seq, i)
+        if size is None:
+            size = rgb.shape
+        elif rgb.shape != size:
+            raise UserError(
+                f"{seq.id}: frame {seq.rgb[i]} is {rgb.shape[1]}x{rgb.shape[0]}, the first is {size[1]}x{size[0]}"
+            )
+        yield rgb
+
+
+def write_lossless_video(path: Path, frames: Iterable[np.ndarray], fps: int = 30) -> None:
+    """RGB frames ``[H, W, 3]`` uint8 as an FFV1 Matroska video that decodes back to the same values."""
+    with av.open(str(path), "w") as container:
+        stream = None
+        for rgb in frames:
+            if stream is None:
+                stream = container.add_stream("ffv1", rate=Fraction(fps))
+                stream.width, stream.height, stream.pix_fmt = rgb.shape[1], rgb.shape[0], "bgr0"
+            for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")):
+                container.mux(packet)
+        if stream is None:
+            raise UserError(f"{path}: no frames to write")
+        for packet in stream.encode():
+            container.mux(packet)
