@@ -298,7 +298,8 @@ void OnlineAligner::solve_window() {
     }
     const long K = static_cast<long>(members.size());
     groups.push_back({d, std::round(members[0]->weight), at::tensor(idx, at::kLong).reshape({K, -1}), at::stack(xs)});
-    init.emplace_back(at::tensor(sc, at::kFloat), at::tensor(sh, at::kFloat));
+    const auto dev = members[0]->x.device();
+    init.emplace_back(at::tensor(sc, at::kFloat).to(dev), at::tensor(sh, at::kFloat).to(dev));
   }
   const auto solved = solve_robust(groups, static_cast<long>(pos.size()), kWindowIters, 2, std::move(init));
   std::vector<std::pair<double, double>> params;

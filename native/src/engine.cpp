@@ -362,10 +362,7 @@ ComponentRunner& Engine::runner(const std::string& name) {
 }
 
 at::Tensor Engine::run(const std::string& name, std::vector<at::Tensor> inputs, size_t batched, long max_batch) {
-  for (auto& x : inputs) {
-    if (x.is_floating_point() && x.scalar_type() != at::kFloat) x = x.to(dtype_);
-    x = x.to(device_).contiguous();
-  }
+  for (auto& x : inputs) x = x.to(device_).contiguous();  // callers give the dtypes (fp32 step coefficients)
   const long n = inputs.at(0).size(0);
   std::lock_guard<std::mutex> lock(mutex_);
   auto& loader = runner(name);
