@@ -173,9 +173,12 @@ class OnlineAligner:
             )
             for d, members in by_dilation.items()
         ]
-        # warm start: the window moved by a frame or so since the last solve
+        # warm start: the window moved by a frame or so since the last solve (on the snippets' device)
         init = [
-            (torch.tensor([sn.s for sn in members]), torch.tensor([sn.t for sn in members]))
+            (
+                torch.tensor([sn.s for sn in members], device=members[0].x.device),
+                torch.tensor([sn.t for sn in members], device=members[0].x.device),
+            )
             for members in by_dilation.values()
         ]
         solved = solve_robust(groups, len(pos), iters=WINDOW_ITERS, fine_iters=2, init=init)
