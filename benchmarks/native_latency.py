@@ -10,7 +10,8 @@ bookkeeping).
     python -m benchmarks.native_latency --engine ENGINE_DIR --build BUILD_DIR [--video V] [--res 128]
         [--lags 0 4] [--frames 60] [--repeats 3] [--json out.json] [--markdown out.md]
 
-Run from the repository root. ENGINE_DIR: `rd-engine build --backend aoti --device cpu ...`; BUILD_DIR: the CMake build holding rd_stream.
+Run from the repository root. ENGINE_DIR: `rd-engine build --backend aoti --device cpu ...`;
+BUILD_DIR: the CMake build holding rd_stream.
 """
 
 from __future__ import annotations
