@@ -356,10 +356,34 @@ def _check_cmaps(cmaps: list[str]) -> None:
         colorize(np.zeros((1, 1), np.float32), 0.0, 1.0, c)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (what schedulers send to preempt a job), raised where Ctrl-C would be, so it cleans up the same way."""
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     _setup_logging(getattr(args, "quiet", False), getattr(args, "verbose", False))
+    import signal
+    import threading
+
+    on_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _raise_terminated) if on_main_thread else None
+    try:
+        return _dispatch(parser, args)
+    except KeyboardInterrupt as e:
+        print("rd-engine: interrupted; no partial outputs were left behind", file=sys.stderr)
+        return 143 if isinstance(e, Terminated) else 130  # 128 + the signal's number, as shells report it
+    finally:
+        if on_main_thread:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+
+
+def _dispatch(parser: argparse.ArgumentParser, args) -> int:
     try:
         if args.command == "run":
             return cmd_run(args)
@@ -379,7 +403,4 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:
         print(f"rd-engine: error: {worded(e)}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print("rd-engine: interrupted; no partial outputs were left behind", file=sys.stderr)
-        return 130
     return 0
