@@ -33,7 +33,7 @@ def _add_run_parser(sub) -> None:
         action="store_true",
         help="run on a generated clip with a tiny RANDOM-weight model (needs no downloads)",
     )
-    p.add_argument("-o", "--output-dir", type=Path, default=None, help="output folder (default: ./rd-output)")
+    p.add_argument("-o", "--output-dir", default=None, help="output folder (default: ./rd-output)")
     src = p.add_argument_group("model")
     src.add_argument(
         "-c",
@@ -128,6 +128,10 @@ def _add_run_parser(sub) -> None:
     o.add_argument("--restore-res", action="store_true", help="resize outputs back to the input resolution")
     o.add_argument("--fps", type=fps_value, default=0.0, help="output video fps (0 = input fps)")
 
+    from rd_engine.cli.cluster import add_cluster_arguments
+
+    add_cluster_arguments(p)
+
     v = p.add_argument_group("messages")
     v.add_argument("-q", "--quiet", action="store_true", help="errors and the summary only, no progress bars")
     v.add_argument("-v", "--verbose", action="store_true", help="debug messages and tracebacks")
@@ -188,7 +192,11 @@ def cmd_run(args) -> int:
 
     if not args.inputs and not args.demo:
         raise UserError("no input videos given (pass files, folders or .txt lists, or --demo)")
-    out_dir = args.output_dir or Path("rd-demo-output" if args.demo else "rd-output")
+    if args.cluster:
+        from rd_engine.cli.cluster import cmd_run_cluster
+
+        return cmd_run_cluster(args)
+    out_dir = Path(args.output_dir) if args.output_dir else Path("rd-demo-output" if args.demo else "rd-output")
     _check_output_dir(out_dir)
 
     checkpoint = args.checkpoint

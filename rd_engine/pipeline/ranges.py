@@ -51,8 +51,10 @@ class RangeMismatch(UserError):
     """The video did not have the frames its container announced (the caller runs it whole instead)."""
 
 
-def snippet_batches(n: int, s: Settings) -> tuple[list[list[Snippet]], list[SnippetGroup]]:
-    """The snippet batches `Pipeline.predict` forms for an `n`-frame video, in its order, and its plan."""
+def snippet_batches(n: int, s: Settings) -> tuple[list[list[Snippet]], list[SnippetGroup], list[int]]:
+    """The snippet batches `Pipeline.predict` forms for an `n`-frame video, in its order, its plan and
+    the effective dilations (settings order).
+    """
     sched = RollingScheduler(s.dilations, s.snippet_len, s.cap_dilation)
     pending: deque[Snippet] = deque()
     out: list[list[Snippet]] = []
@@ -65,7 +67,7 @@ def snippet_batches(n: int, s: Settings) -> tuple[list[list[Snippet]], list[Snip
     pending.extend(sched.finish())
     out.extend(batches(pending, s.snippet_batch, True))
     plan = [SnippetGroup(d, w, snippet_indices(n, s.snippet_len, d)) for d, w in sched.weights.items()]
-    return out, plan
+    return out, plan, list(sched.effective)
 
 
 def splittable(s: Settings) -> str | None:
@@ -141,7 +143,7 @@ class FrameRange:
         be.check_size(size)
         w, h = size
         self.size = size
-        all_batches, self.plan = snippet_batches(n, s)
+        all_batches, self.plan, self.effective = snippet_batches(n, s)
         # the snippets the merge of [a, b) reads: every one that covers a frame of the range
         needed = set()
         for g in self.plan:
