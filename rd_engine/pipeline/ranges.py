@@ -4,7 +4,8 @@ Every snippet depends only on its own frames and the shared initial noise, the c
 the aligner's small solver copies, and the merge only on the snippets that cover a frame. So a video
 of `n` frames splits into frame ranges `[a, b)` (`split_ranges`), each run by a `FrameRange`:
 
-1. `infer`: decode (from the file, on the worker) and encode the frames the range's snippets need,
+1. `infer`: decode (from the file, on the worker, from the keyframe before the range: `io.video.seek_frames`)
+   and encode the frames the range's snippets need,
    and run every snippet that covers a frame of the range. It returns the solver copies of the
    snippets it owns (those that start in the range: each snippet is owned by exactly one range), the
    minimum of its snippet depth and the range's timestamps; the full-resolution depth stays in the
@@ -22,6 +23,7 @@ at every step, so runs with refinement are not split (`splittable`).
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections import deque
 from pathlib import Path
@@ -32,7 +34,7 @@ import torch
 from rd_engine.backends.base import Backend
 from rd_engine.coalign.problem import check_finite, solver_copy
 from rd_engine.errors import UserError
-from rd_engine.io.video import iter_frames, probe, processed_size
+from rd_engine.io.video import SeekMismatch, iter_frames, probe, processed_size, seek_frames
 from rd_engine.pipeline.inference import (
     decode_depth,
     denoise_snippets,
@@ -126,6 +128,7 @@ class FrameRange:
         self.out: OutputBuffer | None = None
         self.size: tuple[int, int] | None = None
         self.decoded = 0  # frames this range decoded (its own and the overlap its snippets need)
+        self.sought = False  # decoded through seek_frames (from a keyframe near the range where the index allows)
 
     def infer(self) -> dict:
         """Snippet inference for the range.
@@ -156,24 +159,34 @@ class FrameRange:
         lo, hi = (first // vb) * vb, min(n, -(-(last + 1) // vb) * vb)  # whole VAE batches of the whole run
         # where the window ends at the video's end, one frame more must not exist (the announced count was right)
         check_end = hi == n and (s.frame_count == 0 or n < s.frame_count)
-        latents = []
-        timestamps: list[float] = []
-        buf: list[torch.Tensor] = []
         padded = padded_size(size)
-        want, count, extra = hi - lo, 0, False
-        for fr in iter_frames(self.path, s.start_frame + lo, want + int(check_end)):
-            if count == want:
-                extra = True
-                break
-            if a <= lo + count < b:
-                timestamps.append(fr.timestamp)
-            count += 1
-            buf.append(torch.from_numpy(fr.rgb))
-            if len(buf) == vb:
+        want = hi - lo
+
+        def encode(frames) -> tuple[list[torch.Tensor], list[float], int, bool]:
+            latents, timestamps, buf, count = [], [], [], 0
+            for fr in frames:
+                if count == want:
+                    return latents, timestamps, count, True  # one frame more than announced
+                if a <= lo + count < b:
+                    timestamps.append(fr.timestamp)
+                count += 1
+                buf.append(torch.from_numpy(fr.rgb))
+                if len(buf) == vb:
+                    latents.append(encode_frames(be, torch.stack(buf), size, padded))
+                    buf = []
+            if buf:
                 latents.append(encode_frames(be, torch.stack(buf), size, padded))
-                buf = []
-        if buf:
-            latents.append(encode_frames(be, torch.stack(buf), size, padded))
+            return latents, timestamps, count, False
+
+        # a seek to the keyframe before the range's first frame; decoding from the start if that misleads
+        first_frame, frame_count = s.start_frame + lo, want + int(check_end)
+        try:
+            with contextlib.closing(seek_frames(self.path, first_frame, frame_count)) as frames:
+                latents, timestamps, count, extra = encode(frames)
+            self.sought = first_frame > 0
+        except SeekMismatch:
+            with contextlib.closing(iter_frames(self.path, first_frame, frame_count)) as frames:
+                latents, timestamps, count, extra = encode(frames)
         if count < want or extra:
             raise RangeMismatch(
                 f"{self.path}: frames {lo}..{hi} of the announced {n}: the video has "

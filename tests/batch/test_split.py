@@ -16,7 +16,7 @@ from .conftest import CLI_SETTINGS, SETTINGS
 @pytest.fixture(scope="module")
 def long_video(tmp_path_factory):
     p = tmp_path_factory.mktemp("split") / "walk.mp4"
-    write_test_video(p, n_frames=72, width=64, height=48, fps=10)
+    write_test_video(p, n_frames=72, width=64, height=48, fps=10, gop=16)  # keyframes to seek to
     return p
 
 

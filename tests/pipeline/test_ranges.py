@@ -15,7 +15,7 @@ from rd_engine.testing.media import write_test_video
 @pytest.fixture(scope="module")
 def video(tmp_path_factory):
     p = tmp_path_factory.mktemp("ranges") / "v.mp4"
-    write_test_video(p, n_frames=72, width=64, height=48, fps=10)
+    write_test_video(p, n_frames=72, width=64, height=48, fps=10, gop=16)  # keyframes to seek to
     return p
 
 
@@ -44,6 +44,7 @@ def test_ranges_give_the_whole_runs_numbers(video, torch_backend, align):
     assert np.array_equal(depth, whole.depth)
     assert [t for d in done for t in d["timestamps"]] == whole.timestamps
     assert sum(d["decoded"] for d in done) < 2 * n  # each range decodes its own frames and a small overlap
+    assert [p.sought for p in parts] == [False, True, True]  # ... from a keyframe near it, not from frame 0
 
 
 def test_range_bounds_are_aligned_and_cover_the_video():
