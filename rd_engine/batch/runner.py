@@ -279,13 +279,19 @@ def _actor_died(ray, e: BaseException) -> bool:
     return isinstance(e, (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError))
 
 
-def _refresh(ray, actors, infos, wi: int) -> bool:
+def _refresh(ray, actors, infos, wi: int, wait_s: float = 300.0) -> bool:
     """After a worker died: wait for Ray's restart and take its new identity; False if it is gone for good."""
-    try:
-        infos[wi] = ray.get(actors[wi].info.remote())
-        return infos[wi]["error"] is None
-    except ray.exceptions.RayActorError:
-        return False
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            infos[wi] = ray.get(actors[wi].info.remote())
+            return infos[wi]["error"] is None
+        except ray.exceptions.ActorUnavailableError:  # still restarting
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.5)
+        except ray.exceptions.RayActorError:  # out of restarts
+            return False
 
 
 def _run_whole(ray, actors, infos, queue: deque, dest, opts, max_attempts, on_event, bar: _Bar) -> None:
@@ -397,7 +403,8 @@ def _run_split(ray, actors, infos, job: VideoJob, s, dest, opts, max_attempts, o
                 job.attempts -= 1
                 return False
             if _actor_died(ray, e) or isinstance(cause, RuntimeError) and "is not on this worker" in str(cause):
-                log.warning("%s: a worker died; running the split video again", job.input)
+                log.warning("%s: a worker died (%s); running the split video again", job.input, type(e).__name__)
+                log.debug("%s", e)
                 for wi in range(len(ranges)):
                     _refresh(ray, actors, infos, wi)
                 if job.attempts < max_attempts:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import signal
+
 import numpy as np
 import pytest
 
@@ -20,9 +23,14 @@ def long_video(tmp_path_factory):
     return p
 
 
-def test_a_split_video_equals_the_single_process_run(tmp_path, ray_cluster, long_video, tiny_ckpt):
-    single = tmp_path / "single"
-    assert cli.main(["run", str(long_video), "-c", str(tiny_ckpt), "-o", str(single), *CLI_SETTINGS]) == 0
+@pytest.fixture(scope="module")
+def single(tmp_path_factory, long_video, tiny_ckpt):
+    out = tmp_path_factory.mktemp("split-single")
+    assert cli.main(["run", str(long_video), "-c", str(tiny_ckpt), "-o", str(out), *CLI_SETTINGS]) == 0
+    return out
+
+
+def test_a_split_video_equals_the_single_process_run(tmp_path, ray_cluster, long_video, single, tiny_ckpt):
     out = tmp_path / "cluster"
     res = run_cluster(
         [long_video],
@@ -46,14 +54,40 @@ def test_a_split_video_equals_the_single_process_run(tmp_path, ray_cluster, long
     assert not any(p.name.startswith(".") for p in out.iterdir())  # the ranges' parts are gone
 
 
-def test_auto_split_only_from_the_threshold(tmp_path, ray_cluster, long_video, tiny_ckpt):
+def test_auto_split_only_from_the_threshold(tmp_path, ray_cluster, videos, tiny_ckpt):
     res = run_cluster(
-        [long_video],
+        [videos / "medium.mp4"],
         tmp_path / "o",
         checkpoint=str(tiny_ckpt),
-        overrides={**SETTINGS, "frame_count": 40},
+        overrides=SETTINGS,
         options=OutputOptions(cmaps=[]),
-        split_min_frames=41,
+        split_min_frames=15,
         progress=False,
     )
-    assert res.jobs[0].status == "done" and res.jobs[0].ranges == [] and res.jobs[0].frames == 40
+    assert res.jobs[0].status == "done" and res.jobs[0].ranges == [] and res.jobs[0].frames == 14
+
+
+def test_a_worker_killed_during_a_split_video(tmp_path, ray_cluster, long_video, single, tiny_ckpt):
+    killed = []
+
+    def kill_one(kind, job, worker):
+        if not killed:
+            killed.append(worker["pid"])
+            os.kill(worker["pid"], signal.SIGKILL)
+
+    out = tmp_path / "cluster"
+    res = run_cluster(
+        [long_video],
+        out,
+        checkpoint=str(tiny_ckpt),
+        overrides=SETTINGS,
+        options=OutputOptions(cmaps=["Spectral_r"]),
+        split="always",
+        progress=False,
+        on_event=kill_one,
+    )
+    (job,) = res.jobs
+    assert killed and job.status == "done" and job.attempts == 2, job.error
+    for name in ("walk_pred.npy", "walk.npz", "walk_Spectral_r.mp4", "walk_rgbd.mp4"):
+        assert (single / name).read_bytes() == (out / name).read_bytes(), name
+    assert not any(p.name.startswith(".") for p in out.iterdir())
