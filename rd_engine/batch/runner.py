@@ -235,10 +235,25 @@ def _connect(ray, address: str | None) -> bool:
     if ray.is_initialized():
         return False
     addr = address or os.environ.get("RAY_ADDRESS") or None
+    if addr is None:  # a local cluster of this machine
+        kw = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
+    elif addr.startswith("ray://"):  # Ray Client: the cluster's own defaults
+        kw = {}
+    else:
+        kw = {"log_to_driver": False, "configure_logging": False}
+    import signal
+    import threading
+
+    on_main = threading.current_thread() is threading.main_thread()
+    sigterm = signal.getsignal(signal.SIGTERM) if on_main else None
     try:
-        ray.init(address=addr, include_dashboard=False, log_to_driver=False, configure_logging=False)
+        ray.init(address=addr, **kw)
     except (ConnectionError, RuntimeError, ValueError) as e:
         raise UserError(f"cannot connect to the Ray cluster at {addr or '(local)'}: {e}") from None
+    if callable(sigterm):
+        # Ray's core installs its own SIGTERM handler (a stack dump and exit); the caller's (the CLI's:
+        # SIGTERM as Ctrl-C) comes back, so that a preempted run stops its workers and cleans up
+        signal.signal(signal.SIGTERM, sigterm)
     return True
 
 
@@ -332,11 +347,20 @@ def _run_whole(ray, actors, infos, queue: deque, dest, opts, max_attempts, on_ev
                 _copy_outcome(job, result)
                 bar.finished(job, len(inflight))
                 free.append(wi)
-    except BaseException:
-        for ref, (_, job) in inflight.items():
-            ray.cancel(ref, force=True)
+    except BaseException:  # Ctrl-C, SIGTERM: stop the busy workers, then remove what they left unfinished
+        for wi, job in inflight.values():
+            _stop(ray, actors[wi])
             dest.remove_partials(job.stem)
         raise
+
+
+def _stop(ray, actor, wait_s: float = 10.0) -> None:
+    """Kill a worker and wait (a little) until its process is gone, so that it writes nothing more."""
+    ray.kill(actor, no_restart=True)
+    try:
+        ray.get(actor.info.remote(), timeout=wait_s)
+    except Exception:  # noqa: BLE001 - dead (the normal case) or not answering: either way, done waiting
+        pass
 
 
 def _copy_outcome(job: VideoJob, result: VideoJob) -> None:

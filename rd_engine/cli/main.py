@@ -368,7 +368,11 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM (what schedulers send to preempt a job), raised where Ctrl-C would be, so it cleans up the same way."""
 
 
+_terminated = []  # SIGTERM arrived (a library may re-raise it as a plain KeyboardInterrupt)
+
+
 def _raise_terminated(signum, frame):
+    _terminated.append(signum)
     raise Terminated()
 
 
@@ -379,13 +383,15 @@ def main(argv: list[str] | None = None) -> int:
     import signal
     import threading
 
+    _terminated.clear()
     on_main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _raise_terminated) if on_main_thread else None
     try:
         return _dispatch(parser, args)
     except KeyboardInterrupt as e:
         print("rd-engine: interrupted; no partial outputs were left behind", file=sys.stderr)
-        return 143 if isinstance(e, Terminated) else 130  # 128 + the signal's number, as shells report it
+        terminated = isinstance(e, Terminated) or bool(_terminated)
+        return 143 if terminated else 130  # 128 + the signal's number, as shells report it
     finally:
         if on_main_thread:
             signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)

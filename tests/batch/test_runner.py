@@ -143,3 +143,33 @@ def test_bad_arguments_fail_before_any_cluster_starts(tmp_path, videos, bad, nee
 
     with pytest.raises(UserError, match=needle):
         run_cluster([videos / "short.mp4"], tmp_path / "o", **bad)
+
+
+def test_sigterm_stops_a_cluster_run_and_leaves_no_partial_output(tmp_path, videos, tiny_ckpt):
+    """A preempted driver (its own local cluster, in a subprocess) stops its workers and cleans up."""
+    import time
+
+    from rd_engine.testing.media import write_test_video
+
+    long = tmp_path / "longer.mp4"
+    write_test_video(long, n_frames=400, width=64, height=48)
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "rd_engine.cli", "run", str(long), str(videos / "short.mp4"), "-c", str(tiny_ckpt)]
+    cmd += ["-o", str(out), *CLI_SETTINGS, "--cluster", "ray"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 300
+        while proc.poll() is None and time.monotonic() < deadline and not (out / "short.npz").exists():
+            time.sleep(0.5)
+        assert (out / "short.npz").exists(), "the short video never finished"
+        assert proc.poll() is None, "the run ended before the signal"
+        proc.send_signal(signal.SIGTERM)  # the long video is still running on the other worker
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 143, err
+    assert "interrupted; no partial outputs were left behind" in err and "Traceback" not in err
+    names = sorted(p.name for p in out.iterdir())
+    assert names == sorted(["short.npz", "short_pred.npy", "short_Spectral_r.mp4", "short_rgbd.mp4"]), names
