@@ -33,7 +33,7 @@ def _add_run_parser(sub) -> argparse.ArgumentParser:
         action="store_true",
         help="run on a generated clip with a tiny RANDOM-weight model (needs no downloads)",
     )
-    p.add_argument("-o", "--output-dir", type=Path, default=None, help="output folder (default: ./rd-output)")
+    p.add_argument("-o", "--output-dir", default=None, help="output folder (default: ./rd-output)")
     src = p.add_argument_group("model")
     src.add_argument(
         "-c",
@@ -128,6 +128,10 @@ def _add_run_parser(sub) -> argparse.ArgumentParser:
     o.add_argument("--restore-res", action="store_true", help="resize outputs back to the input resolution")
     o.add_argument("--fps", type=fps_value, default=0.0, help="output video fps (0 = input fps)")
 
+    from rd_engine.cli.cluster import add_cluster_arguments
+
+    add_cluster_arguments(p)
+
     v = p.add_argument_group("messages")
     v.add_argument("-q", "--quiet", action="store_true", help="errors and the summary only, no progress bars")
     v.add_argument("-v", "--verbose", action="store_true", help="debug messages and tracebacks")
@@ -192,7 +196,11 @@ def cmd_run(args) -> int:
 
     if not args.inputs and not args.demo:
         raise UserError("no input videos given (pass files, folders or .txt lists, or --demo)")
-    out_dir = args.output_dir or Path("rd-demo-output" if args.demo else "rd-output")
+    if args.cluster:
+        from rd_engine.cli.cluster import cmd_run_cluster
+
+        return cmd_run_cluster(args)
+    out_dir = Path(args.output_dir) if args.output_dir else Path("rd-demo-output" if args.demo else "rd-output")
     _check_output_dir(out_dir)
 
     checkpoint = args.checkpoint
@@ -360,10 +368,40 @@ def _check_cmaps(cmaps: list[str]) -> None:
         colorize(np.zeros((1, 1), np.float32), 0.0, 1.0, c)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (what schedulers send to preempt a job), raised where Ctrl-C would be, so it cleans up the same way."""
+
+
+_terminated = []  # SIGTERM arrived (a library may re-raise it as a plain KeyboardInterrupt)
+
+
+def _raise_terminated(signum, frame):
+    _terminated.append(signum)
+    raise Terminated()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     _setup_logging(getattr(args, "quiet", False), getattr(args, "verbose", False))
+    import signal
+    import threading
+
+    _terminated.clear()
+    on_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _raise_terminated) if on_main_thread else None
+    try:
+        return _dispatch(parser, args)
+    except KeyboardInterrupt as e:
+        print("rd-engine: interrupted; no partial outputs were left behind", file=sys.stderr)
+        terminated = isinstance(e, Terminated) or bool(_terminated)
+        return 143 if terminated else 130  # 128 + the signal's number, as shells report it
+    finally:
+        if on_main_thread:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+
+
+def _dispatch(parser: argparse.ArgumentParser, args) -> int:
     try:
         if args.command == "run":
             return cmd_run(args)
@@ -387,7 +425,4 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:
         print(f"rd-engine: error: {worded(e)}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print("rd-engine: interrupted; no partial outputs were left behind", file=sys.stderr)
-        return 130
     return 0

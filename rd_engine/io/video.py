@@ -460,3 +460,83 @@ def preprocess(
         x = F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False, antialias=True)
     x = x / 255.0 * 2.0 - 1.0
     return x.to(dtype)
+
+
+class SeekMismatch(UserError):
+    """Seeking did not land on the frames sequential decoding gives (decode from the start instead)."""
+
+
+def keyframe_index(path: str | os.PathLike) -> tuple[list[int], list[int]] | None:
+    """Every frame's pts in presentation order and the keyframes' pts, from the demuxer (nothing decoded).
+
+    None when the packets cannot number the frames exactly: a packet without pts, repeated pts, or a
+    packet count that differs from the count the stream announces.
+    """
+    container, stream = _open(Path(path))
+    with container:
+        pts, keys = [], []
+        try:
+            for packet in container.demux(stream):
+                if packet.size == 0:
+                    continue  # the demuxer's flush packet
+                if packet.pts is None:
+                    return None
+                pts.append(packet.pts)
+                if packet.is_keyframe:
+                    keys.append(packet.pts)
+        except av.FFmpegError:
+            return None
+        if not pts or len(set(pts)) != len(pts) or (stream.frames and stream.frames != len(pts)):
+            return None
+        return sorted(pts), sorted(keys)
+
+
+def seek_frames(path: str | os.PathLike, start: int, count: int, index=None) -> Iterator[DecodedFrame]:
+    """Frames ``[start, start + count)`` decoded from the last keyframe before ``start`` (a seek), upright RGB.
+
+    For long videos split across workers: a worker's range starts where the file's keyframes allow,
+    instead of decoding every frame before it. Frames are numbered by the demuxer's packet index
+    (`keyframe_index`), so variable frame rates number them as `iter_frames` does; where the index
+    cannot (see `keyframe_index`), or ``start`` is 0, this is `iter_frames`. Stops early, without an
+    error, at the end of the video (the caller checks the count).
+
+    Raises:
+        SeekMismatch: The decoder's frames after the seek are not the indexed ones (the caller
+            decodes from the start instead).
+    """
+    path = Path(path)
+    index = keyframe_index(path) if index is None and start > 0 else index
+    if start == 0 or index is None:
+        yield from iter_frames(path, start, count)
+        return
+    pts, keys = index
+    if start >= len(pts):
+        return
+    want = pts[start : start + count]
+    target = want[0]
+    key = max((k for k in keys if k <= target), default=None)
+    if key is None:
+        yield from iter_frames(path, start, count)
+        return
+    rotation = probe(path).rotation
+    container, stream = _open(path)
+    with container:
+        container.seek(key, stream=stream, backward=True, any_frame=False)
+        i = 0
+        try:
+            for packet in container.demux(stream):
+                for frame in packet.decode():
+                    if frame.pts is None:
+                        raise SeekMismatch(f"{path}: a frame without pts after seeking")
+                    if frame.pts < target:
+                        continue
+                    if frame.pts != want[i]:
+                        raise SeekMismatch(f"{path}: frame {start + i} is not where the index puts it")
+                    yield DecodedFrame(start + i, frame.time, _upright(frame.to_ndarray(format="rgb24"), rotation))
+                    i += 1
+                    if i == len(want):
+                        return
+        except av.FFmpegError as e:
+            raise UserError(
+                f"{path}: corrupt or truncated video stream after frame {start + i}: {_av_reason(e)}"
+            ) from e

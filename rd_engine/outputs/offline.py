@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -73,8 +74,8 @@ class _Resized:
         return max(float(self[a : a + 64].max()) for a in range(0, self.shape[0], 64))
 
 
-def metadata(pred: Prediction, model_name: str, backend: str, depth_shape) -> dict:
-    return {
+def metadata(pred: Prediction, model_name: str, backend: str, depth_shape, opts: OutputOptions | None = None) -> dict:
+    meta = {
         "rd_engine_version": __version__,
         "source": str(pred.info.path),
         "model": model_name,
@@ -90,6 +91,9 @@ def metadata(pred: Prediction, model_name: str, backend: str, depth_shape) -> di
         "seed": pred.seed,
         "depth_kind": "relative inverse depth (affine-invariant; near = large), normalized to [-1, 1]",
     }
+    if opts is not None:  # which files were written and how: with the settings, what a rerun compares
+        meta["outputs"] = dataclasses.asdict(opts)
+    return meta
 
 
 def write_outputs(
@@ -100,7 +104,7 @@ def write_outputs(
     depth = output_depth(pred, opts.restore_res)
     n, h, w = depth.shape
     fps = opts.fps or pred.info.fps
-    meta = metadata(pred, model_name, backend, depth.shape)
+    meta = metadata(pred, model_name, backend, depth.shape, opts)
     with clock.stage("write", total=n * (len(opts.cmaps) + int(opts.sbs and bool(opts.cmaps)))) as tick:
         if opts.npy:
             p = out_dir / f"{stem}_pred.npy"

@@ -214,26 +214,13 @@ class Pipeline:
 
             # 3. co-alignment on the small copies; the global minimum is subtracted in the run dtype
             with clock.stage("align", total=s.align_iters if s.align == "reference" else None, unit="it") as tick:
-                # one buffer for all groups: the fast solver uses it as one array, without a copy
-                views = back_to_back([(g.size, *copies[(g.dilation, 0)].shape) for g in plan])
-                for g, v in zip(plan, views):
-                    for k in range(g.size):
-                        c = copies.pop((g.dilation, k))
-                        v[k] = c - gmin.to(c.dtype)
-                solve_groups = [g.with_depth(v) for g, v in zip(plan, views)]
-                if s.align == "reference" and be.device.type == "cuda":
-                    # the reference's Adam runs where its snippets are: on the GPU (2000 small steps)
-                    solve_groups = [g.with_depth(g.depth.to(be.device)) for g in solve_groups]
-                params = solve(solve_groups, n, s.align, iters=s.align_iters, progress=tick)
-                params = [(sc.cpu(), sh.cpu()) for sc, sh in params]
-                delta = merge_deltas(solve_groups, params, n) if s.align == "robust" else None
-                del solve_groups, views
+                params, delta = coalign(plan, copies, gmin, s, be.device, tick, n)
 
             # 4. merge at full resolution over chunks of frames, then re-normalize
             out = OutputBuffer((n, h, w), self.budgets.host_output, self.budgets.spill_dir, temp_files)
             with clock.stage("merge", total=n):
-                lo, hi = _merge_into(out.array, store, plan, params, gmin, be.device, delta)
-                _renormalize_inplace(out.array, lo, hi)
+                lo, hi = merge_into(out.array, store, plan, params, gmin, be.device, delta)
+                renormalize_inplace(out.array, lo, hi)
             snippets_kept = []
             if keep_snippets:
                 for g in plan:
@@ -281,7 +268,40 @@ class Pipeline:
             raise
 
 
-def _merge_into(
+MERGE_CHUNK = 32  # frames merged at a time; frame ranges split at its multiples merge exactly as a whole run
+
+
+def coalign(
+    plan: list[SnippetGroup],
+    copies: dict[tuple[int, int], torch.Tensor],
+    gmin: torch.Tensor,
+    s: Settings,
+    device: torch.device,
+    tick,
+    n: int,
+) -> tuple[Params, torch.Tensor | None]:
+    """Scale and shift per snippet from the aligner's copies (consumed), minus the global minimum.
+
+    Returns the parameters per group (on the CPU) and, for the robust solver, the per-frame Cauchy
+    scales of its merge (else None).
+    """
+    # one buffer for all groups: the fast solver uses it as one array, without a copy
+    views = back_to_back([(g.size, *copies[(g.dilation, 0)].shape) for g in plan])
+    for g, v in zip(plan, views):
+        for k in range(g.size):
+            c = copies.pop((g.dilation, k))
+            v[k] = c - gmin.to(c.dtype)
+    solve_groups = [g.with_depth(v) for g, v in zip(plan, views)]
+    if s.align == "reference" and device.type == "cuda":
+        # the reference's Adam runs where its snippets are: on the GPU (2000 small steps)
+        solve_groups = [g.with_depth(g.depth.to(device)) for g in solve_groups]
+    params = solve(solve_groups, n, s.align, iters=s.align_iters, progress=tick)
+    params = [(sc.cpu(), sh.cpu()) for sc, sh in params]
+    delta = merge_deltas(solve_groups, params, n) if s.align == "robust" else None
+    return params, delta
+
+
+def merge_into(
     out: np.ndarray,
     store: SnippetStore,
     groups: list[SnippetGroup],
@@ -289,21 +309,26 @@ def _merge_into(
     gmin: torch.Tensor,
     device: torch.device,
     delta: torch.Tensor | None = None,
-    chunk: int = 32,
+    chunk: int = MERGE_CHUNK,
+    first: int = 0,
 ) -> tuple[float, float]:
     """Per frame, the (robust) mean of aligned snippet frames (full resolution), chunk by chunk
-    (`merge.merge_frames`; `delta`: per-frame Cauchy scales for the robust mean).
+    (`merge.merge_frames`; `delta`: per-frame Cauchy scales of the whole video for the robust mean).
 
-    Returns the min and max of the merged video (for re-normalization).
+    `out` holds frames `[first, first + len(out))` of the video; `store` must hold every snippet that
+    covers one of them.
+
+    Returns the min and max of the merged frames (for re-normalization).
     """
-    n, h, w = out.shape
+    m, h, w = out.shape
     lo, hi = float("inf"), float("-inf")
     dils = [g.dilation for g in groups]
 
     def fetch(gi: int, a: int, b: int) -> torch.Tensor:
         return store.get_many([(dils[gi], k) for k in range(a, b)], device)
 
-    for f0, f1 in chunks(n, chunk):
+    for c0, c1 in chunks(m, chunk):
+        f0, f1 = first + c0, first + c1
         merged = merge_frames(
             fetch,
             [g.indices for g in groups],
@@ -317,13 +342,15 @@ def _merge_into(
             None if delta is None else delta[f0:f1],
         )
         lo, hi = min(lo, float(merged.min())), max(hi, float(merged.max()))
-        out[f0:f1] = merged.cpu().numpy()
+        out[c0:c1] = merged.cpu().numpy()
         trim_host_memory()
     return lo, hi
 
 
-def _renormalize_inplace(out: np.ndarray, lo: float, hi: float, chunk: int = 64) -> None:
-    """Map the whole video to [-1, 1] by its min and max, as the reference does (chunked)."""
+def renormalize_inplace(out: np.ndarray, lo: float, hi: float, chunk: int = 64) -> None:
+    """Map the whole video to [-1, 1] by its min and max, as the reference does (chunked; value by value,
+    so a frame range gives the same numbers as the whole video).
+    """
     for a, b in chunks(out.shape[0], chunk):
         x = torch.from_numpy(np.ascontiguousarray(out[a:b]))
         x = x - lo

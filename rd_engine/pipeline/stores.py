@@ -2,10 +2,14 @@
 
 - `LatentStore`: the per-frame RGB latents (small: 4 x H/8 x W/8 per frame), on the device.
 - `SnippetStore`: full-resolution snippet depth, on the device while it fits a
-  budget, then in host memory, then in a spill file that is removed when the
-  store is closed (also on errors and Ctrl-C).
+  budget, then in host memory, then in a spill file.
 - `OutputBuffer`: the float32 output video, in memory or memory-mapped from a
   temporary file when large.
+
+Both temporary files are unlinked right after they are created and used
+through their open descriptor, so they never outlive the process: not on
+errors, Ctrl-C or SIGTERM, and not on SIGKILL either (the kernel frees an
+unlinked file's blocks when its last descriptor or mapping goes away).
 """
 
 from __future__ import annotations
@@ -100,7 +104,7 @@ class SnippetStore:
         self.peak_device_bytes = 0
         self._items: dict[tuple[int, int], tuple[str, object]] = {}
         self._spill_dir = spill_dir
-        self._spill_path: Path | None = None
+        self._spill_file = None  # the spill file's open descriptor (the file itself is already unlinked)
         self._spill: np.memmap | None = None
         self._spill_used = 0
         self._spill_cap = 0
@@ -114,8 +118,9 @@ class SnippetStore:
         return False
 
     @property
-    def spill_path(self) -> Path | None:
-        return self._spill_path
+    def spill_bytes(self) -> int:
+        """Size of the (unlinked) spill file; 0 when nothing spilled."""
+        return os.fstat(self._spill_file.fileno()).st_size if self._spill_file is not None else 0
 
     def put(self, key: tuple[int, int], depth: torch.Tensor) -> None:
         """Store one snippet (any device); the tier is chosen by the budgets."""
@@ -159,53 +164,69 @@ class SnippetStore:
 
     def _grow_spill(self) -> None:
         new_cap = max(64, self._spill_cap * 2)
-        if self._spill_path is None:
-            fd, name = tempfile.mkstemp(prefix="rd-engine-spill-", suffix=".bin", dir=self._spill_dir)
-            os.close(fd)
-            self._spill_path = Path(name)
+        folder = self._spill_dir or tempfile.gettempdir()
+        if self._spill_file is None:
+            self._spill_file = unlinked_temp_file(folder, "rd-engine-spill-", ".bin")
         if self._spill is not None:
             self._spill.flush()
             del self._spill
+            self._spill = None
         try:
-            os.truncate(self._spill_path, new_cap * int(np.prod(self.shape)) * np.dtype(self._np_dtype).itemsize)
-            self._spill = np.memmap(self._spill_path, dtype=self._np_dtype, mode="r+", shape=(new_cap, *self.shape))
+            os.ftruncate(
+                self._spill_file.fileno(), new_cap * int(np.prod(self.shape)) * np.dtype(self._np_dtype).itemsize
+            )
+            self._spill = np.memmap(self._spill_file, dtype=self._np_dtype, mode="r+", shape=(new_cap, *self.shape))
         except OSError as e:
             self.close()
             raise UserError(
-                f"cannot grow the snippet spill file in {self._spill_path.parent} ({e}); "
+                f"cannot grow the snippet spill file in {folder} ({e}); "
                 "lower the host snippet budget or free disk space"
             ) from None
         self._spill_cap = new_cap
 
     def close(self) -> None:
-        """Free everything and delete the spill file."""
+        """Free everything; the spill file's space goes back to the file system."""
         self._items.clear()
         self.device_bytes = self.host_bytes = 0
         if self._spill is not None:
             del self._spill
             self._spill = None
-        if self._spill_path is not None:
-            try:
-                self._spill_path.unlink()
-            except FileNotFoundError:
-                pass
-            self._spill_path = None
+        if self._spill_file is not None:
+            self._spill_file.close()
+            self._spill_file = None
+
+
+def unlinked_temp_file(folder: str | os.PathLike, prefix: str, suffix: str):
+    """A new read-write binary file in `folder` whose name is already removed.
+
+    Only the returned file object (and memory maps made from it) reach the data, so the file's
+    space is freed when the process lets go of it, however the process ends.
+    """
+    try:
+        fd, name = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=folder)
+    except OSError as e:
+        raise UserError(f"cannot create a temporary file in {folder} ({e.strerror or e})") from None
+    os.unlink(name)
+    return os.fdopen(fd, "r+b")
 
 
 class OutputBuffer:
-    """A float32 `[N, H, W]` array in memory, or memory-mapped from a temp file when large."""
+    """A float32 `[N, H, W]` array in memory, or memory-mapped from an unlinked temp file when large.
+
+    `temp_files` is kept for callers that track files to delete; nothing is added to it any more.
+    """
 
     def __init__(self, shape, budget: int, spill_dir: str | None, temp_files: list[Path]):
         nbytes = int(np.prod(shape)) * 4
         if nbytes <= budget:
             self.array = np.empty(shape, np.float32)
         else:
-            fd, name = tempfile.mkstemp(prefix="rd-engine-depth-", suffix=".f32", dir=spill_dir)
-            os.close(fd)
-            temp_files.append(Path(name))
+            folder = spill_dir or tempfile.gettempdir()
+            f = unlinked_temp_file(folder, "rd-engine-depth-", ".f32")
             try:
-                self.array = np.memmap(name, dtype=np.float32, mode="w+", shape=shape)
+                with f:
+                    os.ftruncate(f.fileno(), nbytes)
+                    # the map holds its own reference to the file: closing the descriptor keeps the data
+                    self.array = np.memmap(f, dtype=np.float32, mode="r+", shape=shape)
             except OSError as e:
-                raise UserError(
-                    f"cannot create a {nbytes / GiB:.1f} GiB depth file in {Path(name).parent} ({e})"
-                ) from None
+                raise UserError(f"cannot create a {nbytes / GiB:.1f} GiB depth file in {folder} ({e})") from None

@@ -88,6 +88,7 @@ def write_test_video(
     vfr: bool = False,
     with_audio: bool = False,
     seed: int = 0,
+    gop: int | None = None,
 ) -> list[float]:
     """Write a small synthetic clip (see `synthetic_frame`).
 
@@ -110,6 +111,7 @@ def write_test_video(
             the nominal one) instead of a constant frame rate.
         with_audio: Add an AAC sine-tone track as long as the video.
         seed: Varies the picture and the VFR durations.
+        gop: Frames between keyframes at most (None: the encoder's default, 250 for libx264).
 
     Returns:
         The presentation time of each frame in seconds, as written.
@@ -147,6 +149,8 @@ def write_test_video(
         stream.height = height
         stream.pix_fmt = pix_fmt
         stream.codec_context.time_base = time_base
+        if gop is not None:
+            stream.codec_context.gop_size = gop
         stream.time_base = time_base
         if rotation:
             # PyAV's angle is counter-clockwise (FFmpeg's display matrix sense).
