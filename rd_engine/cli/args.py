@@ -42,3 +42,27 @@ def fps_value(text: str) -> float:
     if not (v >= 0 and v < 10000):
         raise argparse.ArgumentTypeError(f"must be in [0, 10000): {text}")
     return v
+
+
+def output_options(args: argparse.Namespace):
+    """The run's `OutputOptions` from its flags (`run`, local or on a cluster). An unknown colormap fails
+    here, before any work.
+    """
+    import numpy as np
+
+    from rd_engine.outputs.offline import DEFAULT_CMAPS, OutputOptions
+    from rd_engine.outputs.render import colorize
+
+    cmaps = list(DEFAULT_CMAPS) if args.cmap is None else [c for c in args.cmap if c.lower() != "none"]
+    for c in cmaps:
+        colorize(np.zeros((1, 1), np.float32), 0.0, 1.0, c)
+    return OutputOptions(
+        npy=args.npy,
+        npz=args.npz,
+        cmaps=cmaps,
+        sbs=args.sbs and bool(cmaps),
+        png16=args.png16,
+        snippets=args.save_snippets,
+        restore_res=args.restore_res,
+        fps=args.fps,
+    )

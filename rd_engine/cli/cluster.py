@@ -8,7 +8,7 @@ import logging
 import sys
 from pathlib import Path
 
-from rd_engine.cli.args import int_at_least
+from rd_engine.cli.args import int_at_least, output_options
 from rd_engine.errors import UserError
 
 log = logging.getLogger("rd_engine")
@@ -47,30 +47,14 @@ def add_cluster_arguments(p: argparse.ArgumentParser) -> None:
 
 def cmd_run_cluster(args) -> int:
     """Run `rd-engine run` on Ray; one line per video, then the summary's location."""
-    import numpy as np
-
     from rd_engine.batch import run_cluster
-    from rd_engine.outputs.offline import DEFAULT_CMAPS, OutputOptions
-    from rd_engine.outputs.render import colorize
 
     if args.stream:
         raise UserError("--stream runs on one machine; drop --cluster")
     if args.demo:
         raise UserError("--demo runs on one machine; drop --cluster")
     out = args.output_dir or "rd-output"  # a folder or a URL (a Path would fold "s3://" to "s3:/")
-    cmaps = list(DEFAULT_CMAPS) if args.cmap is None else [c for c in args.cmap if c.lower() != "none"]
-    for c in cmaps:  # an unknown colormap fails before any cluster starts
-        colorize(np.zeros((1, 1), np.float32), 0.0, 1.0, c)
-    options = OutputOptions(
-        npy=args.npy,
-        npz=args.npz,
-        cmaps=cmaps,
-        sbs=args.sbs and bool(cmaps),
-        png16=args.png16,
-        snippets=args.save_snippets,
-        restore_res=args.restore_res,
-        fps=args.fps,
-    )
+    options = output_options(args)  # an unknown colormap fails before any cluster starts
     overrides = settings_overrides(args)
     result = run_cluster(
         args.inputs,

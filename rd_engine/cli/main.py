@@ -11,7 +11,7 @@ import time
 import traceback
 from pathlib import Path
 
-from rd_engine.cli.args import fps_value, int_at_least, worded
+from rd_engine.cli.args import fps_value, int_at_least, output_options, worded
 from rd_engine.errors import UserError
 from rd_engine.version import __version__
 
@@ -189,7 +189,7 @@ def cmd_run(args) -> int:
     from rd_engine.io.video import list_inputs
     from rd_engine.model.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
     from rd_engine.model.factory import tiny_checkpoint_cached
-    from rd_engine.outputs.offline import DEFAULT_CMAPS, OutputOptions, write_outputs
+    from rd_engine.outputs.offline import write_outputs
     from rd_engine.pipeline.offline import Budgets, Pipeline
     from rd_engine.progress import StageClock, human_bytes, peak_host_bytes
     from rd_engine.settings import pick_device, resolve
@@ -256,8 +256,7 @@ def cmd_run(args) -> int:
     for note in notes:
         log.info(note)
 
-    cmaps = list(DEFAULT_CMAPS) if args.cmap is None else [c for c in args.cmap if c.lower() != "none"]
-    _check_cmaps(cmaps)  # fail on an unknown colormap before any work
+    opts = output_options(args)  # an unknown colormap fails before any work
 
     t0 = time.perf_counter()
     from rd_engine.backends.select import open_backend
@@ -286,16 +285,6 @@ def cmd_run(args) -> int:
     if args.max_memory is not None:
         budgets.host_snippets = int(args.max_memory * (1 << 30))
     pipe = Pipeline(backend, progress=not args.quiet, budgets=budgets)
-    opts = OutputOptions(
-        npy=args.npy,
-        npz=args.npz,
-        cmaps=cmaps,
-        sbs=args.sbs and bool(cmaps),
-        png16=args.png16,
-        snippets=args.save_snippets,
-        restore_res=args.restore_res,
-        fps=args.fps,
-    )
 
     failures = 0
     stems: dict[str, int] = {}
@@ -357,15 +346,6 @@ def cmd_run(args) -> int:
         print(f"rd-engine: {failures} of {len(inputs)} videos failed", file=sys.stderr)
         return 1
     return 0
-
-
-def _check_cmaps(cmaps: list[str]) -> None:
-    import numpy as np
-
-    from rd_engine.outputs.render import colorize
-
-    for c in cmaps:
-        colorize(np.zeros((1, 1), np.float32), 0.0, 1.0, c)
 
 
 class Terminated(KeyboardInterrupt):
