@@ -131,7 +131,7 @@ int Session::push(const at::Tensor& rgb, double timestamp) {
   return count;
 }
 
-void Session::run(const std::vector<std::pair<int, std::vector<long>>>& snippets) {
+void Session::run(const std::vector<std::pair<int, std::vector<long>>>& snippets, bool padded) {
   std::vector<at::Tensor> rows;
   for (const auto& [d, frames] : snippets)
     for (long f : frames) rows.push_back(latents_.at(f));
@@ -159,7 +159,7 @@ void Session::run(const std::vector<std::pair<int, std::vector<long>>>& snippets
   Lap lap(timing_.align);
   for (long k = 0; k < S; ++k) {
     const auto& [d, frames] = snippets[k];
-    aligner_.add(d, frames, depth[k], weights_.at(d));
+    aligner_.add(d, frames, depth[k], padded ? 1.0 : weights_.at(d));  // the padded snippet counts once
   }
 }
 
@@ -170,11 +170,7 @@ int Session::flush() {
   if (n_ > 0 && n_ < L_) {  // 1- or 2-frame stream: one snippet repeating the last frame
     std::vector<long> frames;
     for (long j = 0; j < L_; ++j) frames.push_back(std::min(j, n_ - 1));
-    // weight 1, as the Python session's padded snippet
-    const double keep = weights_[1];
-    weights_[1] = 1.0;
-    run({{1, frames}});
-    weights_[1] = keep;
+    run({{1, frames}}, /*padded=*/true);
   }
   std::vector<FinishedFrame> done;
   {

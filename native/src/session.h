@@ -61,7 +61,8 @@ class Session {
   int resolution() const { return res_; }
 
  private:
-  void run(const std::vector<std::pair<int, std::vector<long>>>& snippets);
+  // Denoise, decode and align snippets (`padded`: the one snippet of a 1- or 2-frame stream, weight 1).
+  void run(const std::vector<std::pair<int, std::vector<long>>>& snippets, bool padded = false);
   void emit(std::vector<FinishedFrame> frames);
 
   std::shared_ptr<Engine> engine_;

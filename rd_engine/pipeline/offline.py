@@ -58,6 +58,14 @@ class Budgets:
     host_output: int = 2 * GiB  # output depth larger than this is memory-mapped from disk
     spill_dir: str | None = None
 
+    def snippet_store(self, backend: Backend, snippet_len: int, h: int, w: int) -> SnippetStore:
+        """The store of a run's decoded snippets `[L, h, w]` under these budgets."""
+        # on a CPU device the "device" tier would just be host memory under another name
+        device_budget = self.device_snippets if backend.device.type != "cpu" else 0
+        return SnippetStore(
+            (snippet_len, h, w), backend.dtype, backend.device, device_budget, self.host_snippets, self.spill_dir
+        )
+
 
 @dataclass
 class Prediction:
@@ -140,16 +148,7 @@ class Pipeline:
         temp_files: list[Path] = []
         sched = RollingScheduler(s.dilations, s.snippet_len, s.cap_dilation)
         steps = be.ddim.schedule(s.init_steps)
-        # on a CPU device the "device" tier would just be host memory under another name
-        device_budget = self.budgets.device_snippets if be.device.type != "cpu" else 0
-        store = SnippetStore(
-            (s.snippet_len, h, w),
-            be.dtype,
-            be.device,
-            device_budget,
-            self.budgets.host_snippets,
-            self.budgets.spill_dir,
-        )
+        store = self.budgets.snippet_store(be, s.snippet_len, h, w)
         try:
             latents = LatentStore()
             timestamps: list[float] = []

@@ -196,15 +196,7 @@ class FrameRange:
         rgb_latent = torch.cat(latents)
         noise = initial_noise(be, self.seed, rgb_latent)
         steps = be.ddim.schedule(s.init_steps)
-        device_budget = self.budgets.device_snippets if be.device.type != "cpu" else 0
-        self.store = SnippetStore(
-            (s.snippet_len, h, w),
-            be.dtype,
-            be.device,
-            device_budget,
-            self.budgets.host_snippets,
-            self.budgets.spill_dir,
-        )
+        self.store = self.budgets.snippet_store(be, s.snippet_len, h, w)
         gmin = torch.tensor(float("inf"))
         copies: dict[tuple[int, int], torch.Tensor] = {}
         for batch in mine:
