@@ -7,11 +7,9 @@ truth's size and scores it.
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Iterable, Iterator
-from fractions import Fraction
+from collections.abc import Iterator
 from pathlib import Path
 
-import av
 import numpy as np
 
 from rd_engine.api import Engine
@@ -19,6 +17,7 @@ from rd_engine.errors import UserError
 from rd_engine.eval.datasets import SequenceSpec, load_rgb
 from rd_engine.eval.predictions import check_predictions, load_prediction
 from rd_engine.io.files import save_npy_atomic
+from rd_engine.io.video_writer import write_lossless_video
 
 
 class PredictionFolder:
@@ -132,19 +131,3 @@ def _frames(root: Path, seq: SequenceSpec) -> Iterator[np.ndarray]:
                 f"{seq.id}: frame {seq.rgb[i]} is {rgb.shape[1]}x{rgb.shape[0]}, the first is {size[1]}x{size[0]}"
             )
         yield rgb
-
-
-def write_lossless_video(path: Path, frames: Iterable[np.ndarray], fps: int = 30) -> None:
-    """RGB frames ``[H, W, 3]`` uint8 as an FFV1 Matroska video that decodes back to the same values."""
-    with av.open(str(path), "w") as container:
-        stream = None
-        for rgb in frames:
-            if stream is None:
-                stream = container.add_stream("ffv1", rate=Fraction(fps))
-                stream.width, stream.height, stream.pix_fmt = rgb.shape[1], rgb.shape[0], "bgr0"
-            for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")):
-                container.mux(packet)
-        if stream is None:
-            raise UserError(f"{path}: no frames to write")
-        for packet in stream.encode():
-            container.mux(packet)
