@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import math
 
-from rd_engine.errors import UserError
+from rd_engine.errors import UserError, needs_extra
 
 
 def _positive_float(text: str) -> float:
@@ -105,5 +105,9 @@ def check_robotics_arguments(args) -> None:
         raise UserError("--anchors belongs to one video: give exactly one input")
     if args.anchors_topic is not None and args.anchors is not None:
         raise UserError("--anchors and --anchors-topic both given: pass one")
+    if args.pointcloud:
+        needs_extra("plyfile", "robotics", "--pointcloud")
+    if args.rerun is not None:
+        needs_extra("rerun", "viewer", "--rerun")
     if args.anchor_window > 0 and args.stream:
         raise UserError("--anchor-window is offline only (a stream updates its one fit as anchors arrive)")

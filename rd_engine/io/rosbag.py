@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rd_engine.errors import UserError
+from rd_engine.errors import UserError, needs_extra
 
 IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
 COLOUR_ENCODINGS = ("rgb8", "bgr8", "mono8", "rgba8", "bgra8")
@@ -25,6 +25,7 @@ COLOUR_ENCODINGS = ("rgb8", "bgr8", "mono8", "rgba8", "bgra8")
 
 def typestore():
     """The message definitions of ROS 2 Humble (sensor_msgs and std_msgs are the same in later releases)."""
+    needs_extra("rosbags", "robotics", "reading and writing ROS 2 bags")
     from rosbags.typesys import Stores, get_typestore
 
     return get_typestore(Stores.ROS2_HUMBLE)
@@ -73,6 +74,7 @@ class BagFrame:
 
 
 def _reader(path: Path):
+    needs_extra("rosbags", "robotics", "reading ROS 2 bags")
     from rosbags.highlevel import AnyReader
 
     try:

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from rd_engine.errors import needs_extra
+
 RELATIVE_OFFSET = 0.1  # pseudo-depth of relative output: from 1/1.1 (nearest) to 10 (farthest)
 
 
@@ -79,6 +81,7 @@ def backproject(
 
 def ply_bytes_into(path: Path, xyz: np.ndarray, rgb: np.ndarray | None, comments: list[str]) -> None:
     """Write one binary little-endian PLY: float32 x, y, z and (with colour) uchar red, green, blue."""
+    needs_extra("plyfile", "robotics", "writing PLY point clouds")
     from plyfile import PlyData, PlyElement
 
     fields = [("x", "<f4"), ("y", "<f4"), ("z", "<f4")]
