@@ -188,7 +188,7 @@ def _check_output_dir(path: Path) -> None:
 def cmd_run(args) -> int:
     import torch
 
-    from rd_engine.cli.robotics import check_robotics_arguments
+    from rd_engine.cli.robotics import check_robotics_arguments, viewer_sinks
     from rd_engine.io.video import list_inputs
     from rd_engine.model.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
     from rd_engine.model.factory import tiny_checkpoint_cached
@@ -333,6 +333,7 @@ def cmd_run(args) -> int:
                     stream=args.stream,
                     lag=args.lag,
                     progress=not args.quiet,
+                    sinks=viewer_sinks(args),
                 )
                 print(line, flush=True)
                 continue
@@ -346,7 +347,18 @@ def cmd_run(args) -> int:
 
                     info = probe(path)
                     anchors = load_anchors(args.anchors, (info.width, info.height))
-                line = run_stream(pipe, settings, args.lag, path, out_dir, stem, opts, model_name, anchors=anchors)
+                line = run_stream(
+                    pipe,
+                    settings,
+                    args.lag,
+                    path,
+                    out_dir,
+                    stem,
+                    opts,
+                    model_name,
+                    anchors=anchors,
+                    frame_sinks=viewer_sinks(args),
+                )
                 print(line, flush=True)
                 continue
             anchors = None
@@ -362,14 +374,14 @@ def cmd_run(args) -> int:
                 path,
                 settings,
                 keep_snippets=opts.snippets,
-                confidence=opts.needs_confidence,
+                confidence=opts.needs_confidence or args.rerun is not None,
                 anchors=anchors,
                 anchor_window=args.anchor_window,
             )
             clock = StageClock(not args.quiet)
             n_frames = pred.num_frames
             try:
-                write_outputs(pred, out_dir, stem, opts, model_name, backend.name, clock)
+                write_outputs(pred, out_dir, stem, opts, model_name, backend.name, clock, sinks=viewer_sinks(args))
             finally:
                 pred.close()
             secs = {**pred.stage_seconds, **clock.seconds}

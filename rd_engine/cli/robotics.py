@@ -101,6 +101,8 @@ def check_robotics_arguments(args) -> None:
         raise UserError("--pointcloud needs the camera: --intrinsics FX FY CX CY or --fov DEGREES")
     if args.min_depth >= args.max_depth:
         raise UserError(f"--min-depth {args.min_depth} must be below --max-depth {args.max_depth}")
+    if args.rerun is not None and len(args.inputs) > 1:
+        raise UserError("--rerun records one input: give exactly one")
     if args.anchors is not None and len(args.inputs) != 1:
         raise UserError("--anchors belongs to one video: give exactly one input")
     if args.anchors_topic is not None and args.anchors is not None:
@@ -111,3 +113,14 @@ def check_robotics_arguments(args) -> None:
         needs_extra("rerun", "viewer", "--rerun")
     if args.anchor_window > 0 and args.stream:
         raise UserError("--anchor-window is offline only (a stream updates its one fit as anchors arrive)")
+
+
+def viewer_sinks(args) -> list:
+    """The `--rerun` recording's sink, if asked for."""
+    if args.rerun is None:
+        return []
+    from pathlib import Path
+
+    from rd_engine.outputs.viewer import RerunSink
+
+    return [RerunSink(Path(args.rerun), (args.min_depth, args.max_depth), args.voxel_size, args.confidence_min)]

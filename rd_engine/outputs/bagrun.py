@@ -20,7 +20,6 @@ from rd_engine.io.rosbag import image_stamps, match_depth, read_depth, read_imag
 from rd_engine.io.video import processed_size
 from rd_engine.io.video_writer import write_lossless_video
 from rd_engine.outputs.offline import OutputOptions, write_outputs
-from rd_engine.outputs.pointcloud import processed_intrinsics
 from rd_engine.outputs.rosbag_out import BagSink
 from rd_engine.outputs.stream import run_stream
 from rd_engine.progress import StageClock
@@ -54,8 +53,9 @@ def run_bag(
     stream: bool = False,
     lag: int = 0,
     progress: bool = True,
+    sinks=(),
 ) -> str:
-    """Run one bag (see module doc); returns the summary line."""
+    """Run one bag (see module doc); returns the summary line. `sinks`: more per-frame writers."""
     t0 = time.perf_counter()
     start, count = settings.start_frame, settings.frame_count
     stamps, in_size = image_stamps(bag, topic, start, count)
@@ -64,11 +64,13 @@ def run_bag(
         anchors = bag_anchors(bag, anchors_topic, stamps, in_size)
     if anchors is not None:
         anchors.check(*in_size, len(stamps), source="anchors")
-    k = None
-    if opts.intrinsics is not None or opts.fov is not None:
-        k = processed_intrinsics(opts.intrinsics, opts.fov, in_size, size)
-    sink = BagSink(out_dir / f"{stem}_rosbag2", storage_of(bag), k=k, depth_range=opts.depth_range, voxel=opts.voxel)
-    sink.confidence_min = opts.confidence_min
+    sink = BagSink(
+        out_dir / f"{stem}_rosbag2",
+        storage_of(bag),
+        depth_range=opts.depth_range,
+        voxel=opts.voxel,
+        confidence_min=opts.confidence_min,
+    )
     windowless = dataclasses.replace(settings, start_frame=0, frame_count=0)
     if stream:
         opts = dataclasses.replace(opts, confidence=True)  # the bag carries confidence
@@ -81,7 +83,7 @@ def run_bag(
                 yield fr.timestamp, fr.rgb, (a.x, a.y, a.depth) if a is not None and len(a) else None, fr.header
 
         line = run_stream(
-            pipe, windowless, lag, bag, out_dir, stem, opts, model_name, frames=frames(), frame_sinks=[sink]
+            pipe, windowless, lag, bag, out_dir, stem, opts, model_name, frames=frames(), frame_sinks=[sink, *sinks]
         )
         return line + _counts(sink)
     headers, timestamps = [], []
@@ -102,7 +104,7 @@ def run_bag(
             pred.timestamps = timestamps  # the bag's header stamps, not the temporary video's
             pred.info = dataclasses.replace(pred.info, fps=_rate(timestamps))
             clock = StageClock(progress)
-            write_outputs(pred, out_dir, stem, opts, model_name, backend, clock, sinks=[sink], sources=headers)
+            write_outputs(pred, out_dir, stem, opts, model_name, backend, clock, sinks=[sink, *sinks], sources=headers)
         finally:
             pred.close()
     secs = time.perf_counter() - t0

@@ -26,6 +26,7 @@ class FrameOut:
     depth_m: np.ndarray | None = None  # [H, W] float32 metres, NaN where invalid (masked by confidence_min)
     confidence: np.ndarray | None = None  # [H, W] float32 in [0, 1]
     source: dict | None = None  # the input message's header: {"sec", "nanosec", "frame_id"} (bags)
+    camera: tuple[float, float, float, float] | None = None  # processed-frame fx, fy, cx, cy, when known
 
 
 def masked_metric(depth_m: np.ndarray | None, conf: np.ndarray | None, confidence_min: float) -> np.ndarray | None:
@@ -53,8 +54,8 @@ def cloud_of(
 class PointCloudSink:
     """Binary PLYs ``{stem}_{index:06d}.ply`` in `folder`, which appears when the sink closes cleanly."""
 
-    def __init__(self, folder: Path, stem: str, k, depth_range, voxel: float, confidence_min: float):
-        self.folder, self.stem, self.k = folder, stem, k
+    def __init__(self, folder: Path, stem: str, depth_range, voxel: float, confidence_min: float):
+        self.folder, self.stem = folder, stem
         self.depth_range, self.voxel, self.confidence_min = depth_range, voxel, confidence_min
         self._stack = contextlib.ExitStack()
         self.tmp: Path | None = None
@@ -64,7 +65,7 @@ class PointCloudSink:
         return self
 
     def emit(self, fo: FrameOut) -> None:
-        xyz, rgb, metric = cloud_of(fo, self.k, self.depth_range, self.voxel, self.confidence_min)
+        xyz, rgb, metric = cloud_of(fo, fo.camera, self.depth_range, self.voxel, self.confidence_min)
         note = "depth metric (metres)" if metric else "depth relative (pseudo-depth, NOT metres)"
         ply_bytes_into(
             self.tmp / f"{self.stem}_{fo.index:06d}.ply",

@@ -207,16 +207,18 @@ def write_outputs(
             save_npz_atomic(p, **arrays)
             written.append(p)
         sinks = list(sinks)
+        k = None
+        if opts.intrinsics is not None or opts.fov is not None:
+            k = processed_intrinsics(opts.intrinsics, opts.fov, (pred.info.width, pred.info.height), (w, h))
         if opts.pointcloud:
             p = out_dir / f"{stem}_pointcloud"
-            k = processed_intrinsics(opts.intrinsics, opts.fov, (pred.info.width, pred.info.height), (w, h))
-            sinks.insert(0, PointCloudSink(p, stem, k, opts.depth_range, opts.voxel, opts.confidence_min))
+            sinks.insert(0, PointCloudSink(p, stem, opts.depth_range, opts.voxel, opts.confidence_min))
             written.append(p)
         if sinks:
             with contextlib.ExitStack() as stack:
                 for sk in sinks:
                     stack.enter_context(sk)
-                for fo in frame_outs(pred, depth, conf, opts, sources):
+                for fo in frame_outs(pred, depth, conf, opts, sources, k):
                     for sk in sinks:
                         sk.emit(fo)
         for i, cmap in enumerate(opts.cmaps):
@@ -244,7 +246,7 @@ def output_rgb(pred: Prediction, hw: tuple[int, int], restore_res: bool):
             yield ((x[0].permute(1, 2, 0) + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).numpy()
 
 
-def frame_outs(pred: Prediction, depth, conf, opts: OutputOptions, sources: list[dict] | None = None):
+def frame_outs(pred: Prediction, depth, conf, opts: OutputOptions, sources: list[dict] | None = None, camera=None):
     """The run's frames as `outputs.frames.FrameOut` (metric depth masked by `confidence_min`)."""
     zs = metric_frames(pred, depth, conf, opts.confidence_min) if pred.metric is not None else None
     for f, rgb in enumerate(output_rgb(pred, depth.shape[1:], opts.restore_res)):
@@ -256,6 +258,7 @@ def frame_outs(pred: Prediction, depth, conf, opts: OutputOptions, sources: list
             None if zs is None else next(zs),
             None if conf is None else np.asarray(conf[f], np.float32),
             None if sources is None else sources[f],
+            camera,
         )
 
 

@@ -32,13 +32,12 @@ class BagSink:
         folder: Path,
         storage: str = "mcap",
         namespace: str = "/rd_engine",
-        k=None,
         depth_range=(0.0, math.inf),
         voxel: float = 0.0,
         confidence_min: float = 0.0,
     ):
         self.folder, self.storage, self.ns = folder, storage, namespace.rstrip("/")
-        self.k, self.depth_range, self.voxel, self.confidence_min = k, depth_range, voxel, confidence_min
+        self.depth_range, self.voxel, self.confidence_min = depth_range, voxel, confidence_min
         self._stack = contextlib.ExitStack()
         self.ts = typestore()
         self.conns: dict[str, object] = {}
@@ -69,8 +68,8 @@ class BagSink:
         self._write("depth_relative", img, image_message(self.ts, h, fo.index, fo.depth, "32FC1"), t)
         if fo.confidence is not None:
             self._write("confidence", img, image_message(self.ts, h, fo.index, fo.confidence, "32FC1"), t)
-        if self.k is not None:
-            xyz, rgb, metric = cloud_of(fo, self.k, self.depth_range, self.voxel, self.confidence_min)
+        if fo.camera is not None:
+            xyz, rgb, metric = cloud_of(fo, fo.camera, self.depth_range, self.voxel, self.confidence_min)
             msg = pointcloud_message(self.ts, h, fo.index, xyz, rgb)
             self._write("points" if metric else "points_relative", "sensor_msgs/msg/PointCloud2", msg, t)
 

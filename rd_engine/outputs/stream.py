@@ -55,8 +55,8 @@ class _Raw:
 class _Sink:
     """Appends finished frames to the raw temp files, the colorized videos and the per-frame sinks."""
 
-    def __init__(self, out_dir: Path, stem: str, writers, cmaps, opts: OutputOptions, frame_sinks, size):
-        self.out_dir, self.stem, self.opts = out_dir, stem, opts
+    def __init__(self, out_dir: Path, stem: str, writers, cmaps, opts: OutputOptions, frame_sinks, size, camera):
+        self.out_dir, self.stem, self.opts, self.camera = out_dir, stem, opts, camera
         self.writers, self.cmaps, self.frame_sinks, self.size = writers, cmaps, frame_sinks, size
         self.raw = {"depth": _Raw(out_dir, stem, "depth")}
         self.timestamps: list[float] = []
@@ -100,6 +100,7 @@ class _Sink:
                     depth_m,
                     f.confidence,
                     self.sources.pop(f.index),
+                    self.camera,
                 )
                 for sk in self.frame_sinks:
                     sk.emit(fo)
@@ -174,13 +175,15 @@ def run_stream(
             for i, (ts, rgb, fa, header) in enumerate(frames):
                 if i == 0:
                     size = processed_size(rgb.shape[1], rgb.shape[0], settings.res)
-                    if opts.pointcloud:
+                    k = None
+                    if opts.intrinsics is not None or opts.fov is not None:
                         k = processed_intrinsics(opts.intrinsics, opts.fov, (rgb.shape[1], rgb.shape[0]), size)
+                    if opts.pointcloud:
                         folder = out_dir / f"{stem}_pointcloud"
-                        sinks.insert(0, PointCloudSink(folder, stem, k, opts.depth_range, opts.voxel, 0.0))
+                        sinks.insert(0, PointCloudSink(folder, stem, opts.depth_range, opts.voxel, opts.confidence_min))
                     for sk in sinks:
                         outputs.enter_context(sk)
-                    sink = _Sink(out_dir, stem, writers, opts.cmaps, opts, sinks, size)
+                    sink = _Sink(out_dir, stem, writers, opts.cmaps, opts, sinks, size, k)
                 sink.pushed(i, rgb, header)
                 sink.emit(session.push(rgb, ts, anchors=fa))
                 n_pushed = i + 1
