@@ -62,7 +62,7 @@ def add_eval_parser(subparsers, run_parser: argparse.ArgumentParser) -> argparse
         description="Score rd-engine (by running it on each sequence) or saved predictions (--pred-dir: "
         "rd-engine's, Video Depth Anything's or DepthCrafter's) on a benchmark split with the paper's protocol: "
         "one least-squares scale and shift per sequence in inverse depth, AbsRel and delta1 per frame. "
-        "Writes a Markdown and JSON table and a per-frame AbsRel plot per sequence (see README, 'Evaluate').",
+        "Writes a Markdown and JSON table and a per-frame AbsRel plot per sequence (see docs/evaluation.md).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--benchmark", choices=list(BENCHMARKS), help="the benchmark")
@@ -84,7 +84,10 @@ def add_eval_parser(subparsers, run_parser: argparse.ArgumentParser) -> argparse
         help="row label of the method (default: the prediction folder's name, or rd-engine-<preset>-<align>-<mode>)",
     )
     p.add_argument(
-        "--max-depth", type=float, default=None, help="depth cap in metres (default: the benchmark's; see README)"
+        "--max-depth",
+        type=float,
+        default=None,
+        help="depth cap in metres (default: the benchmark's; see docs/evaluation.md)",
     )
     p.add_argument(
         "--clip-pred",

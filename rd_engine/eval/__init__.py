@@ -1,4 +1,4 @@
-"""`rd-engine eval`: the paper's video depth benchmarks and their protocol (README, "Evaluate").
+"""`rd-engine eval`: the paper's video depth benchmarks and their protocol (docs/evaluation.md).
 
 * `datasets`: the four benchmarks (layouts, ground-truth encodings, caps, crops) and their splits;
 * `metrics`: the protocol (one least-squares affine per video in inverse depth; AbsRel and delta1);

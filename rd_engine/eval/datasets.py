@@ -262,7 +262,7 @@ def check_dataset(root: Path, bench: Benchmark, seqs: list[SequenceSpec]) -> Non
     first = gone[0]
     hint = ""
     if seq.depth[0].startswith("depths_masked/") and (sequence_dir(root, seq) / "depths").is_dir():
-        hint = "; the public release has depths/ only: see the README, 'Evaluate', on depths_masked"
+        hint = "; the public release has depths/ only: see docs/evaluation.md on depths_masked"
     if len(incomplete) == len(seqs) and all(len(g) == 2 * s.frames for s, g in incomplete):  # nothing at all
         raise UserError(
             f"{root} holds none of the {len(seqs)} sequences of this {bench.name} split (first missing: {first}); "

@@ -1,12 +1,12 @@
 """The evaluation protocol: one affine fit per video in inverse depth, then AbsRel and delta1 per frame.
 
 An affine-invariant inverse-depth video ``pred [N, H, W]`` is scored against metric ground truth
-``gt [N, H, W]`` (metres) as follows (the README's "Evaluate" section gives the source of each step):
+``gt [N, H, W]`` (metres) as follows (docs/evaluation.md gives the source of each step):
 
 0. optionally (``pred_clip``, off by default) the prediction is clipped below at `PRED_CLIP` first, as
    the published video depth scripts do for their non-negative outputs;
 1. valid pixels: finite ground truth with ``min_depth < gt < max_depth``, a finite prediction, and
-   inside the benchmark's evaluation region (``region``, e.g. a border crop);
+   inside the optional evaluation mask ``region`` (the benchmarks crop their frames instead);
 2. one scale ``s`` and shift ``t`` for the whole video, by least squares (float64) of ``s * pred + t``
    against the ground truth's inverse depth ``1 / gt`` over every valid pixel of every frame;
 3. the aligned inverse depth is floored at ``DISPARITY_FLOOR`` (at most 1000 m), inverted, and the
