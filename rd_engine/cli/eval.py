@@ -117,10 +117,21 @@ def add_eval_parser(subparsers, run_parser: argparse.ArgumentParser) -> argparse
     return p
 
 
+def engine_dtype(preset: str, dtype: str | None, device) -> str:
+    """The precision of an engine run: ``--dtype`` if given, else the preset's (fp32 on CPU), as `run` does.
+
+    (The engine's own default, fp16 on CUDA, would override the `paper` preset's fp32.)
+    """
+    from rd_engine.settings import resolve
+
+    return resolve(preset, {"dtype": dtype}, device)[0].dtype
+
+
 def _engine_source(args):
     from rd_engine.api import Engine
     from rd_engine.eval.sources import EngineRun
     from rd_engine.model.checkpoint import DEFAULT_CHECKPOINT
+    from rd_engine.settings import pick_device
 
     checkpoint = args.checkpoint
     if checkpoint is None and (args.engine is None or args.backend == "pytorch"):
@@ -128,7 +139,7 @@ def _engine_source(args):
     engine = Engine(
         checkpoint,
         device=args.device,
-        dtype=args.dtype,
+        dtype=engine_dtype(args.preset, args.dtype, pick_device(args.device)),
         progress=not args.quiet,
         engine=args.engine,
         backend=args.backend,

@@ -233,6 +233,17 @@ def test_eval_defaults_to_the_paper_preset_and_a_fixed_seed_while_run_keeps_its_
     assert run.preset == "fast" and run.seed is None
 
 
+def test_engine_runs_take_the_presets_precision_on_cuda_too():
+    """The engine's own default (fp16 on CUDA) must not override the paper preset's fp32 (no GPU needed)."""
+    import torch
+
+    from rd_engine.cli.eval import engine_dtype
+
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    assert engine_dtype("paper", None, cuda) == "fp32" and engine_dtype("fast", None, cuda) == "fp16"
+    assert engine_dtype("paper", "bf16", cuda) == "bf16" and engine_dtype("fast", None, cpu) == "fp32"
+
+
 def test_engine_runs_default_to_the_papers_settings_with_a_fixed_seed(tiny_ckpt):
     """Table 1's main rows: dilations 1 10 25 without capping, fp32, 10 refinement steps (the `paper` preset)."""
     from rd_engine.api import Engine
