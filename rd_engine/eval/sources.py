@@ -103,7 +103,7 @@ class EngineRun:
         size: list[int] = []
         frames = _frames(root, bench, seq, size)  # read one at a time: a sequence's RGB is never held whole
         depth = self._offline(frames) if self.lag is None else self._online(frames, seq.frames)
-        depth = np.asarray(to_size(depth, size[0], size[1], f"{seq.id}: rd-engine run"), np.float32)
+        depth = _materialize(to_size(depth, size[0], size[1], f"{seq.id}: rd-engine run"))
         if self.save_dir is not None:
             save_npy_atomic(Path(self.save_dir) / f"{seq.id}_pred.npy", depth)
         return depth, "rd-engine run"
@@ -127,6 +127,16 @@ class EngineRun:
         for f in session.flush():
             done[f.index] = f.depth
         return np.stack([done[i] for i in range(n)]).astype(np.float32)
+
+
+def _materialize(depth, chunk: int = 16) -> np.ndarray:
+    """``[N, H, W]`` float32 from an array or a resizing view, resized a chunk of frames at a time."""
+    if isinstance(depth, np.ndarray):
+        return depth.astype(np.float32, copy=False)
+    out = np.empty(depth.shape, np.float32)
+    for a in range(0, depth.shape[0], chunk):
+        out[a : a + chunk] = depth[a : a + chunk]
+    return out
 
 
 def _frames(root: Path, bench: Benchmark, seq: SequenceSpec, size: list[int]) -> Iterator[np.ndarray]:

@@ -268,6 +268,18 @@ def test_engine_runs_default_to_the_papers_settings_with_a_fixed_seed(tiny_ckpt)
     assert settings_label({k: v for k, v in s.items() if k not in ("preset", "mode")}).startswith("preset paper: ")
 
 
+def test_engine_runs_on_scannet_see_the_cropped_frames(tmp_path, capsys, tiny_ckpt):
+    """The engine gets the RGB inside the crop and its depth comes at that size (42x32 of 64x48 here)."""
+    args, _ = _dataset(tmp_path, "scannet", sequences=1, frames=3)
+    run = ["-c", str(tiny_ckpt), "--device", "cpu", "--preset", "fast", "--res", "32", "--align-iters", "5"]
+    assert cli.main([*args, *run, "--name", "engine"]) == 0
+    (s,) = json.loads((tmp_path / "out" / "scannet_engine" / "table.json").read_text())["sequences"]
+    assert np.load(tmp_path / "out" / "predictions" / f"{s['id']}_pred.npy").shape == (3, 32, 42)
+    assert cli.main([*args, "--pred-dir", str(tmp_path / "out" / "predictions"), "--name", "again"]) == 0
+    (again,) = json.loads((tmp_path / "out" / "scannet_again" / "table.json").read_text())["sequences"]
+    assert again["absrel"] == pytest.approx(s["absrel"]) and again["pixels"] == s["pixels"]
+
+
 def test_engine_runs_refuse_scannet_colour_at_another_size_before_the_model_loads(tmp_path, capsys):
     from PIL import Image
 
