@@ -91,6 +91,19 @@ def add_robotics_arguments(p: argparse.ArgumentParser) -> None:
 
 def check_robotics_arguments(args) -> None:
     """One-line errors for flag combinations that cannot work, before any work."""
+    asked = [
+        flag
+        for flag, on in (
+            ("--anchors", args.anchors is not None),
+            ("--confidence", args.confidence or args.confidence_min > 0),
+            ("--pointcloud", args.pointcloud),
+            ("--topic", args.topic is not None),
+            ("--rerun", args.rerun is not None),
+        )
+        if on
+    ]
+    if asked and getattr(args, "cluster", None):
+        raise UserError(f"{asked[0]} is not available with --cluster yet (run those videos locally)")
     if args.intrinsics is not None:
         fx, fy, cx, cy = args.intrinsics
         if not (fx > 0 and fy > 0 and all(math.isfinite(v) for v in args.intrinsics)):
