@@ -88,7 +88,7 @@ def run_bag(
         return line + _counts(sink)
     headers, timestamps = [], []
     with tempfile.TemporaryDirectory(prefix="rd-bag-", dir=out_dir) as tmp:
-        video = Path(tmp) / "frames.mkv"
+        video = Path(tmp) / f"{stem}.mkv"  # its name is the one the run's messages give
 
         def rgb_frames():
             for fr in read_images(bag, topic, start, count):

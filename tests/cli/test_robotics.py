@@ -191,3 +191,25 @@ def test_flag_errors(video, tiny_ckpt, tmp_path, capsys):
     ]:
         code, cap = run([*base, *extra], capsys)
         assert code == 1 and needle in cap.err, (extra, cap.err)
+
+
+def test_stream_with_anchors_file(video, tiny_ckpt, tmp_path, capsys):
+    plain_out = tmp_path / "plain"
+    base = [str(video), "-c", str(tiny_ckpt), *FAST, "--stream", "--lag", "1"]
+    code, cap = run([*base, "-o", str(plain_out)], capsys)
+    assert code == 0, cap.err
+    rel = np.load(plain_out / "v.npz")["depth"]
+    late = 4  # anchors from frame 4 on: the frames finished before that are flagged
+    anchors = _exact_anchors(rel, tmp_path / "a.npz", frames=range(late, 12))
+    out = tmp_path / "out"
+    code, cap = run([*base, "-o", str(out), "--anchors", str(anchors), "--confidence", "--png16"], capsys)
+    assert code == 0, cap.err
+    z = np.load(out / "v.npz")
+    np.testing.assert_array_equal(z["depth"], rel)
+    valid = z["metric_valid"]
+    assert not valid[:late].any() and valid[late:].all()
+    assert np.isnan(z["depth_m"][~valid]).all()
+    truth = 1.0 / (A * rel[valid].astype(np.float64) + B)
+    assert np.abs(z["depth_m"][valid] / truth - 1).max() < 1e-4
+    assert z["confidence"].shape == rel.shape
+    assert len(list((out / "v_depth_mm").glob("*.png"))) == 12
