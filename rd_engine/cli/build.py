@@ -15,12 +15,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rd_engine.cli.args import int_at_least
-from rd_engine.engine_format.folder import EngineFolder, open_engine_folder
 from rd_engine.engine_format.profile import Profile
 from rd_engine.errors import UserError
-from rd_engine.progress import human_bytes
 
 if TYPE_CHECKING:
+    from rd_engine.engine_format.folder import EngineFolder
     from rd_engine.export.build import BuildOptions
 
 # Profile fields -> the `rd-engine build` flags that set them (for the profile's error messages)
@@ -200,6 +199,8 @@ def add_info_parser(subparsers) -> argparse.ArgumentParser:
 
 def cmd_info(args) -> int:
     """Run `rd-engine info`; returns 0, or 1 when the files fail their checksums."""
+    from rd_engine.engine_format.folder import open_engine_folder
+
     engine = open_engine_folder(args.engine)
     m = engine.manifest
     if args.json:
@@ -222,6 +223,7 @@ def cmd_info(args) -> int:
 def describe(engine: EngineFolder) -> list[str]:
     """Human-readable summary of an engine folder."""
     from rd_engine.backends.select import availability
+    from rd_engine.progress import human_bytes
 
     m = engine.manifest
     p = engine.profile
