@@ -148,6 +148,49 @@ def empty_prompt_embedding(path: Path) -> torch.Tensor:
         return enc(ids.input_ids)[0].float()
 
 
+EMBEDDING_CACHE_FILES = 32  # cached empty-prompt embeddings kept (the newest), a few kB each
+
+
+def _embedding_cache_file(path: Path) -> Path:
+    """Where the empty-prompt embedding of a checkpoint is cached: named by its text encoder's and
+    tokenizer's files (resolved path, size, modification time) and the library versions.
+    """
+    from importlib.metadata import version
+
+    key = hashlib.sha256(f"{version('torch')} {version('transformers')}".encode())
+    for sub in ("text_encoder", "tokenizer"):
+        for f in sorted((path / sub).glob("*")):
+            st = f.stat()
+            key.update(f"{f.resolve()}:{st.st_size}:{st.st_mtime_ns}\n".encode())
+    base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "rd-engine" / "embeddings"
+    return base / f"{key.hexdigest()[:32]}.npy"
+
+
+def cached_empty_prompt_embedding(path: Path) -> torch.Tensor:
+    """`empty_prompt_embedding`, computed once per checkpoint and then read from the user cache: it
+    spares each later load the text encoder (1.4 GB for the full-size model) and transformers' CLIP.
+    """
+    import numpy as np
+    import torch
+
+    file = _embedding_cache_file(path)
+    try:
+        return torch.from_numpy(np.load(file, allow_pickle=False))
+    except (OSError, ValueError):
+        pass
+    embed = empty_prompt_embedding(path)
+    try:
+        from rd_engine.io.files import save_npy_atomic
+
+        file.parent.mkdir(parents=True, exist_ok=True)
+        save_npy_atomic(file, embed.numpy())
+        for old in sorted(file.parent.glob("*.npy"), key=lambda f: f.stat().st_mtime)[:-EMBEDDING_CACHE_FILES]:
+            old.unlink(missing_ok=True)
+    except OSError as e:  # a read-only home: the embedding is computed again next time
+        log.debug("embedding cache %s not written (%s)", file, e)
+    return embed
+
+
 def _first_line(e: Exception) -> str:
     text = str(e).strip()
     return text.splitlines()[0] if text else type(e).__name__
@@ -198,7 +241,7 @@ def load_checkpoint(spec: str | os.PathLike, empty_embed: torch.Tensor | None = 
         )
     ddim = DDIM.from_file(path / "scheduler" / "scheduler_config.json")
     if empty_embed is None:
-        empty_embed = empty_prompt_embedding(path)
+        empty_embed = cached_empty_prompt_embedding(path)
         clock.lap("text encoder")
     models = Models(unet=unet, vae=vae, ddim=ddim, empty_embed=empty_embed, name=str(spec), source=path)
     prepare_models(models)
