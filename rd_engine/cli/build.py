@@ -14,7 +14,7 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from rd_engine.cli.args import int_at_least
+from rd_engine.cli.args import check_output_dir, int_at_least
 from rd_engine.engine_format.profile import Profile
 from rd_engine.errors import UserError
 
@@ -173,6 +173,10 @@ def flag_wording(message: str) -> str:
 
 def cmd_build(args) -> int:
     """Run `rd-engine build`; returns the exit code (UserError propagates to the caller)."""
+    from rd_engine.model.checkpoint import DEFAULT_CHECKPOINT, check_checkpoint
+
+    check_checkpoint(args.checkpoint or DEFAULT_CHECKPOINT)  # fail fast: before torch and the model load
+    check_output_dir(args.output.parent)
     from rd_engine.export.build import build_engine
 
     echo = (lambda msg: None) if getattr(args, "quiet", False) else (lambda msg: print(msg, flush=True))
