@@ -35,8 +35,8 @@ from rd_engine.errors import UserError
 log = logging.getLogger("rd_engine")
 
 
-def load_models(args):
-    """(models, kind, name) for --model / --checkpoint."""
+def load_models(args, device="cpu"):
+    """(models, kind, name) for --model / --checkpoint (the full-size random weights made on `device`)."""
     from rd_engine.model.checkpoint import load_checkpoint, quiet_libraries
     from rd_engine.model.factory import full_size_random, tiny_checkpoint_cached
 
@@ -46,7 +46,7 @@ def load_models(args):
         return models, "checkpoint", slug(Path(str(args.checkpoint)).name)
     if args.model == "tiny":
         return load_checkpoint(tiny_checkpoint_cached()), "tiny", "tiny"
-    return full_size_random(), "full", "full"
+    return full_size_random(device=device), "full", "full"
 
 
 EXECUTION = {"pytorch": "eager", "onnxruntime": "onnxruntime", "aoti": "aot-compiled", "tensorrt": "tensorrt"}
@@ -131,7 +131,7 @@ def run_bench(args) -> list[tuple[Path, dict]]:
     if args.threads:
         torch.set_num_threads(args.threads)
     t_start = time.perf_counter()
-    models, model_kind, model_name = load_models(args)
+    models, model_kind, model_name = load_models(args, device)
     if model_kind != "tiny" and device.type == "cpu":
         log.warning("the full-size model on a CPU is very slow; the full-size benchmark is meant for a GPU")
     load_seconds = time.perf_counter() - t_start
