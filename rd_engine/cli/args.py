@@ -77,4 +77,11 @@ def output_options(args: argparse.Namespace):
         snippets=args.save_snippets,
         restore_res=args.restore_res,
         fps=args.fps,
+        confidence=getattr(args, "confidence", False),
+        confidence_min=getattr(args, "confidence_min", 0.0),
+        pointcloud=getattr(args, "pointcloud", False),
+        intrinsics=None if getattr(args, "intrinsics", None) is None else tuple(args.intrinsics),
+        fov=getattr(args, "fov", None),
+        depth_range=(getattr(args, "min_depth", 0.0), getattr(args, "max_depth", float("inf"))),
+        voxel=getattr(args, "voxel_size", 0.0),
     )

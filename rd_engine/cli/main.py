@@ -128,7 +128,9 @@ def _add_run_parser(sub) -> argparse.ArgumentParser:
     o.add_argument("--fps", type=fps_value, default=0.0, help="output video fps (0 = input fps)")
 
     from rd_engine.cli.cluster import add_cluster_arguments
+    from rd_engine.cli.robotics import add_robotics_arguments
 
+    add_robotics_arguments(p)
     add_cluster_arguments(p)
 
     v = p.add_argument_group("messages")
@@ -193,8 +195,11 @@ def _usable_inputs(inputs: list, start_frame: int | None) -> tuple[list, int]:
 
 
 def cmd_run(args) -> int:
+    from rd_engine.cli.robotics import check_robotics_arguments, viewer_sinks
+
     if not args.inputs and not args.demo:
         raise UserError("no input videos given (pass files, folders or .txt lists, or --demo)")
+    check_robotics_arguments(args)
     if args.cluster:
         from rd_engine.cli.cluster import cmd_run_cluster
 
@@ -206,7 +211,18 @@ def cmd_run(args) -> int:
     check_output_dir(out_dir)
 
     checkpoint = args.checkpoint
-    if args.stream:
+    from rd_engine.io.rosbag import bag_folder, is_bag
+
+    bags = [p for p in args.inputs if is_bag(p)]
+    if bags and len(bags) != len(args.inputs):
+        raise UserError("ROS 2 bags and videos in one run: run them separately")
+    if bags and args.topic is None:
+        raise UserError("a ROS 2 bag input needs --topic (the image topic, e.g. /camera/color/image_raw)")
+    if not bags and (args.topic is not None or args.anchors_topic is not None):
+        raise UserError("--topic and --anchors-topic belong to ROS 2 bag inputs (rosbag2 folders)")
+    if bags:
+        inputs = [bag_folder(p) for p in bags]
+    elif args.stream:
         inputs = [
             p if ("://" in p or p.startswith(("/dev/video", "pipe:")) or p == "-") else Path(p) for p in args.inputs
         ]
@@ -218,7 +234,10 @@ def cmd_run(args) -> int:
     else:
         inputs = list_inputs([str(p) for p in args.inputs]) if args.inputs else []
     # fail fast: inputs, checkpoint and engine folder are checked before torch and the model load
-    inputs, unusable = _usable_inputs(inputs, args.start_frame)
+    if bags:  # a bag's topics are checked when it runs (reading one needs no model either)
+        unusable = 0
+    else:
+        inputs, unusable = _usable_inputs(inputs, args.start_frame)
     if unusable and not inputs:
         print(f"rd-engine: {unusable} of {unusable} videos failed (no model was loaded)", file=sys.stderr)
         return 1
@@ -316,17 +335,79 @@ def cmd_run(args) -> int:
         if stems[stem] > 1:
             stem = f"{stem}_{stems[stem]}"  # two inputs with one name must not overwrite each other
         try:
+            if bags:
+                from rd_engine.io.anchors import load_anchors
+                from rd_engine.io.rosbag import image_stamps
+                from rd_engine.outputs.bagrun import run_bag
+
+                anchors = None
+                if args.anchors is not None:
+                    _, in_size = image_stamps(path, args.topic, settings.start_frame, 1)
+                    anchors = load_anchors(args.anchors, in_size)
+                line = run_bag(
+                    pipe,
+                    settings,
+                    path,
+                    args.topic,
+                    out_dir,
+                    stem,
+                    opts,
+                    model_name,
+                    backend.name,
+                    anchors_topic=args.anchors_topic,
+                    anchors=anchors,
+                    stream=args.stream,
+                    lag=args.lag,
+                    progress=not args.quiet,
+                    sinks=viewer_sinks(args),
+                )
+                print(line, flush=True)
+                continue
             if args.stream:
                 from rd_engine.outputs.stream import run_stream
 
-                line = run_stream(pipe, settings, args.lag, path, out_dir, stem, opts, model_name)
+                anchors = None
+                if args.anchors is not None:
+                    from rd_engine.io.anchors import load_anchors
+                    from rd_engine.io.video import probe
+
+                    info = probe(path)
+                    anchors = load_anchors(args.anchors, (info.width, info.height))
+                line = run_stream(
+                    pipe,
+                    settings,
+                    args.lag,
+                    path,
+                    out_dir,
+                    stem,
+                    opts,
+                    model_name,
+                    anchors=anchors,
+                    frame_sinks=viewer_sinks(args),
+                )
                 print(line, flush=True)
                 continue
-            pred = pipe.predict(path, settings, keep_snippets=opts.snippets)
+            anchors = None
+            if args.anchors is not None:
+                from rd_engine.io.anchors import load_anchors
+                from rd_engine.io.video import probe
+
+                info = probe(path)
+                anchors = load_anchors(args.anchors, (info.width, info.height))
+                if info.num_frames:  # a frame past the video's end fails before any work
+                    anchors.check(info.width, info.height, max(0, info.num_frames - settings.start_frame))
+            pred = pipe.predict(
+                path,
+                settings,
+                keep_snippets=opts.snippets,
+                confidence=opts.needs_confidence or args.rerun is not None,
+                anchors=anchors,
+                anchor_window=args.anchor_window,
+            )
             clock = StageClock(not args.quiet)
             n_frames = pred.num_frames
             try:
-                write_outputs(pred, out_dir, stem, opts, model_name, backend.name, clock)
+                write_outputs(pred, out_dir, stem, opts, model_name, backend.name, clock, sinks=viewer_sinks(args))
             finally:
                 pred.close()
             secs = {**pred.stage_seconds, **clock.seconds}

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Iterable
 from fractions import Fraction
 from pathlib import Path
 
 import av
 import numpy as np
 
+from rd_engine.errors import UserError
 from rd_engine.io.files import atomic_output
 
 
@@ -127,3 +129,19 @@ class VideoWriter:
     def frames_written(self) -> int:
         """Number of frames written so far."""
         return self._count
+
+
+def write_lossless_video(path: Path, frames: Iterable[np.ndarray], fps: int = 30) -> None:
+    """RGB frames ``[H, W, 3]`` uint8 as an FFV1 Matroska video that decodes back to the same values."""
+    with av.open(str(path), "w") as container:
+        stream = None
+        for rgb in frames:
+            if stream is None:
+                stream = container.add_stream("ffv1", rate=Fraction(fps))
+                stream.width, stream.height, stream.pix_fmt = rgb.shape[1], rgb.shape[0], "bgr0"
+            for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")):
+                container.mux(packet)
+        if stream is None:
+            raise UserError(f"{path}: no frames to write")
+        for packet in stream.encode():
+            container.mux(packet)

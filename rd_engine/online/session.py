@@ -14,9 +14,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from rd_engine.coalign.metric import to_processed
 from rd_engine.errors import UserError
+from rd_engine.io.anchors import Anchors, check_points, points_from_image
 from rd_engine.io.video import processed_size
 from rd_engine.online.aligner import FinishedFrame, OnlineAligner
+from rd_engine.online.metric import OnlineMetric
 from rd_engine.pipeline.inference import (
     decode_depth,
     denoise_snippets,
@@ -77,9 +80,19 @@ class StreamSession:
         self.closed = False
         self.steps = pipeline.backend.ddim.schedule(settings.init_steps)
         self.seed = pick_seed(settings.seed)
+        self.metric: OnlineMetric | None = None  # created by the first anchors
 
-    def push(self, frame, timestamp: float | None = None) -> list[FinishedFrame]:
-        """Add one RGB frame (`[H, W, 3]` uint8, numpy or torch); returns newly finished frames."""
+    def push(self, frame, timestamp: float | None = None, anchors=None) -> list[FinishedFrame]:
+        """Add one RGB frame (`[H, W, 3]` uint8, numpy or torch); returns newly finished frames.
+
+        Args:
+            frame: The RGB frame.
+            timestamp: Its time (seconds), kept with its output.
+            anchors: Optional sparse metric depth of this frame: `(x, y, depth)` arrays (input-frame
+                pixels, centres at integers; metres), or a sparse depth image `[h, w]` covering the
+                frame (uint16 millimetres or float metres, 0 = no sample). Finished frames then carry
+                `depth_m` (metres) once a fit exists (docs/robotics.md).
+        """
         if self.closed:
             raise UserError("stream already flushed")
         t0 = time.perf_counter()
@@ -96,6 +109,8 @@ class StreamSession:
         elif tuple(rgb.shape[:2]) != self.input_hw:
             raise UserError(f"frame size changed mid-stream: {tuple(rgb.shape[:2])} after {self.input_hw}")
         i = self.n
+        if anchors is not None:
+            self._note_anchors(i, anchors)
         self.n += 1
         self.aligner.note_frame(i, timestamp, t0)
         be = self.pipe.backend
@@ -109,8 +124,29 @@ class StreamSession:
             self._run(ends, i)
         for f in [f for f in self.latents if f <= i - self.window]:
             del self.latents[f]
-        done = self.aligner.finish(i, self.window + self.lag)
+        done = self._metric(self.aligner.finish(i, self.window + self.lag))
         self.latency.add(done)
+        return done
+
+    def _note_anchors(self, i: int, anchors) -> None:
+        hw = self.input_hw
+        src = f"anchors of frame {i}"
+        if isinstance(anchors, (tuple, list)) and len(anchors) == 3:
+            x, y, z = check_points(*anchors, source=src)
+        elif isinstance(anchors, dict):
+            x, y, z = check_points(anchors.get("x"), anchors.get("y"), anchors.get("depth"), source=src)
+        else:
+            x, y, z = points_from_image(np.asarray(anchors), (hw[1], hw[0]), src)
+        Anchors(np.full(x.size, i, np.int64), x, y, z).check(hw[1], hw[0], source=src)
+        if self.metric is None:
+            self.metric = OnlineMetric()
+        xp, yp = to_processed(x, y, (hw[1], hw[0]), self.size)
+        self.metric.note(i, xp, yp, z)
+
+    def _metric(self, done: list[FinishedFrame]) -> list[FinishedFrame]:
+        if self.metric is not None:
+            for f in done:
+                f.depth_m, f.metric_fit = self.metric.finish(f.index, f.depth)
         return done
 
     def _run(self, dilations: list[int], end: int) -> None:
@@ -137,7 +173,7 @@ class StreamSession:
             x = denoise_snippets(be, rgb[0], self.noise, idx, self.steps)
             depth = decode_depth(be, x.reshape(-1, *x.shape[2:]), self.size, self.settings.vae_batch)
             self.aligner.add(1, fr, depth.reshape(self.L, self.size[1], self.size[0]))
-        done = self.aligner.finish(None, self.window + self.lag)
+        done = self._metric(self.aligner.finish(None, self.window + self.lag))
         self.latency.add(done)
         self.latents.clear()
         return done

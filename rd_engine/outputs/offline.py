@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 from dataclasses import dataclass, field
@@ -11,15 +12,22 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from rd_engine.coalign.merge import CONFIDENCE_SPREAD
 from rd_engine.io.files import open_npy_memmap_atomic, save_npz_atomic
 from rd_engine.io.video import iter_frames, preprocess
 from rd_engine.io.video_writer import VideoWriter
-from rd_engine.outputs.render import colorize, side_by_side, write_png16_sequence
+from rd_engine.outputs.frames import FrameOut, PointCloudSink
+from rd_engine.outputs.pointcloud import processed_intrinsics
+from rd_engine.outputs.render import colorize, side_by_side, write_png16_mm_sequence, write_png16_sequence
 from rd_engine.pipeline.offline import Prediction
 from rd_engine.progress import StageClock
 from rd_engine.version import __version__
 
 DEFAULT_CMAPS = ("Spectral_r", "Greys_r")
+CONFIDENCE_MEANING = (
+    f"1 / (1 + spread / {CONFIDENCE_SPREAD}): spread = weighted std of the aligned snippet entries covering "
+    "the pixel, in units of the [-1, 1] output; 0 where one entry covers the frame"
+)
 
 
 @dataclass
@@ -34,13 +42,38 @@ class OutputOptions:
     snippets: bool = False
     restore_res: bool = False
     fps: float = 0.0  # 0 = the input's frame rate
+    confidence: bool = False  # .npz key `confidence` (and a PNG16 folder with png16)
+    confidence_min: float = 0.0  # metric depth and points are dropped where confidence < this
+    pointcloud: bool = False  # per-frame binary PLY (outputs.pointcloud)
+    intrinsics: tuple[float, float, float, float] | None = None  # fx fy cx cy in input pixels
+    fov: float | None = None  # horizontal field of view (degrees), when no intrinsics
+    depth_range: tuple[float, float] = (0.0, float("inf"))  # points kept between these depths
+    voxel: float = 0.0  # voxel size of the point clouds (0 = every pixel)
+
+    @property
+    def needs_confidence(self) -> bool:
+        return self.confidence or self.confidence_min > 0
 
 
-def output_depth(pred: Prediction, restore_res: bool) -> np.ndarray:
-    """The depth to write, `[N, H, W]` float32, optionally resized back to the input size (lazily per chunk)."""
+def output_depth(pred: Prediction, restore_res: bool, array: np.ndarray | None = None) -> np.ndarray:
+    """The depth to write (or another `[N, H, W]` map of the run, `array`), float32, optionally resized
+    back to the input size (lazily per chunk).
+    """
+    array = pred.depth if array is None else array
     if not restore_res or (pred.info.width, pred.info.height) == pred.size:
-        return pred.depth
-    return _Resized(pred.depth, (pred.info.height, pred.info.width))
+        return array
+    return _Resized(array, (pred.info.height, pred.info.width))
+
+
+def metric_frames(pred: Prediction, depth, conf, confidence_min: float = 0.0):
+    """Per frame, metric depth in metres (`[H, W]` float32, NaN where invalid or less confident than
+    `confidence_min`) from the written relative depth.
+    """
+    for f in range(depth.shape[0]):
+        z = pred.metric.depth(f, depth[f])
+        if conf is not None and confidence_min > 0:
+            z[conf[f] < confidence_min] = np.nan
+        yield z
 
 
 class _Resized:
@@ -91,17 +124,34 @@ def metadata(pred: Prediction, model_name: str, backend: str, depth_shape, opts:
         "seed": pred.seed,
         "depth_kind": "relative inverse depth (affine-invariant; near = large), normalized to [-1, 1]",
     }
+    if pred.confidence is not None:
+        meta["confidence"] = CONFIDENCE_MEANING
+    if pred.metric is not None:
+        meta["metric"] = pred.metric.summary()
     if opts is not None:  # which files were written and how: with the settings, what a rerun compares
         meta["outputs"] = dataclasses.asdict(opts)
     return meta
 
 
 def write_outputs(
-    pred: Prediction, out_dir: Path, stem: str, opts: OutputOptions, model_name: str, backend: str, clock: StageClock
+    pred: Prediction,
+    out_dir: Path,
+    stem: str,
+    opts: OutputOptions,
+    model_name: str,
+    backend: str,
+    clock: StageClock,
+    sinks=(),
+    sources: list[dict] | None = None,
 ) -> list[Path]:
-    """Write every requested output of one video; returns the paths written."""
+    """Write every requested output of one video; returns the paths written.
+
+    `sinks`: more per-frame writers (a ROS 2 bag, a Rerun recording: context managers with
+    `emit(FrameOut)`); `sources`: per frame, the input message's header (bag inputs).
+    """
     written: list[Path] = []
     depth = output_depth(pred, opts.restore_res)
+    conf = None if pred.confidence is None else output_depth(pred, opts.restore_res, pred.confidence)
     n, h, w = depth.shape
     fps = opts.fps or pred.info.fps
     meta = metadata(pred, model_name, backend, depth.shape, opts)
@@ -114,12 +164,21 @@ def write_outputs(
             written.append(p)
         if opts.npz:
             p = out_dir / f"{stem}.npz"
+            extra = {}
+            if conf is not None:
+                extra["confidence"] = np.asarray(conf, np.float32)
+            if pred.metric is not None:
+                extra["depth_m"] = np.stack(list(metric_frames(pred, depth, conf, opts.confidence_min)))
+                extra["metric_scale"] = pred.metric.scale
+                extra["metric_shift"] = pred.metric.shift
+                extra["metric_valid"] = pred.metric.valid
             save_npz_atomic(
                 p,
                 depth=np.asarray(depth),
                 timestamps=np.asarray(pred.timestamps, dtype=np.float64),
                 fps=np.float64(pred.info.fps),
                 metadata=np.asarray(json.dumps(meta)),
+                **extra,
             )
             written.append(p)
         vmin, vmax = float(depth.min()), float(depth.max())
@@ -127,6 +186,14 @@ def write_outputs(
             p = out_dir / f"{stem}_png16"
             write_png16_sequence(p, iter(depth), vmin, vmax, stem)
             written.append(p)
+            if pred.metric is not None:
+                p = out_dir / f"{stem}_depth_mm"
+                write_png16_mm_sequence(p, metric_frames(pred, depth, conf, opts.confidence_min), stem)
+                written.append(p)
+            if conf is not None:
+                p = out_dir / f"{stem}_confidence_png16"
+                write_png16_sequence(p, iter(conf), 0.0, 1.0, stem, CONFIDENCE_MEANING, "confidence")
+                written.append(p)
         if opts.snippets and pred.snippets:
             p = out_dir / f"{stem}_snippets.npz"
             arrays = {}
@@ -139,6 +206,21 @@ def write_outputs(
                 arrays[f"dilation{g.dilation}_shift"] = t.float().numpy()
             save_npz_atomic(p, **arrays)
             written.append(p)
+        sinks = list(sinks)
+        k = None
+        if opts.intrinsics is not None or opts.fov is not None:
+            k = processed_intrinsics(opts.intrinsics, opts.fov, (pred.info.width, pred.info.height), (w, h))
+        if opts.pointcloud:
+            p = out_dir / f"{stem}_pointcloud"
+            sinks.insert(0, PointCloudSink(p, stem, opts.depth_range, opts.voxel, opts.confidence_min))
+            written.append(p)
+        if sinks:
+            with contextlib.ExitStack() as stack:
+                for sk in sinks:
+                    stack.enter_context(sk)
+                for fo in frame_outs(pred, depth, conf, opts, sources, k):
+                    for sk in sinks:
+                        sk.emit(fo)
         for i, cmap in enumerate(opts.cmaps):
             p = out_dir / f"{stem}_{cmap}.mp4"
             with VideoWriter(p, fps) as vw:
@@ -151,6 +233,33 @@ def write_outputs(
                 _write_side_by_side(pred, p, depth, vmin, vmax, cmap, fps, opts.restore_res, tick)
                 written.append(p)
     return written
+
+
+def output_rgb(pred: Prediction, hw: tuple[int, int], restore_res: bool):
+    """The input frames again (decoded a second time, one by one), at the written depth's size `hw`."""
+    h, w = hw
+    for fr in iter_frames(pred.info.path, pred.settings.start_frame, pred.num_frames):
+        if restore_res:
+            yield fr.rgb
+        else:
+            x = preprocess(torch.from_numpy(fr.rgb)[None], (w, h), torch.device("cpu"), torch.float32)
+            yield ((x[0].permute(1, 2, 0) + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).numpy()
+
+
+def frame_outs(pred: Prediction, depth, conf, opts: OutputOptions, sources: list[dict] | None = None, camera=None):
+    """The run's frames as `outputs.frames.FrameOut` (metric depth masked by `confidence_min`)."""
+    zs = metric_frames(pred, depth, conf, opts.confidence_min) if pred.metric is not None else None
+    for f, rgb in enumerate(output_rgb(pred, depth.shape[1:], opts.restore_res)):
+        yield FrameOut(
+            f,
+            pred.timestamps[f],
+            rgb,
+            np.asarray(depth[f], np.float32),
+            None if zs is None else next(zs),
+            None if conf is None else np.asarray(conf[f], np.float32),
+            None if sources is None else sources[f],
+            camera,
+        )
 
 
 def _write_side_by_side(
