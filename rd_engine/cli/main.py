@@ -11,7 +11,15 @@ import time
 import traceback
 from pathlib import Path
 
-from rd_engine.cli.args import fps_value, int_at_least, output_options, worded
+from rd_engine.cli.args import (
+    add_sequence_arguments,
+    add_stereo_arguments,
+    fps_value,
+    int_at_least,
+    output_options,
+    sequence_options,
+    worded,
+)
 from rd_engine.errors import UserError
 from rd_engine.version import __version__
 
@@ -27,7 +35,12 @@ def _add_run_parser(sub) -> argparse.ArgumentParser:
         description="Estimate temporally consistent (relative inverse) depth for one or more videos.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("inputs", nargs="*", help="video files, folders of videos, or .txt lists of paths")
+    p.add_argument(
+        "inputs",
+        nargs="*",
+        help="video files, folders of videos, image sequences (a folder of frames, shot/frame.%%04d.exr, "
+        "'frames/*.png'), or .txt lists of paths",
+    )
     p.add_argument(
         "--demo",
         action="store_true",
@@ -126,7 +139,27 @@ def _add_run_parser(sub) -> argparse.ArgumentParser:
     o.add_argument("--png16", action="store_true", help="16-bit PNG sequence + normalization JSON")
     o.add_argument("--save-snippets", action="store_true", help="raw snippet depth, indices, scales and shifts")
     o.add_argument("--restore-res", action="store_true", help="resize outputs back to the input resolution")
-    o.add_argument("--fps", type=fps_value, default=0.0, help="output video fps (0 = input fps)")
+    o.add_argument(
+        "--fps",
+        type=fps_value,
+        default=0.0,
+        help="output video fps (0 = input fps); an image sequence's frame rate (0 = 24)",
+    )
+    o.add_argument("--exr", action="store_true", help="one single-channel Z EXR per frame (+ sidecar JSON)")
+    o.add_argument("--exr-type", choices=["float", "half"], default="float", help="EXR sample type")
+    o.add_argument(
+        "--exr-compression", choices=["zip", "zips", "piz", "rle", "none"], default="zip", help="EXR compression"
+    )
+    o.add_argument("--tiff16", action="store_true", help="16-bit TIFF sequence (+ sidecar JSON)")
+    o.add_argument("--ffv1", action="store_true", help="lossless 16-bit depth video (FFV1 in Matroska) + JSON")
+    o.add_argument(
+        "--audio",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="the videos carry the input video's audio (--no-audio: silent)",
+    )
+    add_stereo_arguments(p.add_argument_group("stereo 3D (docs/films-vfx.md)"))
+    add_sequence_arguments(p)
 
     from rd_engine.cli.cluster import add_cluster_arguments
 
@@ -154,6 +187,9 @@ def build_parser() -> argparse.ArgumentParser:
     from rd_engine.cli.eval import add_eval_parser
 
     add_eval_parser(sub, run_parser)
+    from rd_engine.cli.stereo import add_stereo_parser
+
+    add_stereo_parser(sub)
     return parser
 
 
@@ -286,14 +322,19 @@ def cmd_run(args) -> int:
         budgets.host_snippets = int(args.max_memory * (1 << 30))
     pipe = Pipeline(backend, progress=not args.quiet, budgets=budgets)
 
+    from rd_engine.io.video import as_sequence, input_stem
+
+    seq_opts = sequence_options(args)
     failures = 0
     stems: dict[str, int] = {}
     for path in inputs:
-        stem = Path(str(path)).stem or "stream"
+        stem = input_stem(path)
         stems[stem] = stems.get(stem, 0) + 1
         if stems[stem] > 1:
             stem = f"{stem}_{stems[stem]}"  # two inputs with one name must not overwrite each other
         try:
+            if not isinstance(path, str):
+                path = as_sequence(path, seq_opts) or path
             if args.stream:
                 from rd_engine.outputs.stream import run_stream
 
@@ -312,9 +353,9 @@ def cmd_run(args) -> int:
             mem = f"peak host {human_bytes(peak_host_bytes())}"
             if pred.peak_device_bytes:
                 mem += f", peak device {human_bytes(pred.peak_device_bytes)}"
+            name = Path(str(path)).name or str(path)
             print(
-                f"{Path(str(path)).name}: {n_frames} frames {pred.size[0]}x{pred.size[1]} | {stages} | {mem} "
-                f"| -> {out_dir}/{stem}*",
+                f"{name}: {n_frames} frames {pred.size[0]}x{pred.size[1]} | {stages} | {mem} | -> {out_dir}/{stem}*",
                 flush=True,
             )
         except UserError as e:
@@ -397,6 +438,10 @@ def _dispatch(parser: argparse.ArgumentParser, args) -> int:
             from rd_engine.cli.bench import cmd_bench
 
             return cmd_bench(args)
+        if args.command == "stereo":
+            from rd_engine.cli.stereo import cmd_stereo
+
+            return cmd_stereo(args)
         if args.command == "eval":
             from rd_engine.cli.eval import cmd_eval
 
