@@ -154,8 +154,8 @@ def test_rd_engine_stereo_from_the_npz_equals_run_stereo(tmp_path, tiny_ckpt, ca
     clip = tmp_path / "v.mp4"
     write_test_video(clip, n_frames=8, width=64, height=48, fps=8, with_audio=True)
     common = ["--divergence", "4", "--convergence", "0.2"]
-    code = cli.main(["run", str(clip), "-c", str(tiny_ckpt), "-o", str(tmp_path / "r"), "--res", "48",
-                     "--align-iters", "10", "-q", "--cmap", "none", "--stereo", "sbs", "anaglyph", *common])  # fmt: skip
+    run = ["run", str(clip), "-c", str(tiny_ckpt), "-o", str(tmp_path / "r"), "--res", "48", "--align-iters", "10"]
+    code = cli.main([*run, "-q", "--cmap", "none", "--stereo", "sbs", "anaglyph", *common])
     assert code == 0, capsys.readouterr().err
     code = cli.main(["stereo", str(clip), "--depth", str(tmp_path / "r" / "v.npz"), "-o", str(tmp_path / "s"),
                      "--layout", "sbs", "anaglyph", "-q", *common])  # fmt: skip
