@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from rd_engine.cli.args import add_sequence_arguments, add_stereo_arguments, fps_value, stereo_options
-from rd_engine.errors import UserError
 
 
 def add_stereo_parser(sub) -> argparse.ArgumentParser:
@@ -33,64 +31,26 @@ def add_stereo_parser(sub) -> argparse.ArgumentParser:
 
 
 def cmd_stereo(args) -> int:
-    import numpy as np
-
-    from rd_engine.io.sequence import DEFAULT_SEQUENCE_FPS, SequenceOptions
-    from rd_engine.io.video import as_sequence, iter_frames
-    from rd_engine.outputs.stereo import write_stereo
-    from rd_engine.progress import StageClock
-    from rd_engine.version import __version__
+    from rd_engine.api import render_stereo
+    from rd_engine.io.sequence import SequenceOptions
 
     opts = stereo_options(args)
-    if not args.depth.is_file():
-        raise UserError(f"{args.depth}: depth file not found (the run's <stem>.npz)")
-    try:
-        npz = np.load(args.depth, mmap_mode="r")
-        depth = npz["depth"]
-        meta = json.loads(str(npz["metadata"])) if "metadata" in npz.files else {}
-    except (OSError, ValueError, KeyError) as e:
-        raise UserError(f"{args.depth}: not a run's .npz with a depth array ({e})") from None
-    if depth.ndim != 3:
-        raise UserError(f"{args.depth}: depth must be [frames, height, width], got {depth.shape}")
-    settings = meta.get("settings", {})
-    start = int(settings.get("start_frame", 0) or 0)
-    seq_meta = meta.get("sequence") or {}
-    seq_opts = SequenceOptions(
-        fps=args.fps or seq_meta.get("fps") or DEFAULT_SEQUENCE_FPS,
-        transform=args.linear_transform if args.linear_transform != "srgb" else seq_meta.get("transform", "srgb"),
-        allow_gaps=args.allow_gaps or bool(seq_meta.get("allow_gaps", False)),
+    sequence = None
+    if args.linear_transform != "srgb" or args.allow_gaps or args.fps:
+        # explicit sequence options replace the run's recorded ones
+        sequence = SequenceOptions(fps=args.fps or 24.0, transform=args.linear_transform, allow_gaps=args.allow_gaps)
+    written = render_stereo(
+        args.input,
+        args.depth,
+        args.output_dir,
+        opts,
+        fps=args.fps,
+        audio=args.audio,
+        shots=args.shots,
+        sequence=sequence,
+        stem=args.stem,
+        progress=not args.quiet,
+        device=args.device,
     )
-    seq = as_sequence(args.input, seq_opts)
-    source = seq if seq is not None else Path(args.input)
-    n = int(depth.shape[0])
-    timestamps = []
-
-    def frames():
-        for fr in iter_frames(source, start, n):
-            timestamps.append(fr.timestamp)
-            yield fr.rgb
-
-    fps = args.fps or float(meta.get("fps") or (seq_opts.fps if seq is not None else 0)) or DEFAULT_SEQUENCE_FPS
-    audio = source if (args.audio and seq is None) else None
-    audio_start = float(npz["timestamps"][0]) if "timestamps" in npz.files and len(npz["timestamps"]) else 0.0
-    stem = args.stem or args.depth.stem
-    out = Path(args.output_dir)
-    clock = StageClock(not args.quiet)
-    about = {"software": f"rd-engine {__version__}", "source": str(args.input), "depth": str(args.depth)}
-    with clock.stage("stereo", total=n) as tick:
-        written = write_stereo(
-            frames(),
-            depth,
-            out,
-            stem,
-            fps,
-            opts,
-            shots=args.shots,
-            audio_from=audio,
-            audio_start=audio_start,
-            about=about,
-            tick=tick,
-            device=args.device,
-        )
-    print(f"{Path(args.input).name or args.input}: {n} frames | -> {', '.join(str(p) for p in written)}", flush=True)
+    print(f"{Path(args.input).name or args.input}: -> {', '.join(str(p) for p in written)}", flush=True)
     return 0
