@@ -165,7 +165,9 @@ class VideoWriter:
                     out.append((a.index, self._container.add_stream_from_template(a), True))
                 else:
                     enc = self._container.add_stream("aac", rate=a.rate or 48000)
-                    enc.layout = a.layout.name if a.layout is not None else "stereo"
+                    channels = a.codec_context.channels or 2
+                    # by channel count: a source's unordered layout ("1 channels") is refused by the encoder
+                    enc.layout = {1: "mono", 2: "stereo"}.get(channels, a.layout.name)
                     out.append((a.index, enc, False))
             return out
 

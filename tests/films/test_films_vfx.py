@@ -208,3 +208,49 @@ def test_ffv1_depth_video_is_the_16bit_quantization(tmp_path, tiny_ckpt, capsys)
     for f, p in zip(frames, pngs):
         np.testing.assert_array_equal(f, np.array(Image.open(p)))
     assert side["vmin"] < side["vmax"] and "near = large" in side["values"]
+
+
+def test_variable_frame_rate_keeps_its_frame_times_and_its_audio(tmp_path, tiny_ckpt, capsys):
+    clip = tmp_path / "vfr.mp4"
+    times = write_test_video(clip, n_frames=12, width=W, height=H, fps=12, vfr=True, with_audio=True)
+    out = tmp_path / "o"
+    code, cap = run([str(clip), "-c", str(tiny_ckpt), "-o", str(out), "--res", "48", "--align-iters", "10", "-q",
+                     "--cmap", "Spectral_r", "--no-sbs", "--stereo", "anaglyph"], capsys)  # fmt: skip
+    assert code == 0, cap.err
+    for name in ("vfr_Spectral_r.mp4", "vfr_stereo_anaglyph.mp4"):
+        with av.open(str(out / name)) as c:
+            got = [float(f.time) for f in c.decode(video=0)]
+        assert np.allclose(np.array(got) - got[0], np.array(times) - times[0], atol=1 / 60000 + 1e-6), name
+        assert _audio_duration(out / name) == pytest.approx(_audio_duration(clip), abs=1024 / 16000 + 1e-3)
+
+
+def test_audio_an_mp4_cannot_hold_is_re_encoded(tmp_path, tiny_ckpt, capsys):
+    clip = tmp_path / "pcm.mkv"
+    rate = 16000
+    with av.open(str(clip), "w") as c:
+        v = c.add_stream("ffv1", rate=8)
+        v.width, v.height, v.pix_fmt = W, H, "bgr0"
+        a = c.add_stream("pcm_s16le", rate=rate)
+        a.layout = "mono"
+        for i in range(8):
+            f = av.VideoFrame.from_ndarray(synthetic_frame(i, 8, W, H), format="rgb24")
+            f.pts = i
+            c.mux(v.encode(f))
+        c.mux(v.encode())
+        t = np.arange(rate) / rate  # one second: as long as the 8 frames at 8 fps
+        samples = (np.sin(2 * np.pi * 440 * t) * 8000).astype(np.int16)[None]
+        for k in range(0, rate, 1000):
+            af = av.AudioFrame.from_ndarray(samples[:, k : k + 1000], format="s16", layout="mono")
+            af.sample_rate, af.pts = rate, k
+            c.mux(a.encode(af))
+        c.mux(a.encode())
+    out = tmp_path / "o"
+    code, cap = run([str(clip), "-c", str(tiny_ckpt), "-o", str(out), "--res", "48", "--align-iters", "10", "-q",
+                     "--cmap", "Spectral_r", "--no-sbs", "--ffv1"], capsys)  # fmt: skip
+    assert code == 0, cap.err
+    with av.open(str(out / "pcm_Spectral_r.mp4")) as c:
+        assert c.streams.audio[0].codec_context.name == "aac"  # re-encoded: MP4 holds no PCM here
+    with av.open(str(out / "pcm_depth_ffv1.mkv")) as c:
+        assert c.streams.audio[0].codec_context.name == "pcm_s16le"  # copied: Matroska takes it
+    assert _audio_duration(out / "pcm_Spectral_r.mp4") == pytest.approx(1.0, abs=0.1)
+    assert _audio_duration(out / "pcm_depth_ffv1.mkv") == pytest.approx(1.0, abs=0.01)
