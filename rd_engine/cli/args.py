@@ -90,10 +90,17 @@ def shot_list(text: str) -> list[tuple[int, int]]:
     return out
 
 
+# spelled out (rd_engine.io.sequence.TRANSFORMS, rd_engine.outputs.stereo.LAYOUTS/CODECS/StereoOptions):
+# `--help` starts without importing torch; a test checks they agree
+TRANSFORMS = ("srgb", "rec709", "gamma2.2", "none")
+LAYOUTS = ("sbs", "half-sbs", "tb", "half-tb", "anaglyph", "lr")
+CODECS = ("h264", "h265")
+STEREO_DEFAULTS = {"layouts": ["half-sbs"], "divergence": 2.0, "convergence": 0.5, "edge_px": 2, "codec": "h264",
+                   "crf": 18}  # fmt: skip
+
+
 def add_sequence_arguments(p: argparse.ArgumentParser) -> None:
     """The options of image-sequence inputs (docs/films-vfx.md)."""
-    from rd_engine.io.sequence import TRANSFORMS
-
     g = p.add_argument_group("image sequences (a folder of frames, frame.%%04d.exr, 'frames/*.png')")
     g.add_argument(
         "--linear-transform",
@@ -106,9 +113,7 @@ def add_sequence_arguments(p: argparse.ArgumentParser) -> None:
 
 def add_stereo_arguments(g, layouts_flag: bool = True) -> None:
     """The stereo controls, shared by `run --stereo` and `stereo`."""
-    from rd_engine.outputs.stereo import CODECS, LAYOUTS, StereoOptions
-
-    d = StereoOptions()
+    d = argparse.Namespace(**STEREO_DEFAULTS)
     if layouts_flag:
         g.add_argument(
             "--stereo",

@@ -32,3 +32,15 @@ def test_engine_runs_a_sequence_and_saves_exr_and_stereo_then_rerenders(tmp_path
         frames = list(c.decode(video=0))
         assert len(frames) == 6 and (frames[0].width, frames[0].height) == (64, 48)
     np.testing.assert_array_equal(np.load(tmp_path / "out" / "plate.npz")["frame_numbers"], np.arange(11, 17))
+
+
+def test_the_cli_spells_the_choices_and_defaults_of_the_modules():
+    import dataclasses
+
+    from rd_engine.cli import args
+    from rd_engine.io.sequence import TRANSFORMS
+    from rd_engine.outputs.stereo import CODECS, LAYOUTS
+
+    assert args.TRANSFORMS == TRANSFORMS and args.LAYOUTS == LAYOUTS and args.CODECS == CODECS
+    d = dataclasses.asdict(StereoOptions())
+    assert {k: d[k] for k in args.STEREO_DEFAULTS} == args.STEREO_DEFAULTS
