@@ -45,25 +45,26 @@ def forward_warp_ref(rgb: torch.Tensor, qn: torch.Tensor, dx: torch.Tensor) -> t
     _check(rgb, qn, dx)
     H, W, C = rgb.shape
     dev = rgb.device
-    x = torch.arange(W, device=dev, dtype=torch.int64).expand(H, W)
-    y = torch.arange(H, device=dev, dtype=torch.int64)[:, None].expand(H, W)
-    t = x + dx.to(torch.int64)
+    x32 = torch.arange(W, device=dev, dtype=torch.int32)
+    t = x32 + dx
     ok = (t >= 0) & (t < W)
-    key = qn.to(torch.int64) * 65536 + x
-    zbuf = torch.full((H * W,), -1, dtype=torch.int64, device=dev)
-    zbuf.scatter_reduce_(0, (y * W + t)[ok], key[ok], reduce="amax")
-    zbuf = zbuf.view(H, W)
+    # pixels that leave the frame go to one extra slot (no boolean indexing: it costs a nonzero pass)
+    rows = torch.arange(H, device=dev, dtype=torch.int64)[:, None] * W
+    flat = torch.where(ok, rows + t, H * W)
+    key = qn * 65536 + x32
+    zbuf = torch.full((H * W + 1,), -1, dtype=torch.int32, device=dev)
+    zbuf.scatter_reduce_(0, flat.view(-1), key.view(-1), reduce="amax")
+    zbuf = zbuf[:-1].view(H, W)
     valid = zbuf >= 0
+    x = x32.to(torch.int64).expand(H, W)
     lpos = torch.cummax(torch.where(valid, x, -1), dim=1).values
-    rflip = torch.where(valid, W - 1 - x, -1).flip(1)
-    rcm = torch.cummax(rflip, dim=1).values.flip(1)
-    rpos = torch.where(rcm >= 0, W - 1 - rcm, -1)
-    lk = torch.where(lpos >= 0, torch.gather(zbuf, 1, lpos.clamp(min=0)), -1)
-    rk = torch.where(rpos >= 0, torch.gather(zbuf, 1, rpos.clamp(min=0)), -1)
-    both = (lk >= 0) & (rk >= 0)
-    pick = torch.where(both, torch.where((lk >> 16) <= (rk >> 16), lk, rk), torch.where(lk >= 0, lk, rk))
-    sel = torch.where(valid, zbuf, pick)
-    src = torch.where(sel >= 0, sel & 65535, x)
+    rcm = torch.cummax(torch.where(valid, W - 1 - x, -1).flip(1), dim=1).values.flip(1)
+    lk = torch.gather(zbuf, 1, lpos.clamp(min=0)).masked_fill_(lpos < 0, -1)
+    rk = torch.gather(zbuf, 1, (W - 1 - rcm).clamp(max=W - 1)).masked_fill_(rcm < 0, -1)
+    # a hole takes the farther side (the smaller depth key), the left at a tie; one side if only one
+    take_left = (rk < 0) | ((lk >= 0) & ((lk >> 16) <= (rk >> 16)))
+    sel = torch.where(valid, zbuf, torch.where(take_left, lk, rk))
+    src = torch.where(sel >= 0, (sel & 65535).to(torch.int64), x)
     return torch.gather(rgb, 1, src[..., None].expand(H, W, C))
 
 
