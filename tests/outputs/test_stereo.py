@@ -183,3 +183,18 @@ def test_stereo_bad_options_are_one_line_errors(tmp_path, capsys):
     assert code == 1 and "missing.npz: depth file not found" in err and "Traceback" not in err
     code = cli.main(["stereo", "x.mp4", "--depth", str(tmp_path / "m.npz"), "--divergence", "50"])
     assert code == 1 and "--divergence must be in [0, 20]" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("codec,ten_bit,pix_fmt", [("h264", True, "yuv420p10le"), ("h265", True, "yuv420p10le"),
+                                                   ("h265", False, "yuv420p")])  # fmt: skip
+def test_stereo_codecs_and_bit_depths(tmp_path, codec, ten_bit, pix_fmt):
+    rgb, depth = _scene()
+    opts = StereoOptions(layouts=["half-sbs"], codec=codec, ten_bit=ten_bit, crf=20)
+    (video, side) = write_stereo(iter([rgb] * 3), np.stack([depth] * 3), tmp_path, "c", 8.0, opts)
+    with av.open(str(video)) as c:
+        s = c.streams.video[0]
+        assert s.codec_context.name == {"h264": "h264", "h265": "hevc"}[codec]
+        frames = [f for f in c.decode(s)]
+        assert len(frames) == 3 and frames[0].format.name == pix_fmt
+        assert (frames[0].width, frames[0].height) == (W, H)
+    assert json.loads(side.read_text())["stereo"]["codec"] == codec
