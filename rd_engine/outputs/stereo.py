@@ -135,9 +135,17 @@ def _squeeze(view: torch.Tensor, h: int, w: int) -> torch.Tensor:
 
 def anaglyph(left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
     """Red-cyan Dubois anaglyph of two uint8 views: ``clip(L @ left + R @ right)`` on values / 255."""
-    lm = torch.from_numpy(DUBOIS_LEFT).to(left.device)
-    rm = torch.from_numpy(DUBOIS_RIGHT).to(left.device)
-    x = left.float() / 255.0 @ lm.T + right.float() / 255.0 @ rm.T
+    # explicit sums in a fixed order rather than a matmul, so that the result does not depend on which
+    # BLAS kernel a matmul picks for the tensor's layout
+    lf, rf = left.float() / 255.0, right.float() / 255.0
+    channels = []
+    for c in range(3):
+        acc = torch.zeros(left.shape[:2], dtype=torch.float32, device=left.device)
+        for k in range(3):
+            acc = acc + float(DUBOIS_LEFT[c, k]) * lf[..., k]
+            acc = acc + float(DUBOIS_RIGHT[c, k]) * rf[..., k]
+        channels.append(acc)
+    x = torch.stack(channels, dim=-1)
     return (x.clamp(0.0, 1.0) * 255.0 + 0.5).floor().to(torch.uint8)
 
 
