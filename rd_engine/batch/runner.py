@@ -21,6 +21,7 @@ Ray is an optional dependency (`pip install "rd-engine[ray]"`); nothing imports 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -123,6 +124,7 @@ def run_cluster(
     progress: bool = True,
     max_attempts: int = 3,
     threads: int | None = None,
+    sequence: dict | None = None,
     on_event: Callable[[str, VideoJob, dict], None] | None = None,
 ) -> ClusterRun:
     """Run many videos, or long ones split into frame ranges, on a Ray cluster.
@@ -150,6 +152,8 @@ def run_cluster(
         max_attempts: Runs of a video before a worker death counts as its failure.
         threads: PyTorch CPU threads per worker (default: this process's count, so that CPU results
             are bitwise those of a single-process run here: they depend on the thread count).
+        sequence: Options of image-sequence inputs (`rd_engine.io.sequence.SequenceOptions` fields: fps,
+            transform, allow_gaps); None: their defaults.
         on_event: Called with ("started", job, worker info) when a worker takes a video (or a range).
 
     Returns:
@@ -191,6 +195,7 @@ def run_cluster(
                 max_memory=max_memory,
                 spill_dir=spill_dir,
                 threads=threads or torch.get_num_threads(),
+                sequence=dict(sequence) if sequence else None,
             ),
         )
         settings = infos[0]["settings"]
@@ -459,7 +464,7 @@ def _write_summary(dest: Destination, jobs: list[VideoJob], seconds: float, work
         "frames_per_second": round(frames / seconds, 3) if seconds > 0 else None,
         "workers": workers,
         "settings": None if settings is None else settings.to_dict(),
-        "outputs": opts.__dict__,
+        "outputs": dataclasses.asdict(opts),
         "videos": [j.summary() for j in jobs],
     }
     dest.write_bytes(name, (json.dumps(doc, indent=2) + "\n").encode())

@@ -22,7 +22,8 @@ import torch
 from rd_engine.batch.destination import Destination
 from rd_engine.batch.jobs import VideoJob, is_complete, output_names
 from rd_engine.errors import UserError
-from rd_engine.io.video import probe
+from rd_engine.io.sequence import SequenceOptions
+from rd_engine.io.video import as_sequence, probe
 from rd_engine.outputs.offline import OutputOptions, write_outputs
 from rd_engine.pipeline.offline import Budgets, Pipeline, Prediction
 from rd_engine.pipeline.ranges import FrameRange
@@ -46,6 +47,7 @@ class EngineSpec:
     max_memory: float | None = None  # GiB of host memory for snippet depth before spilling
     spill_dir: str | None = None
     threads: int | None = None  # PyTorch CPU threads: CPU results depend on it (None: Ray's choice)
+    sequence: dict | None = None  # image-sequence inputs: SequenceOptions fields (fps, transform, allow_gaps)
 
 
 def describe(e: BaseException) -> str:
@@ -121,6 +123,11 @@ class Worker:
             "backend": self.backend.name,
         }
 
+    def _input(self, job: VideoJob):
+        """The job's input: a video's path, or its image sequence read with the run's sequence options."""
+        options = SequenceOptions(**self.spec.sequence) if self.spec.sequence else None
+        return as_sequence(job.input, options) or job.input
+
     # -- before the run -----------------------------------------------------------------------
     def survey(self, jobs: list[VideoJob], dest: Destination, opts: OutputOptions, resume: bool) -> list[VideoJob]:
         """Per video: frames in the processed window (when the container says), or the error that
@@ -132,7 +139,7 @@ class Worker:
                 if resume and is_complete(dest, job, s, opts, self.model_name, self.backend.name):
                     job.status = "skipped"
                     continue
-                info = probe(job.input)
+                info = probe(self._input(job))
                 if info.num_frames:
                     left = max(0, info.num_frames - s.start_frame)
                     job.frames = min(left, s.frame_count) if s.frame_count else left
@@ -146,7 +153,7 @@ class Worker:
         t0 = time.perf_counter()
         job.worker = self.name
         try:
-            pred = self.pipeline.predict(job.input, self.settings, keep_snippets=opts.snippets)
+            pred = self.pipeline.predict(self._input(job), self.settings, keep_snippets=opts.snippets)
             try:
                 job.frames = pred.num_frames
                 self._write(pred, job, dest, opts)
@@ -175,7 +182,7 @@ class Worker:
     def range_infer(self, key: str, job: VideoJob, n: int, seed: int, a: int, b: int) -> dict:
         """Phase 1 of a frame range: snippet inference; returns the solver copies it owns and more."""
         self.range_drop(key)
-        fr = FrameRange(self.backend, job.input, self.settings, n, seed, a, b, self.budgets)
+        fr = FrameRange(self.backend, self._input(job), self.settings, n, seed, a, b, self.budgets)
         self.ranges[key] = fr
         out = fr.infer()
         out["worker"] = self.name
@@ -196,7 +203,7 @@ class Worker:
     def assemble(self, job: VideoJob, dest: Destination, opts: OutputOptions, parts: list[str], meta: dict) -> VideoJob:
         """Phase 4: the video's outputs from its parts (in range order), as a whole run writes them."""
         t0 = time.perf_counter()
-        info = probe(job.input)
+        info = probe(self._input(job))
         arrays = []
         with tempfile.TemporaryDirectory(prefix="rd-engine-parts-", dir=self.budgets.spill_dir) as scratch:
             for p in parts:

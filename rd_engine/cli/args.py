@@ -69,6 +69,14 @@ def output_options(args: argparse.Namespace):
     for c in cmaps:
         colorize(np.zeros((1, 1), np.float32), 0.0, 1.0, c)
     return OutputOptions(
+        exr=args.exr,
+        exr_type=args.exr_type,
+        exr_compression=args.exr_compression,
+        tiff16=args.tiff16,
+        ffv1=args.ffv1,
+        audio=args.audio,
+        stereo=stereo_options(args) if args.stereo else None,
+        shots=args.shots,
         npy=args.npy,
         npz=args.npz,
         cmaps=cmaps,
@@ -84,4 +92,104 @@ def output_options(args: argparse.Namespace):
         fov=getattr(args, "fov", None),
         depth_range=(getattr(args, "min_depth", 0.0), getattr(args, "max_depth", float("inf"))),
         voxel=getattr(args, "voxel_size", 0.0),
+    )
+
+
+def shot_list(text: str) -> list[tuple[int, int]]:
+    """An argparse type: ``A:B,C:D`` frame ranges (of the processed frames, stop exclusive)."""
+    out = []
+    for part in text.split(","):
+        try:
+            a, b = (int(v) for v in part.split(":"))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a list of START:STOP frame ranges: {text!r}") from None
+        if a < 0 or b <= a:
+            raise argparse.ArgumentTypeError(f"a frame range needs 0 <= START < STOP, got {part!r}")
+        out.append((a, b))
+    return out
+
+
+# spelled out (rd_engine.io.sequence.TRANSFORMS, rd_engine.outputs.stereo.LAYOUTS/CODECS/StereoOptions):
+# `--help` starts without importing torch; a test checks they agree
+TRANSFORMS = ("srgb", "rec709", "gamma2.2", "none")
+LAYOUTS = ("sbs", "half-sbs", "tb", "half-tb", "anaglyph", "lr")
+CODECS = ("h264", "h265")
+STEREO_DEFAULTS = {"layouts": ["half-sbs"], "divergence": 2.0, "convergence": 0.5, "edge_px": 2, "codec": "h264",
+                   "crf": 18}  # fmt: skip
+
+
+def add_sequence_arguments(p: argparse.ArgumentParser) -> None:
+    """The options of image-sequence inputs (docs/films-vfx.md)."""
+    g = p.add_argument_group("image sequences (a folder of frames, frame.%%04d.exr, 'frames/*.png')")
+    g.add_argument(
+        "--linear-transform",
+        choices=list(TRANSFORMS),
+        default="srgb",
+        help="how scene-linear float frames (EXR, float TIFF) are encoded for the model",
+    )
+    g.add_argument("--allow-gaps", action="store_true", help="accept missing frame numbers instead of failing")
+
+
+def add_stereo_arguments(g, layouts_flag: bool = True) -> None:
+    """The stereo controls, shared by `run --stereo` and `stereo`."""
+    d = argparse.Namespace(**STEREO_DEFAULTS)
+    if layouts_flag:
+        g.add_argument(
+            "--stereo",
+            nargs="+",
+            choices=list(LAYOUTS),
+            default=None,
+            metavar="LAYOUT",
+            help=f"stereo 3D videos rendered from the depth, in these layouts: {', '.join(LAYOUTS)}",
+        )
+    else:
+        g.add_argument(
+            "--layout", nargs="+", choices=list(LAYOUTS), default=list(d.layouts), dest="stereo", metavar="LAYOUT",
+            help=f"layouts: {', '.join(LAYOUTS)}",
+        )  # fmt: skip
+    g.add_argument(
+        "--divergence", type=float, default=d.divergence, help="parallax between nearest and farthest, in %% of width"
+    )
+    g.add_argument(
+        "--convergence",
+        type=float,
+        default=d.convergence,
+        help="nearness at zero parallax: 0 = the farthest depth on the screen, 1 = the nearest",
+    )
+    g.add_argument("--swap-eyes", action="store_true", help="exchange the left and right views")
+    g.add_argument(
+        "--stereo-edge", type=int_at_least(0), default=d.edge_px, help="depth-edge snapping half-width in pixels"
+    )
+    g.add_argument("--stereo-codec", choices=list(CODECS), default=d.codec, help="codec of the stereo videos")
+    g.add_argument("--stereo-10bit", action="store_true", help="10-bit stereo videos (yuv420p10le)")
+    g.add_argument("--stereo-crf", type=int_at_least(0), default=d.crf, help="quality (lower = better, larger)")
+    g.add_argument(
+        "--shots",
+        type=shot_list,
+        default=None,
+        help="frame ranges START:STOP,... (of the processed frames) that each get their own depth range "
+        "(default: one range for the whole clip)",
+    )
+
+
+def stereo_options(args: argparse.Namespace):
+    from rd_engine.outputs.stereo import StereoOptions
+
+    return StereoOptions(
+        layouts=list(dict.fromkeys(args.stereo)),
+        divergence=args.divergence,
+        convergence=args.convergence,
+        swap_eyes=args.swap_eyes,
+        edge_px=args.stereo_edge,
+        codec=args.stereo_codec,
+        ten_bit=args.stereo_10bit,
+        crf=args.stereo_crf,
+    ).validate()
+
+
+def sequence_options(args: argparse.Namespace):
+    from rd_engine.io.sequence import DEFAULT_SEQUENCE_FPS, SequenceOptions
+
+    return SequenceOptions(
+        fps=args.fps or DEFAULT_SEQUENCE_FPS, transform=args.linear_transform, allow_gaps=args.allow_gaps
     )

@@ -10,7 +10,16 @@ import time
 import traceback
 from pathlib import Path
 
-from rd_engine.cli.args import check_output_dir, fps_value, int_at_least, output_options, worded
+from rd_engine.cli.args import (
+    add_sequence_arguments,
+    add_stereo_arguments,
+    check_output_dir,
+    fps_value,
+    int_at_least,
+    output_options,
+    sequence_options,
+    worded,
+)
 from rd_engine.errors import UserError
 from rd_engine.version import __version__
 
@@ -26,7 +35,12 @@ def _add_run_parser(sub) -> argparse.ArgumentParser:
         description="Estimate temporally consistent (relative inverse) depth for one or more videos.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("inputs", nargs="*", help="video files, folders of videos, or .txt lists of paths")
+    p.add_argument(
+        "inputs",
+        nargs="*",
+        help="video files, folders of videos, image sequences (a folder of frames, shot/frame.%%04d.exr, "
+        "'frames/*.png'), or .txt lists of paths",
+    )
     p.add_argument(
         "--demo",
         action="store_true",
@@ -125,7 +139,27 @@ def _add_run_parser(sub) -> argparse.ArgumentParser:
     o.add_argument("--png16", action="store_true", help="16-bit PNG sequence + normalization JSON")
     o.add_argument("--save-snippets", action="store_true", help="raw snippet depth, indices, scales and shifts")
     o.add_argument("--restore-res", action="store_true", help="resize outputs back to the input resolution")
-    o.add_argument("--fps", type=fps_value, default=0.0, help="output video fps (0 = input fps)")
+    o.add_argument(
+        "--fps",
+        type=fps_value,
+        default=0.0,
+        help="output video fps (0 = input fps); an image sequence's frame rate (0 = 24)",
+    )
+    o.add_argument("--exr", action="store_true", help="one single-channel Z EXR per frame (+ sidecar JSON)")
+    o.add_argument("--exr-type", choices=["float", "half"], default="float", help="EXR sample type")
+    o.add_argument(
+        "--exr-compression", choices=["zip", "zips", "piz", "rle", "none"], default="zip", help="EXR compression"
+    )
+    o.add_argument("--tiff16", action="store_true", help="16-bit TIFF sequence (+ sidecar JSON)")
+    o.add_argument("--ffv1", action="store_true", help="lossless 16-bit depth video (FFV1 in Matroska) + JSON")
+    o.add_argument(
+        "--audio",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="the videos carry the input video's audio (--no-audio: silent)",
+    )
+    add_stereo_arguments(p.add_argument_group("stereo 3D (docs/films-vfx.md)"))
+    add_sequence_arguments(p)
 
     from rd_engine.cli.cluster import add_cluster_arguments
     from rd_engine.cli.robotics import add_robotics_arguments
@@ -155,6 +189,9 @@ def build_parser() -> argparse.ArgumentParser:
     from rd_engine.cli.eval import add_eval_parser
 
     add_eval_parser(sub, run_parser)
+    from rd_engine.cli.stereo import add_stereo_parser
+
+    add_stereo_parser(sub)
     return parser
 
 
@@ -175,16 +212,18 @@ def _setup_logging(quiet: bool, verbose: bool) -> None:
     warnings.filterwarnings("ignore", category=UserWarning, module="diffusers")
 
 
-def _usable_inputs(inputs: list, start_frame: int | None) -> tuple[list, int]:
-    """The inputs that open as videos and reach `start_frame` (live sources are taken as they are), and
-    the number of the others, each reported first with its one-line error.
+def _usable_inputs(inputs: list, start_frame: int | None, seq_opts=None) -> tuple[list, int]:
+    """The inputs that open as videos (or image sequences, read with ``seq_opts``) and reach `start_frame`
+    (live sources are taken as they are), and the number of the others, each reported first with its
+    one-line error.
     """
-    from rd_engine.io.video import probe
+    from rd_engine.io.video import as_sequence, probe
 
     usable = []
     for path in inputs:
         try:
             if not isinstance(path, str):  # a live source (online mode) is opened when it runs
+                path = as_sequence(path, seq_opts) or path
                 n = probe(path).num_frames
                 if start_frame and n is not None and start_frame >= n:
                     raise UserError(f"{path}: start frame {start_frame} is beyond the end of the video ({n} frames)")
@@ -234,10 +273,11 @@ def cmd_run(args) -> int:
     else:
         inputs = list_inputs([str(p) for p in args.inputs]) if args.inputs else []
     # fail fast: inputs, checkpoint and engine folder are checked before torch and the model load
+    seq_opts = sequence_options(args)
     if bags:  # a bag's topics are checked when it runs (reading one needs no model either)
         unusable = 0
     else:
-        inputs, unusable = _usable_inputs(inputs, args.start_frame)
+        inputs, unusable = _usable_inputs(inputs, args.start_frame, seq_opts)
     if unusable and not inputs:
         print(f"rd-engine: {unusable} of {unusable} videos failed (no model was loaded)", file=sys.stderr)
         return 1
@@ -327,10 +367,12 @@ def cmd_run(args) -> int:
         budgets.host_snippets = int(args.max_memory * (1 << 30))
     pipe = Pipeline(backend, progress=not args.quiet, budgets=budgets)
 
+    from rd_engine.io.video import as_sequence, input_stem
+
     failures = unusable
     stems: dict[str, int] = {}
     for path in inputs:
-        stem = Path(str(path)).stem or "stream"
+        stem = input_stem(path)
         stems[stem] = stems.get(stem, 0) + 1
         if stems[stem] > 1:
             stem = f"{stem}_{stems[stem]}"  # two inputs with one name must not overwrite each other
@@ -363,6 +405,8 @@ def cmd_run(args) -> int:
                 )
                 print(line, flush=True)
                 continue
+            if not isinstance(path, str):
+                path = as_sequence(path, seq_opts) or path
             if args.stream:
                 from rd_engine.outputs.stream import run_stream
 
@@ -415,9 +459,9 @@ def cmd_run(args) -> int:
             mem = f"peak host {human_bytes(peak_host_bytes())}"
             if pred.peak_device_bytes:
                 mem += f", peak device {human_bytes(pred.peak_device_bytes)}"
+            name = Path(str(path)).name or str(path)
             print(
-                f"{Path(str(path)).name}: {n_frames} frames {pred.size[0]}x{pred.size[1]} | {stages} | {mem} "
-                f"| -> {out_dir}/{stem}*",
+                f"{name}: {n_frames} frames {pred.size[0]}x{pred.size[1]} | {stages} | {mem} | -> {out_dir}/{stem}*",
                 flush=True,
             )
         except UserError as e:
@@ -500,6 +544,10 @@ def _dispatch(parser: argparse.ArgumentParser, args) -> int:
             from rd_engine.cli.bench import cmd_bench
 
             return cmd_bench(args)
+        if args.command == "stereo":
+            from rd_engine.cli.stereo import cmd_stereo
+
+            return cmd_stereo(args)
         if args.command == "eval":
             from rd_engine.cli.eval import cmd_eval
 

@@ -14,11 +14,14 @@ import torch.nn.functional as F
 
 from rd_engine.coalign.merge import CONFIDENCE_SPREAD
 from rd_engine.io.files import open_npy_memmap_atomic, save_npz_atomic
+from rd_engine.io.sequence import ImageSequence
 from rd_engine.io.video import iter_frames, preprocess
 from rd_engine.io.video_writer import VideoWriter
 from rd_engine.outputs.frames import FrameOut, PointCloudSink
 from rd_engine.outputs.pointcloud import processed_intrinsics
 from rd_engine.outputs.render import colorize, side_by_side, write_png16_mm_sequence, write_png16_sequence
+from rd_engine.outputs.sequences import write_depth_sequence, write_ffv1_depth
+from rd_engine.outputs.stereo import StereoOptions, write_stereo
 from rd_engine.pipeline.offline import Prediction
 from rd_engine.progress import StageClock
 from rd_engine.version import __version__
@@ -42,6 +45,14 @@ class OutputOptions:
     snippets: bool = False
     restore_res: bool = False
     fps: float = 0.0  # 0 = the input's frame rate
+    exr: bool = False  # one single-channel Z EXR per frame
+    exr_type: str = "float"  # float (float32) or half
+    exr_compression: str = "zip"
+    tiff16: bool = False
+    ffv1: bool = False  # lossless 16-bit depth video (FFV1 in Matroska)
+    audio: bool = True  # videos of a video input carry its audio
+    stereo: StereoOptions | None = None
+    shots: list[tuple[int, int]] | None = None  # frame ranges (of the processed frames) with one depth range each
     confidence: bool = False  # .npz key `confidence` (and a PNG16 folder with png16)
     confidence_min: float = 0.0  # metric depth and points are dropped where confidence < this
     pointcloud: bool = False  # per-frame binary PLY (outputs.pointcloud)
@@ -128,9 +139,35 @@ def metadata(pred: Prediction, model_name: str, backend: str, depth_shape, opts:
         meta["confidence"] = CONFIDENCE_MEANING
     if pred.metric is not None:
         meta["metric"] = pred.metric.summary()
+    if isinstance(pred.info.path, ImageSequence):
+        seq = pred.info.path
+        meta["sequence"] = {
+            "fps": seq.options.fps,
+            "transform": seq.options.transform,
+            "allow_gaps": seq.options.allow_gaps,
+            "pixel_format": pred.info.pix_fmt,
+        }
+    start = pred.settings.start_frame
+    numbers = pred.info.numbers(start, int(depth_shape[0]))
+    meta["frame_numbers"] = {"first": numbers[0] if numbers else None, "last": numbers[-1] if numbers else None}
     if opts is not None:  # which files were written and how: with the settings, what a rerun compares
         meta["outputs"] = dataclasses.asdict(opts)
     return meta
+
+
+def _audio_source(pred: Prediction, opts: OutputOptions):
+    """The video whose audio the outputs carry (None for an image sequence or --no-audio)."""
+    if not opts.audio or isinstance(pred.info.path, ImageSequence):
+        return None
+    return pred.info.path
+
+
+def _is_vfr(timestamps: list[float], fps: float) -> bool:
+    """Whether the frames' times leave the fixed-rate grid by more than half a frame."""
+    if len(timestamps) < 2 or not fps:
+        return False
+    t0 = timestamps[0]
+    return any(abs((t - t0) * fps - i) > 0.5 for i, t in enumerate(timestamps))
 
 
 def write_outputs(
@@ -155,7 +192,23 @@ def write_outputs(
     n, h, w = depth.shape
     fps = opts.fps or pred.info.fps
     meta = metadata(pred, model_name, backend, depth.shape, opts)
-    with clock.stage("write", total=n * (len(opts.cmaps) + int(opts.sbs and bool(opts.cmaps)))) as tick:
+    numbers = pred.info.numbers(pred.settings.start_frame, n)
+    audio = _audio_source(pred, opts)
+    audio_start = float(pred.timestamps[0]) if pred.timestamps else 0.0
+    # frames keep their source times where the input's rate varies (the audio stays in sync)
+    times = list(pred.timestamps) if (audio is not None and not opts.fps and _is_vfr(pred.timestamps, fps)) else None
+    about = {
+        "software": f"rd-engine {__version__}",
+        "source": meta["source"],
+        "model": model_name,
+        "backend": backend,
+        "fps": float(fps),
+        "settings": meta["settings"],
+        "seed": pred.seed,
+    }
+    per_frame = len(opts.cmaps) + int(opts.sbs and bool(opts.cmaps))
+    per_frame += int(opts.exr) + int(opts.tiff16) + int(opts.png16) + int(opts.ffv1) + int(opts.stereo is not None)
+    with clock.stage("write", total=n * per_frame) as tick:
         if opts.npy:
             p = out_dir / f"{stem}_pred.npy"
             with open_npy_memmap_atomic(p, depth.shape, np.float32) as arr:  # streams, never a second copy in RAM
@@ -177,15 +230,34 @@ def write_outputs(
                 depth=np.asarray(depth),
                 timestamps=np.asarray(pred.timestamps, dtype=np.float64),
                 fps=np.float64(pred.info.fps),
+                frame_numbers=np.asarray(numbers, dtype=np.int64),
                 metadata=np.asarray(json.dumps(meta)),
                 **extra,
             )
             written.append(p)
         vmin, vmax = float(depth.min()), float(depth.max())
+        for kind, wanted in (("exr", opts.exr), ("tiff16", opts.tiff16), ("png16", opts.png16)):
+            if wanted:
+                p = out_dir / f"{stem}_{kind}"
+                write_depth_sequence(
+                    p,
+                    kind,
+                    iter(depth),
+                    numbers,
+                    stem,
+                    vmin,
+                    vmax,
+                    about,
+                    exr_type=opts.exr_type,
+                    exr_compression=opts.exr_compression,
+                    tick=tick,
+                )
+                written.append(p)
+        if opts.ffv1:
+            p = out_dir / f"{stem}_depth_ffv1.mkv"
+            write_ffv1_depth(p, iter(depth), fps, vmin, vmax, about, tick, audio, audio_start, times)
+            written += [p, p.with_suffix(".json")]
         if opts.png16:
-            p = out_dir / f"{stem}_png16"
-            write_png16_sequence(p, iter(depth), vmin, vmax, stem)
-            written.append(p)
             if pred.metric is not None:
                 p = out_dir / f"{stem}_depth_mm"
                 write_png16_mm_sequence(p, metric_frames(pred, depth, conf, opts.confidence_min), stem)
@@ -223,15 +295,34 @@ def write_outputs(
                         sk.emit(fo)
         for i, cmap in enumerate(opts.cmaps):
             p = out_dir / f"{stem}_{cmap}.mp4"
-            with VideoWriter(p, fps) as vw:
+            with VideoWriter(p, fps, audio_from=audio, audio_start=audio_start) as vw:
                 for f in range(n):
-                    vw.write(colorize(depth[f], vmin, vmax, cmap))
+                    vw.write(colorize(depth[f], vmin, vmax, cmap), None if times is None else times[f])
                     tick(1)
             written.append(p)
             if i == 0 and opts.sbs:
                 p = out_dir / f"{stem}_rgbd.mp4"
-                _write_side_by_side(pred, p, depth, vmin, vmax, cmap, fps, opts.restore_res, tick)
+                _write_side_by_side(
+                    pred, p, depth, vmin, vmax, cmap, fps, opts.restore_res, tick, audio, audio_start, times
+                )
                 written.append(p)
+        if opts.stereo is not None:
+            s = pred.settings
+            frames = (fr.rgb for fr in iter_frames(pred.info.path, s.start_frame, n))
+            written += write_stereo(
+                frames,
+                pred.depth,
+                out_dir,
+                stem,
+                fps,
+                opts.stereo,
+                shots=opts.shots,
+                audio_from=audio,
+                audio_start=audio_start,
+                about=about,
+                tick=tick,
+                timestamps=times,
+            )
     return written
 
 
@@ -272,16 +363,19 @@ def _write_side_by_side(
     fps: float,
     restore_res: bool,
     tick,
+    audio=None,
+    audio_start: float = 0.0,
+    times=None,
 ) -> None:
     # The decoded video is never held whole: decode the input a second time, frame by frame.
     s = pred.settings
     h, w = depth.shape[1:]
-    with VideoWriter(path, fps) as vw:
+    with VideoWriter(path, fps, audio_from=audio, audio_start=audio_start) as vw:
         for i, fr in enumerate(iter_frames(pred.info.path, s.start_frame, depth.shape[0])):
             if restore_res:
                 rgb = fr.rgb
             else:
                 x = preprocess(torch.from_numpy(fr.rgb)[None], (w, h), torch.device("cpu"), torch.float32)
                 rgb = ((x[0].permute(1, 2, 0) + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).numpy()
-            vw.write(side_by_side(rgb, colorize(depth[i], vmin, vmax, cmap)))
+            vw.write(side_by_side(rgb, colorize(depth[i], vmin, vmax, cmap)), None if times is None else times[i])
             tick(1)
