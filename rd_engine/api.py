@@ -21,6 +21,7 @@ from rd_engine.errors import UserError
 from rd_engine.io.sources import open_source
 from rd_engine.online.session import FinishedFrame, StreamSession
 from rd_engine.pipeline.offline import Budgets, Pipeline, Prediction
+from rd_engine.pipeline.shots import ShotOptions, predict_shots
 from rd_engine.settings import Settings, pick_device, resolve
 
 
@@ -77,17 +78,41 @@ class Engine:
         overrides = {**overrides, "dtype": self.dtype}
         return resolve(preset, overrides, self.device)[0]
 
-    def run(self, video: str | Path, preset: str = "fast", keep_snippets: bool = False, **overrides) -> Prediction:
-        """Offline depth for one video file (call `close()` on the result when done with large videos)."""
-        return self.pipeline.predict(video, self.settings(preset, **overrides), keep_snippets=keep_snippets)
+    def run(
+        self,
+        video: str | Path,
+        preset: str = "fast",
+        keep_snippets: bool = False,
+        shots: str | ShotOptions = "auto",
+        **overrides,
+    ) -> Prediction:
+        """Offline depth for one video file (call `close()` on the result when done with large videos).
 
-    def open_stream(self, preset: str = "fast", lag: int = 0, **overrides) -> StreamSession:
-        """A new online session; frames go in with `push`, finished depth comes out."""
-        return StreamSession(self.pipeline, self.settings(preset, **overrides), lag)
+        `shots`: "auto" detects cuts and runs each shot on its own (the result's `shots` is the shot
+        table), "off" runs the whole video as one shot, a path reads an editor's cut list
+        (docs/edited-video.md); `ShotOptions` sets the detector's sensitivity.
+        """
+        s = self.settings(preset, **overrides)
+        opts = shots if isinstance(shots, ShotOptions) else ShotOptions.parse(str(shots))
+        if opts.off:
+            return self.pipeline.predict(video, s, keep_snippets=keep_snippets)
+        if keep_snippets:
+            raise UserError("keep_snippets needs shots='off' (a video cut into shots has snippets per shot)")
+        return predict_shots(self.pipeline, video, s, opts)
 
-    def stream(self, source: str | Path, preset: str = "fast", lag: int = 0, **overrides) -> Iterator[FinishedFrame]:
+    def open_stream(
+        self, preset: str = "fast", lag: int = 0, shots: str | ShotOptions = "auto", **overrides
+    ) -> StreamSession:
+        """A new online session; frames go in with `push`, finished depth comes out (`shots` as in `run`;
+        `session.cut()` marks a cut the caller knows of).
+        """
+        return StreamSession(self.pipeline, self.settings(preset, **overrides), lag, shots)
+
+    def stream(
+        self, source: str | Path, preset: str = "fast", lag: int = 0, shots: str | ShotOptions = "auto", **overrides
+    ) -> Iterator[FinishedFrame]:
         """Online depth over a file or a live source PyAV opens (camera device, RTSP/HTTP URL, pipe)."""
-        session = self.open_stream(preset, lag, **overrides)
+        session = self.open_stream(preset, lag, shots, **overrides)
         for ts, rgb in open_source(source):
             yield from session.push(rgb, ts)
         yield from session.flush()

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from rd_engine.cli.args import fps_value, int_at_least, output_options, worded
 from rd_engine.errors import UserError
+from rd_engine.io.shots import DEFAULT_MIN_SHOT_LEN, DEFAULT_THRESHOLD
 from rd_engine.version import __version__
 
 log = logging.getLogger("rd_engine")
@@ -91,6 +92,33 @@ def _add_run_parser(sub) -> argparse.ArgumentParser:
     m.add_argument("--frame-count", type=_non_negative_int, default=None, help="frames to process (0 = to the end)")
     m.add_argument("--snippet-batch", type=_non_negative_int, default=None, help="snippets per UNet call")
     m.add_argument("--vae-batch", type=_non_negative_int, default=None, help="frames per VAE call")
+
+    sh = p.add_argument_group("shots (edited video: see docs/edited-video.md)")
+    sh.add_argument(
+        "--shots",
+        default="auto",
+        metavar="auto|off|FILE",
+        help="auto: detect cuts (hard cuts, fades to/from black) and run each shot on its own; off: the "
+        "whole input as one shot; FILE: the editor's cut list (frame numbers one per line, or the CSV "
+        "of `scenedetect list-scenes`)",
+    )
+    sh.add_argument(
+        "--shot-threshold",
+        type=float,
+        default=None,
+        help=f"cut detection sensitivity: lower finds more cuts (default {DEFAULT_THRESHOLD:g})",
+    )
+    sh.add_argument(
+        "--min-shot-len",
+        type=int_at_least(1),
+        default=None,
+        help=f"frames a detected shot has at least (default {DEFAULT_MIN_SHOT_LEN})",
+    )
+    sh.add_argument(
+        "--split-shots",
+        action="store_true",
+        help="write each shot as its own set of outputs (<stem>_shotNNN*), instead of one set per video",
+    )
 
     st = p.add_argument_group("online mode")
     st.add_argument(
@@ -257,6 +285,7 @@ def cmd_run(args) -> int:
         log.info(note)
 
     opts = output_options(args)  # an unknown colormap fails before any work
+    shots = shot_options(args)  # so does a bad cut list
 
     t0 = time.perf_counter()
     from rd_engine.backends.select import open_backend
@@ -297,14 +326,20 @@ def cmd_run(args) -> int:
             if args.stream:
                 from rd_engine.outputs.stream import run_stream
 
-                line = run_stream(pipe, settings, args.lag, path, out_dir, stem, opts, model_name)
+                line = run_stream(pipe, settings, args.lag, path, out_dir, stem, opts, model_name, shots)
                 print(line, flush=True)
                 continue
-            pred = pipe.predict(path, settings, keep_snippets=opts.snippets)
             clock = StageClock(not args.quiet)
-            n_frames = pred.num_frames
+            if shots.off:
+                pred = pipe.predict(path, settings, keep_snippets=opts.snippets)
+            else:
+                pred = run_shots(
+                    pipe, path, settings, shots, out_dir, stem, opts, model_name, backend.name, clock, args
+                )
+            n_frames = len(pred.timestamps)
             try:
-                write_outputs(pred, out_dir, stem, opts, model_name, backend.name, clock)
+                if not args.split_shots or shots.off:
+                    write_outputs(pred, out_dir, stem, opts, model_name, backend.name, clock)
             finally:
                 pred.close()
             secs = {**pred.stage_seconds, **clock.seconds}
@@ -312,8 +347,9 @@ def cmd_run(args) -> int:
             mem = f"peak host {human_bytes(peak_host_bytes())}"
             if pred.peak_device_bytes:
                 mem += f", peak device {human_bytes(pred.peak_device_bytes)}"
+            cut = "" if pred.shots is None else f" in {len(pred.shots)} shot{'s' * (len(pred.shots) != 1)}"
             print(
-                f"{Path(str(path)).name}: {n_frames} frames {pred.size[0]}x{pred.size[1]} | {stages} | {mem} "
+                f"{Path(str(path)).name}: {n_frames} frames{cut} {pred.size[0]}x{pred.size[1]} | {stages} | {mem} "
                 f"| -> {out_dir}/{stem}*",
                 flush=True,
             )
@@ -346,6 +382,40 @@ def cmd_run(args) -> int:
         print(f"rd-engine: {failures} of {len(inputs)} videos failed", file=sys.stderr)
         return 1
     return 0
+
+
+def shot_options(args):
+    """The run's `ShotOptions` from --shots, --shot-threshold and --min-shot-len (a bad cut list fails here)."""
+    from rd_engine.pipeline.shots import ShotOptions
+
+    kw = {}
+    if getattr(args, "shot_threshold", None) is not None:
+        if not args.shot_threshold > 0:
+            raise UserError(f"--shot-threshold must be > 0, got {args.shot_threshold:g}")
+        kw["threshold"] = args.shot_threshold
+    if getattr(args, "min_shot_len", None) is not None:
+        kw["min_shot_len"] = args.min_shot_len
+    return ShotOptions.parse(getattr(args, "shots", "off"), **kw)
+
+
+def run_shots(pipe, path, settings, shots, out_dir, stem, opts, model_name, backend_name, clock, args):
+    """One video shot by shot (`pipeline.shots`): with --split-shots each shot's outputs are written as soon
+    as it is done and the video's result keeps only the shot table (written as `<stem>_shots.csv`).
+    """
+    from rd_engine.outputs.offline import write_outputs, write_shot_table
+    from rd_engine.pipeline.shots import predict_shots
+
+    if not args.split_shots:
+        if opts.snippets:
+            log.warning("--save-snippets: a video cut into shots keeps its snippets only with --split-shots")
+        return predict_shots(pipe, path, settings, shots)
+
+    def on_shot(pred, i):
+        write_outputs(pred, out_dir, f"{stem}_shot{i:03d}", opts, model_name, backend_name, clock)
+
+    pred = predict_shots(pipe, path, settings, shots, on_shot=on_shot, keep=False, keep_snippets=opts.snippets)
+    write_shot_table(out_dir / f"{stem}_shots.csv", pred)
+    return pred
 
 
 class Terminated(KeyboardInterrupt):

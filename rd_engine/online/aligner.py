@@ -54,6 +54,7 @@ class FinishedFrame:
     timestamp: float | None
     depth: np.ndarray  # [H, W] float32, relative inverse depth in the stream's affine frame
     latency: float | None = None  # seconds from push to finished (None for offline replays)
+    starts_shot: bool = False  # the first frame of the stream or of a shot after a cut
 
 
 def _onto_unit_range(lo: float, hi: float) -> tuple[float, float]:

@@ -30,6 +30,7 @@ class _Sink:
         self.raw, self.writers, self.cmaps = raw, writers, cmaps
         self.timestamps: list[float] = []
         self.latencies: list[float] = []
+        self.starts: list[bool] = []
         self.shape = None
 
     def emit(self, frames) -> None:
@@ -38,15 +39,18 @@ class _Sink:
             self.raw.write(np.ascontiguousarray(f.depth, np.float32).tobytes())
             self.timestamps.append(np.nan if f.timestamp is None else f.timestamp)
             self.latencies.append(np.nan if f.latency is None else f.latency)
+            self.starts.append(f.starts_shot)
             for c, w in zip(self.cmaps, self.writers):
                 w.write(colorize(f.depth, *STREAM_RANGE, c))
 
 
-def run_stream(pipe, settings, lag: int, source, out_dir: Path, stem: str, opts: OutputOptions, model_name: str) -> str:
+def run_stream(
+    pipe, settings, lag: int, source, out_dir: Path, stem: str, opts: OutputOptions, model_name: str, shots="auto"
+) -> str:
     """Run one online session over `source`, writing outputs as frames finish. Returns the summary line."""
     from contextlib import ExitStack
 
-    session = StreamSession(pipe, settings, lag)
+    session = StreamSession(pipe, settings, lag, shots)
     fps = opts.fps or _source_fps(source)
     t0 = time.perf_counter()
     fd, raw_name = tempfile.mkstemp(prefix=f".{stem}.", suffix=".stream-raw", dir=out_dir)
@@ -79,12 +83,17 @@ def run_stream(pipe, settings, lag: int, source, out_dir: Path, stem: str, opts:
                     "depth_kind": "relative inverse depth (affine-invariant; near = large)",
                     "latency": session.latency.percentiles(),
                 }
+                extra = {}
+                if session.cuts_on:  # each shot in its own affine frame (a cut restarts the normalization)
+                    meta["shot_starts"] = list(session.shot_starts)
+                    extra["starts_shot"] = np.asarray(sink.starts, dtype=bool)
                 save_npz_atomic(
                     out_dir / f"{stem}.npz",
                     depth=depth,
                     timestamps=np.asarray(sink.timestamps),
                     latency=np.asarray(sink.latencies),
                     metadata=np.asarray(json.dumps(meta)),
+                    **extra,
                 )
             del depth
     finally:
