@@ -66,3 +66,17 @@ def output_options(args: argparse.Namespace):
         restore_res=args.restore_res,
         fps=args.fps,
     )
+
+
+def shot_options(args):
+    """The run's `ShotOptions` from --shots, --shot-threshold and --min-shot-len (a bad cut list fails here)."""
+    from rd_engine.pipeline.shots import ShotOptions
+
+    kw = {}
+    if getattr(args, "shot_threshold", None) is not None:
+        if not args.shot_threshold > 0:
+            raise UserError(f"--shot-threshold must be > 0, got {args.shot_threshold:g}")
+        kw["threshold"] = args.shot_threshold
+    if getattr(args, "min_shot_len", None) is not None:
+        kw["min_shot_len"] = args.min_shot_len
+    return ShotOptions.parse(getattr(args, "shots", "off"), **kw)

@@ -11,7 +11,7 @@ import time
 import traceback
 from pathlib import Path
 
-from rd_engine.cli.args import fps_value, int_at_least, output_options, worded
+from rd_engine.cli.args import fps_value, int_at_least, output_options, shot_options, worded
 from rd_engine.errors import UserError
 from rd_engine.io.shots import DEFAULT_MIN_SHOT_LEN, DEFAULT_THRESHOLD
 from rd_engine.version import __version__
@@ -338,7 +338,7 @@ def cmd_run(args) -> int:
                 )
             n_frames = len(pred.timestamps)
             try:
-                if not args.split_shots or shots.off:
+                if not args.split_shots or pred.shots is None:
                     write_outputs(pred, out_dir, stem, opts, model_name, backend.name, clock)
             finally:
                 pred.close()
@@ -384,20 +384,6 @@ def cmd_run(args) -> int:
     return 0
 
 
-def shot_options(args):
-    """The run's `ShotOptions` from --shots, --shot-threshold and --min-shot-len (a bad cut list fails here)."""
-    from rd_engine.pipeline.shots import ShotOptions
-
-    kw = {}
-    if getattr(args, "shot_threshold", None) is not None:
-        if not args.shot_threshold > 0:
-            raise UserError(f"--shot-threshold must be > 0, got {args.shot_threshold:g}")
-        kw["threshold"] = args.shot_threshold
-    if getattr(args, "min_shot_len", None) is not None:
-        kw["min_shot_len"] = args.min_shot_len
-    return ShotOptions.parse(getattr(args, "shots", "off"), **kw)
-
-
 def run_shots(pipe, path, settings, shots, out_dir, stem, opts, model_name, backend_name, clock, args):
     """One video shot by shot (`pipeline.shots`): with --split-shots each shot's outputs are written as soon
     as it is done and the video's result keeps only the shot table (written as `<stem>_shots.csv`).
@@ -406,15 +392,17 @@ def run_shots(pipe, path, settings, shots, out_dir, stem, opts, model_name, back
     from rd_engine.pipeline.shots import predict_shots
 
     if not args.split_shots:
-        if opts.snippets:
-            log.warning("--save-snippets: a video cut into shots keeps its snippets only with --split-shots")
-        return predict_shots(pipe, path, settings, shots)
+        pred = predict_shots(pipe, path, settings, shots, keep_snippets=opts.snippets)
+        if opts.snippets and pred.shots is not None:
+            log.warning("%s: cut into shots: --save-snippets writes each shot's with --split-shots", path)
+        return pred
 
     def on_shot(pred, i):
         write_outputs(pred, out_dir, f"{stem}_shot{i:03d}", opts, model_name, backend_name, clock)
 
     pred = predict_shots(pipe, path, settings, shots, on_shot=on_shot, keep=False, keep_snippets=opts.snippets)
-    write_shot_table(out_dir / f"{stem}_shots.csv", pred)
+    if pred.shots is not None:  # a video without a cut is written as one set of outputs, as today
+        write_shot_table(out_dir / f"{stem}_shots.csv", pred)
     return pred
 
 

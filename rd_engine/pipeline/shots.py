@@ -28,7 +28,6 @@ from rd_engine.io.shots import DEFAULT_MIN_SHOT_LEN, DEFAULT_THRESHOLD, FLASH_FR
 from rd_engine.io.video import iter_frames
 from rd_engine.pipeline.inference import pick_seed
 from rd_engine.pipeline.offline import Pipeline, Prediction, Shot
-from rd_engine.progress import StageClock
 from rd_engine.settings import Settings
 
 
@@ -149,7 +148,7 @@ def predict_shots(
     """Run the method shot by shot over one video (see the module doc).
 
     Args:
-        pipe: The pipeline (its progress flag shows one bar over the video's frames).
+        pipe: The pipeline (its progress flag shows each shot's stage bars).
         path: The video file.
         settings: The run's settings (its frame window is the one cut into shots).
         shots: How cuts are found (not "off": that is `Pipeline.predict`).
@@ -161,31 +160,38 @@ def predict_shots(
 
     Returns:
         The whole video's prediction: depth of every frame in order (each shot normalized on its
-        own), timestamps, and the shot table `shots`.
+        own), timestamps, and the shot table `shots`. A video without a cut gives the plain run's
+        prediction (`shots` None, its snippets kept on request): today's result exactly.
     """
     s = settings
     info, size = pipe.check_video(path, s)
     seed = pick_seed(s.seed)  # one seed: each shot draws its noise as a fresh run with it would
-    total = s.frame_count or (max(0, info.num_frames - s.start_frame) if info.num_frames else None)
     cutter = shots.cutter(s.start_frame, info.fps)
     source = _ShotFrames(iter_frames(path, s.start_frame, s.frame_count), cutter)
-    clock = StageClock(pipe.progress, pipe.backend.device)
     table: list[Shot] = []
     timestamps: list[float] = []
     seconds: dict[str, float] = {}
     peak = 0
     w, h = size
-    fd, raw_name = tempfile.mkstemp(prefix=".rd-shots-", suffix=".raw", dir=pipe.budgets.spill_dir)
-    raw_path = Path(raw_name)
-    first = 0
-    last_pred = None
+    raw_path = None
     mapped = False  # the raw file became the result's memory-mapped depth (deleted by its close())
+    first = 0
     try:
-        with os.fdopen(fd, "wb") as raw, clock.stage("shots", total=total) as tick:
-            while (frames := source.next_shot()) is not None:
-                # the shot's window: what `rd-engine run --start-frame A --frame-count N` would run;
-                # its length is known once it ended, so the settings are completed afterwards
-                pred = pipe.predict_frames(frames, info, size, s, seed, None, keep_snippets, progress=False)
+        frames = source.next_shot()
+        if frames is None:
+            raise UserError(f"{path}: no frames to process")
+        fd, raw_name = tempfile.mkstemp(prefix=".rd-shots-", suffix=".raw", dir=pipe.budgets.spill_dir)
+        raw_path = Path(raw_name)
+        with os.fdopen(fd, "wb") as raw:
+            while frames is not None:
+                # the shot's window: what `rd-engine run --start-frame A --frame-count N` would run
+                # (its length is known once it ended, so its settings are completed afterwards)
+                pred = pipe.predict_frames(frames, info, size, s, seed, None, keep_snippets, progress=pipe.progress)
+                frames = source.next_shot()
+                if not table and frames is None:
+                    # no cut: the plain run of the whole window, today's result exactly
+                    _detect_seconds(pred.stage_seconds, cutter)
+                    return pred
                 n = pred.num_frames
                 pred.settings = dataclasses.replace(s, start_frame=s.start_frame + first, frame_count=n)
                 lo, hi = pred.norm
@@ -201,26 +207,16 @@ def predict_shots(
                     if on_shot is not None:
                         on_shot(pred, len(table) - 1)
                 finally:
-                    last_pred = dataclasses.replace(pred, depth=np.empty((0, h, w), np.float32), _temp_files=[])
                     pred.close()
                 first += n
-                tick(n)
-        source.close()
-        n_all = first
-        if n_all == 0:
-            raise UserError(f"{path}: no frames to process")
-        det = cutter.detector
-        if det is not None:
-            # detection runs inside the shots' decode loop: its time is taken out of their encode stage
-            seconds["detect"] = det.seconds
-            seconds["encode"] = max(0.0, seconds.get("encode", 0.0) - det.seconds)
+        _detect_seconds(seconds, cutter)
         temp: list[Path] = []
         if not keep:
             depth = np.empty((0, h, w), np.float32)
-        elif n_all * h * w * 4 <= pipe.budgets.host_output:
-            depth = np.fromfile(raw_path, np.float32).reshape(n_all, h, w)
+        elif first * h * w * 4 <= pipe.budgets.host_output:
+            depth = np.fromfile(raw_path, np.float32).reshape(first, h, w)
         else:
-            depth = np.memmap(raw_path, dtype=np.float32, mode="r+", shape=(n_all, h, w))
+            depth = np.memmap(raw_path, dtype=np.float32, mode="r+", shape=(first, h, w))
             temp.append(raw_path)
             mapped = True
         return Prediction(
@@ -228,8 +224,8 @@ def predict_shots(
             coaligned=None,
             snippets=[],
             params=[],
-            dilations=last_pred.dilations if len(table) == 1 else list(s.dilations),
-            groups=last_pred.groups if len(table) == 1 else [],
+            dilations=list(s.dilations),
+            groups=[],
             timestamps=timestamps,
             info=info,
             size=size,
@@ -242,5 +238,13 @@ def predict_shots(
         )
     finally:
         source.close()
-        if not mapped:
+        if raw_path is not None and not mapped:
             raw_path.unlink(missing_ok=True)
+
+
+def _detect_seconds(seconds: dict[str, float], cutter: Cutter) -> None:
+    """Detection runs inside the shots' decode loop: its time becomes its own stage, out of "encode"."""
+    det = cutter.detector
+    if det is not None:
+        seconds["detect"] = det.seconds
+        seconds["encode"] = max(0.0, seconds.get("encode", 0.0) - det.seconds)
