@@ -96,9 +96,8 @@ class Engine:
         opts = shots if isinstance(shots, ShotOptions) else ShotOptions.parse(str(shots))
         if opts.off:
             return self.pipeline.predict(video, s, keep_snippets=keep_snippets)
-        if keep_snippets:
-            raise UserError("keep_snippets needs shots='off' (a video cut into shots has snippets per shot)")
-        return predict_shots(self.pipeline, video, s, opts)
+        # snippets are kept for a video without a cut (a video cut into shots has them per shot)
+        return predict_shots(self.pipeline, video, s, opts, keep_snippets=keep_snippets)
 
     def open_stream(
         self, preset: str = "fast", lag: int = 0, shots: str | ShotOptions = "auto", **overrides

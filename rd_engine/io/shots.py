@@ -105,6 +105,7 @@ class ShotDetector:
         self._small: dict[int, np.ndarray] = {}  # the last few downscaled frames (look-ahead and motion)
         self._candidates: list[tuple[int, bool]] = []  # (frame, is a fade) awaiting the flash check
         self._flash_until = -1  # last frame of the latest flash rejected
+        self._pairs: dict[tuple[int, int], float] = {}  # scores between kept frames, computed once
         self._dark = False  # the previous frame was black (below the fade threshold)
         self.seconds = 0.0  # time spent in detection (downscale included)
 
@@ -132,6 +133,13 @@ class ShotDetector:
         det.process_frame(t1, b)
         return float(det.stats_manager.get_metrics(t1, [det.FRAME_SCORE_KEY])[0])
 
+    def _pair(self, a: int, b: int) -> float:
+        """`_score` of frames `a` and `b` (remembered while both are kept)."""
+        key = (a, b)
+        if key not in self._pairs:
+            self._pairs[key] = self._score(self._small[a], self._small[b])
+        return self._pairs[key]
+
     def _came_back(self, c: int, j: int) -> bool:
         """Whether frame `j` after the candidate cut `c` is the picture before `c` again (a flash).
 
@@ -140,13 +148,10 @@ class ShotDetector:
         farther from it than the shot's own motion explains (the threshold plus, per frame between
         them, the median frame-to-frame score of the frames before `c`; another shot is farther).
         """
-        before = self._small[c - 1]
-        back = self._score(before, self._small[j])
-        if back >= FLASH_RATIO * self._score(before, self._small[c]):
+        back = self._pair(c - 1, j)
+        if back >= FLASH_RATIO * self._pair(c - 1, c):
             return False
-        steps = [
-            self._score(self._small[k - 1], self._small[k]) for k in range(c - MOTION_FRAMES, c) if k - 1 in self._small
-        ]
+        steps = [self._pair(k - 1, k) for k in range(c - MOTION_FRAMES, c) if k - 1 in self._small]
         motion = float(np.median(steps)) if steps else 0.0
         return back < self.threshold + (j - c + 1) * motion
 
@@ -166,10 +171,10 @@ class ShotDetector:
             if c <= self._flash_until:
                 self._candidates.pop(0)  # the end of a flash already rejected
                 continue
-            back = [j for j in later if not fade and self._came_back(c, j)]
-            if back:
+            back = next((j for j in later if not fade and self._came_back(c, j)), None)
+            if back is not None:
                 self._candidates.pop(0)  # the picture came back: a flash, not a cut
-                self._flash_until = back[0]
+                self._flash_until = back
                 continue
             if not fade and not final and len(later) < self.flash_frames:
                 break  # its look-ahead is not complete yet (later candidates wait behind it)
@@ -184,7 +189,9 @@ class ShotDetector:
         self.n += 1
         img = self._downscale(np.asarray(rgb))
         self._small[i] = img
-        self._small.pop(i - self.flash_frames - MOTION_FRAMES - 2, None)
+        gone = i - self.flash_frames - MOTION_FRAMES - 2
+        if self._small.pop(gone, None) is not None:
+            self._pairs = {k: v for k, v in self._pairs.items() if k[0] > gone}
         tc = self._tc(i, fps=self.fps)
         hard = bool(self.content.process_frame(tc, img)) and i > 0
         dark = float(img.mean()) < FADE_THRESHOLD

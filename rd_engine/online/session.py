@@ -70,8 +70,8 @@ class StreamSession:
         pipeline: The engine's pipeline (its backend runs the model).
         settings: The method's settings.
         lag: Frames of look-ahead before a frame is finished.
-        shots: "auto" (detect cuts), "off", or `ShotOptions` (a cut list: its frame numbers count
-            pushed frames from 0).
+        shots: "auto" (detect cuts), "off", a cut list's path, or `ShotOptions` (a cut list's frame
+            numbers are the video's: the first pushed frame is `settings.start_frame`).
     """
 
     def __init__(self, pipeline: Pipeline, settings: Settings, lag: int, shots="auto"):
@@ -96,7 +96,7 @@ class StreamSession:
         self.seed = pick_seed(settings.seed)
         opts = shots if isinstance(shots, ShotOptions) else ShotOptions.parse(shots)
         # no look-ahead online: a cut is known by the push of its first frame (a flash may cut)
-        self.cutter = None if opts.off else opts.cutter(0, 30.0, online=True)
+        self.cutter = None if opts.off else opts.cutter(settings.start_frame, 30.0, online=True)
         self.detector = None if self.cutter is None else self.cutter.detector
 
     @property

@@ -305,7 +305,7 @@ def multishot_frames(shot_lengths: list[int], width: int, height: int, fade: int
                     rgb *= (i + 1) / (fade + 1)
                 if k < len(shot_lengths) - 1 and i >= n - fade:
                     rgb *= (n - i) / (fade + 1)
-            yield rgb.astype(np.uint8)
+            yield np.ascontiguousarray(rgb.astype(np.uint8))
         if fade and k < len(shot_lengths) - 1:
             for _ in range(fade):
                 yield np.zeros((height, width, 3), np.uint8)
