@@ -13,6 +13,7 @@
 
     python -m benchmarks.edited_video                  # both parts, the table of docs/edited-video.md
     python -m benchmarks.edited_video --part accuracy --shot-len 24 48 72
+    python -m benchmarks.edited_video --make-clip multi_shot.mp4 --samples /path/to/shared/samples
 """
 
 from __future__ import annotations
@@ -142,6 +143,22 @@ def detection_cost(sizes: list[int], frames: int) -> list[dict]:
     return rows
 
 
+def make_joined_clip(out: Path, samples: Path) -> list[int]:
+    """The sample clips cut into pieces and joined into one edited clip at 960x540, 24 fps
+    (`rollercoaster[0:35] elephant[0:60] rollercoaster[35:70] elephant[60:180]`); returns its cuts.
+    """
+    import cv2
+
+    from rd_engine.io.video import iter_frames
+    from rd_engine.testing.media import write_frames_video
+
+    a = [cv2.resize(f.rgb, (960, 540)) for f in iter_frames(samples / "davis_rollercoaster.mp4", 0, 0)]
+    b = [cv2.resize(f.rgb, (960, 540)) for f in iter_frames(samples / "elephant.mp4", 0, 0)]
+    segments = [a[:35], b[:60], a[35:], b[60:]]
+    write_frames_video(out, [f for s in segments for f in s], fps=24)
+    return [int(c) for c in np.cumsum([len(s) for s in segments])[:-1]]
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--part", choices=["all", "accuracy", "cost"], default="all")
@@ -151,7 +168,12 @@ def main(argv=None) -> None:
     p.add_argument("--dilations", type=int, nargs="+", default=[1, 25])
     p.add_argument("--sizes", type=int, nargs="+", default=[512, 768, 1024])
     p.add_argument("--frames", type=int, default=96, help="frames per clip for the cost part")
+    p.add_argument("--make-clip", type=Path, default=None, metavar="OUT.mp4", help="write the joined sample clip")
+    p.add_argument("--samples", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "samples")
     a = p.parse_args(argv)
+    if a.make_clip is not None:
+        print(f"{a.make_clip}: cuts at {make_joined_clip(a.make_clip, a.samples)}")
+        return
     torch.manual_seed(0)
     if a.part in ("all", "accuracy"):
         accuracy(a.shot_len, a.shots, a.size[0], a.size[1], a.dilations)
