@@ -32,6 +32,7 @@ from rd_engine.online.session import FinishedFrame, StreamSession
 from rd_engine.outputs.offline import OutputOptions, write_outputs
 from rd_engine.outputs.stereo import StereoOptions, write_stereo
 from rd_engine.pipeline.offline import Budgets, Pipeline, Prediction
+from rd_engine.pipeline.shots import ShotOptions, predict_shots
 from rd_engine.settings import Settings, pick_device, resolve
 
 
@@ -94,14 +95,24 @@ class Engine:
         preset: str = "fast",
         keep_snippets: bool = False,
         sequence: SequenceOptions | None = None,
+        shots: str | ShotOptions = "auto",
         **overrides,
     ) -> Prediction:
         """Offline depth for one video file or image sequence (a folder of frames, ``frame.%04d.exr``, a
         glob; read with ``sequence``, default 24 fps and sRGB for float frames). Call `close()` on the
         result when done with large videos.
+
+        `shots`: "auto" detects cuts and runs each shot on its own (the result's `shots` is the shot
+        table), "off" runs the whole video as one shot, a path reads an editor's cut list
+        (docs/edited-video.md); `ShotOptions` sets the detector's sensitivity.
         """
         source = as_sequence(video, sequence) or video
-        return self.pipeline.predict(source, self.settings(preset, **overrides), keep_snippets=keep_snippets)
+        s = self.settings(preset, **overrides)
+        opts = shots if isinstance(shots, ShotOptions) else ShotOptions.parse(str(shots))
+        if opts.off:
+            return self.pipeline.predict(source, s, keep_snippets=keep_snippets)
+        # snippets are kept for a video without a cut (a video cut into shots has them per shot)
+        return predict_shots(self.pipeline, source, s, opts, keep_snippets=keep_snippets)
 
     def save(
         self, pred: Prediction, out_dir: str | Path, options: OutputOptions | None = None, stem: str | None = None
@@ -115,13 +126,19 @@ class Engine:
         return write_outputs(pred, out, stem or input_stem(pred.info.path), options or OutputOptions(), self.model_name,
                              self.backend.name, clock)  # fmt: skip
 
-    def open_stream(self, preset: str = "fast", lag: int = 0, **overrides) -> StreamSession:
-        """A new online session; frames go in with `push`, finished depth comes out."""
-        return StreamSession(self.pipeline, self.settings(preset, **overrides), lag)
+    def open_stream(
+        self, preset: str = "fast", lag: int = 0, shots: str | ShotOptions = "auto", **overrides
+    ) -> StreamSession:
+        """A new online session; frames go in with `push`, finished depth comes out (`shots` as in `run`;
+        `session.cut()` marks a cut the caller knows of).
+        """
+        return StreamSession(self.pipeline, self.settings(preset, **overrides), lag, shots)
 
-    def stream(self, source: str | Path, preset: str = "fast", lag: int = 0, **overrides) -> Iterator[FinishedFrame]:
+    def stream(
+        self, source: str | Path, preset: str = "fast", lag: int = 0, shots: str | ShotOptions = "auto", **overrides
+    ) -> Iterator[FinishedFrame]:
         """Online depth over a file or a live source PyAV opens (camera device, RTSP/HTTP URL, pipe)."""
-        session = self.open_stream(preset, lag, **overrides)
+        session = self.open_stream(preset, lag, shots, **overrides)
         for ts, rgb in open_source(source):
             yield from session.push(rgb, ts)
         yield from session.flush()
@@ -167,6 +184,8 @@ def render_stereo(
     if d.ndim != 3:
         raise UserError(f"{depth}: depth must be [frames, height, width], got {d.shape}")
     start = int((meta.get("settings") or {}).get("start_frame", 0) or 0)
+    if shots is None and meta.get("shots"):  # a run cut into shots: each shot's own depth range, as the run
+        shots = [(int(sh["first"]) - start, int(sh["last"]) - start + 1) for sh in meta["shots"]]
     if sequence is None:
         seq_meta = meta.get("sequence") or {}
         sequence = SequenceOptions(

@@ -44,6 +44,7 @@ from rd_engine.outputs.offline import OutputOptions
 from rd_engine.pipeline.inference import pick_seed
 from rd_engine.pipeline.offline import coalign
 from rd_engine.pipeline.ranges import RangeMismatch, snippet_batches, split_ranges, splittable
+from rd_engine.pipeline.shots import ShotOptions
 from rd_engine.settings import resolve
 
 log = logging.getLogger("rd_engine")
@@ -126,6 +127,7 @@ def run_cluster(
     threads: int | None = None,
     sequence: dict | None = None,
     on_event: Callable[[str, VideoJob, dict], None] | None = None,
+    shots: ShotOptions | None = None,
 ) -> ClusterRun:
     """Run many videos, or long ones split into frame ranges, on a Ray cluster.
 
@@ -155,6 +157,8 @@ def run_cluster(
         sequence: Options of image-sequence inputs (`rd_engine.io.sequence.SequenceOptions` fields: fps,
             transform, allow_gaps); None: their defaults.
         on_event: Called with ("started", job, worker info) when a worker takes a video (or a range).
+        shots: How videos are cut into shots (None: off). A video cut into shots runs shot by shot on
+            one worker, exactly as `rd-engine run` runs it, and is not split into frame ranges.
 
     Returns:
         The jobs with their outcome, the seconds, the workers and the summary's location.
@@ -196,6 +200,7 @@ def run_cluster(
                 spill_dir=spill_dir,
                 threads=threads or torch.get_num_threads(),
                 sequence=dict(sequence) if sequence else None,
+                shots=shots or ShotOptions("off"),
             ),
         )
         settings = infos[0]["settings"]
@@ -210,7 +215,11 @@ def run_cluster(
         )
         jobs = _survey(ray, actors, jobs, dest, opts, resume)
         todo = sorted((j for j in jobs if j.status == "pending"), key=lambda j: -(j.frames or 0))
-        why_not = splittable(settings) or ("snippets are saved" if opts.snippets else None)
+        why_not = (
+            splittable(settings)
+            or ("snippets are saved" if opts.snippets else None)
+            or (None if shots is None or shots.off else "videos run shot by shot (--shots off splits them)")
+        )
         to_split = []
         if split != "never" and len(actors) > 1 and why_not is None:
             to_split = [j for j in todo if j.frames and (split == "always" or j.frames >= split_min_frames)]

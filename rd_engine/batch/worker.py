@@ -27,6 +27,7 @@ from rd_engine.io.video import as_sequence, probe
 from rd_engine.outputs.offline import OutputOptions, write_outputs
 from rd_engine.pipeline.offline import Budgets, Pipeline, Prediction
 from rd_engine.pipeline.ranges import FrameRange
+from rd_engine.pipeline.shots import ShotOptions, predict_shots
 from rd_engine.pipeline.stores import OutputBuffer
 from rd_engine.progress import StageClock
 from rd_engine.settings import Settings, pick_device, resolve
@@ -48,6 +49,7 @@ class EngineSpec:
     spill_dir: str | None = None
     threads: int | None = None  # PyTorch CPU threads: CPU results depend on it (None: Ray's choice)
     sequence: dict | None = None  # image-sequence inputs: SequenceOptions fields (fps, transform, allow_gaps)
+    shots: ShotOptions = field(default_factory=lambda: ShotOptions("off"))  # cuts: each shot run alone
 
 
 def describe(e: BaseException) -> str:
@@ -153,7 +155,11 @@ class Worker:
         t0 = time.perf_counter()
         job.worker = self.name
         try:
-            pred = self.pipeline.predict(self._input(job), self.settings, keep_snippets=opts.snippets)
+            src = self._input(job)
+            if self.spec.shots.off:
+                pred = self.pipeline.predict(src, self.settings, keep_snippets=opts.snippets)
+            else:  # shot by shot, as `rd-engine run` does (its shot table with the outputs)
+                pred = predict_shots(self.pipeline, src, self.settings, self.spec.shots)
             try:
                 job.frames = pred.num_frames
                 self._write(pred, job, dest, opts)
@@ -176,7 +182,8 @@ class Worker:
             return
         with tempfile.TemporaryDirectory(prefix="rd-engine-out-", dir=self.budgets.spill_dir) as tmp:
             write_outputs(pred, Path(tmp), job.stem, opts, self.model_name, self.backend.name, clock)
-            dest.publish(Path(tmp), output_names(job.stem, opts))
+            names = output_names(job.stem, opts) + ([f"{job.stem}_shots.csv"] if pred.shots is not None else [])
+            dest.publish(Path(tmp), names)
 
     # -- one video split into frame ranges (driver: rd_engine.batch.runner.run_split) -----------
     def range_infer(self, key: str, job: VideoJob, n: int, seed: int, a: int, b: int) -> dict:

@@ -76,7 +76,6 @@ def output_options(args: argparse.Namespace):
         ffv1=args.ffv1,
         audio=args.audio,
         stereo=stereo_options(args) if args.stereo else None,
-        shots=args.shots,
         npy=args.npy,
         npz=args.npz,
         cmaps=cmaps,
@@ -163,13 +162,14 @@ def add_stereo_arguments(g, layouts_flag: bool = True) -> None:
     g.add_argument("--stereo-codec", choices=list(CODECS), default=d.codec, help="codec of the stereo videos")
     g.add_argument("--stereo-10bit", action="store_true", help="10-bit stereo videos (yuv420p10le)")
     g.add_argument("--stereo-crf", type=int_at_least(0), default=d.crf, help="quality (lower = better, larger)")
-    g.add_argument(
-        "--shots",
-        type=shot_list,
-        default=None,
-        help="frame ranges START:STOP,... (of the processed frames) that each get their own depth range "
-        "(default: one range for the whole clip)",
-    )
+    if not layouts_flag:  # `rd-engine stereo`; a run takes its shots from its own cut detection (--shots)
+        g.add_argument(
+            "--shots",
+            type=shot_list,
+            default=None,
+            help="frame ranges START:STOP,... (of the processed frames) that each get their own depth range "
+            "(default: the run's shot table, else one range for the whole clip)",
+        )
 
 
 def stereo_options(args: argparse.Namespace):
@@ -193,3 +193,17 @@ def sequence_options(args: argparse.Namespace):
     return SequenceOptions(
         fps=args.fps or DEFAULT_SEQUENCE_FPS, transform=args.linear_transform, allow_gaps=args.allow_gaps
     )
+
+
+def shot_options(args):
+    """The run's `ShotOptions` from --shots, --shot-threshold and --min-shot-len (a bad cut list fails here)."""
+    from rd_engine.pipeline.shots import ShotOptions
+
+    kw = {}
+    if getattr(args, "shot_threshold", None) is not None:
+        if not args.shot_threshold > 0:
+            raise UserError(f"--shot-threshold must be > 0, got {args.shot_threshold:g}")
+        kw["threshold"] = args.shot_threshold
+    if getattr(args, "min_shot_len", None) is not None:
+        kw["min_shot_len"] = args.min_shot_len
+    return ShotOptions.parse(getattr(args, "shots", "off"), **kw)

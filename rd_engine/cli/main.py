@@ -18,9 +18,11 @@ from rd_engine.cli.args import (
     int_at_least,
     output_options,
     sequence_options,
+    shot_options,
     worded,
 )
 from rd_engine.errors import UserError
+from rd_engine.io.shots import DEFAULT_MIN_SHOT_LEN, DEFAULT_THRESHOLD
 from rd_engine.version import __version__
 
 log = logging.getLogger("rd_engine")
@@ -104,6 +106,33 @@ def _add_run_parser(sub) -> argparse.ArgumentParser:
     m.add_argument("--frame-count", type=_non_negative_int, default=None, help="frames to process (0 = to the end)")
     m.add_argument("--snippet-batch", type=_non_negative_int, default=None, help="snippets per UNet call")
     m.add_argument("--vae-batch", type=_non_negative_int, default=None, help="frames per VAE call")
+
+    sh = p.add_argument_group("shots (edited video: see docs/edited-video.md)")
+    sh.add_argument(
+        "--shots",
+        default="auto",
+        metavar="auto|off|FILE",
+        help="auto: detect cuts (hard cuts, fades to/from black) and run each shot on its own; off: the "
+        "whole input as one shot; FILE: the editor's cut list (frame numbers one per line, or the CSV "
+        "of `scenedetect list-scenes`)",
+    )
+    sh.add_argument(
+        "--shot-threshold",
+        type=float,
+        default=None,
+        help=f"cut detection sensitivity: lower finds more cuts (default {DEFAULT_THRESHOLD:g})",
+    )
+    sh.add_argument(
+        "--min-shot-len",
+        type=int_at_least(1),
+        default=None,
+        help=f"frames a detected shot has at least (default {DEFAULT_MIN_SHOT_LEN})",
+    )
+    sh.add_argument(
+        "--split-shots",
+        action="store_true",
+        help="write each shot as its own set of outputs (<stem>_shotNNN*), instead of one set per video",
+    )
 
     st = p.add_argument_group("online mode")
     st.add_argument(
@@ -338,6 +367,7 @@ def cmd_run(args) -> int:
         log.info(note)
 
     opts = output_options(args)  # an unknown colormap fails before any work
+    shots = shot_options(args)  # so does a bad cut list
 
     t0 = time.perf_counter()
     from rd_engine.backends.select import open_backend
@@ -428,6 +458,7 @@ def cmd_run(args) -> int:
                     model_name,
                     anchors=anchors,
                     frame_sinks=viewer_sinks(args),
+                    shots=shots,
                 )
                 print(line, flush=True)
                 continue
@@ -440,18 +471,31 @@ def cmd_run(args) -> int:
                 anchors = load_anchors(args.anchors, (info.width, info.height))
                 if info.num_frames:  # a frame past the video's end fails before any work
                     anchors.check(info.width, info.height, max(0, info.num_frames - settings.start_frame))
-            pred = pipe.predict(
-                path,
-                settings,
-                keep_snippets=opts.snippets,
-                confidence=opts.needs_confidence or args.rerun is not None,
-                anchors=anchors,
-                anchor_window=args.anchor_window,
-            )
+            robotics = anchors is not None or opts.needs_confidence or opts.pointcloud or args.rerun is not None
             clock = StageClock(not args.quiet)
-            n_frames = pred.num_frames
+            if robotics and not shots.off:
+                log.warning(
+                    "%s: --anchors, --confidence, --pointcloud and --rerun run the video as one shot "
+                    "(cut detection with them is not built yet; --shots off silences this)",
+                    path,
+                )
+            if robotics or shots.off:
+                pred = pipe.predict(
+                    path,
+                    settings,
+                    keep_snippets=opts.snippets,
+                    confidence=opts.needs_confidence or args.rerun is not None,
+                    anchors=anchors,
+                    anchor_window=args.anchor_window,
+                )
+            else:
+                pred = run_shots(
+                    pipe, path, settings, shots, out_dir, stem, opts, model_name, backend.name, clock, args
+                )
+            n_frames = len(pred.timestamps)
             try:
-                write_outputs(pred, out_dir, stem, opts, model_name, backend.name, clock, sinks=viewer_sinks(args))
+                if not args.split_shots or pred.shots is None:
+                    write_outputs(pred, out_dir, stem, opts, model_name, backend.name, clock, sinks=viewer_sinks(args))
             finally:
                 pred.close()
             secs = {**pred.stage_seconds, **clock.seconds}
@@ -460,8 +504,10 @@ def cmd_run(args) -> int:
             if pred.peak_device_bytes:
                 mem += f", peak device {human_bytes(pred.peak_device_bytes)}"
             name = Path(str(path)).name or str(path)
+            cut = "" if pred.shots is None else f" in {len(pred.shots)} shot{'s' * (len(pred.shots) != 1)}"
             print(
-                f"{name}: {n_frames} frames {pred.size[0]}x{pred.size[1]} | {stages} | {mem} | -> {out_dir}/{stem}*",
+                f"{name}: {n_frames} frames{cut} {pred.size[0]}x{pred.size[1]} | {stages} | {mem} "
+                f"| -> {out_dir}/{stem}*",
                 flush=True,
             )
         except UserError as e:
@@ -493,6 +539,28 @@ def cmd_run(args) -> int:
         print(f"rd-engine: {failures} of {len(inputs) + unusable} videos failed", file=sys.stderr)
         return 1
     return 0
+
+
+def run_shots(pipe, path, settings, shots, out_dir, stem, opts, model_name, backend_name, clock, args):
+    """One video shot by shot (`pipeline.shots`): with --split-shots each shot's outputs are written as soon
+    as it is done and the video's result keeps only the shot table (written as `<stem>_shots.csv`).
+    """
+    from rd_engine.outputs.offline import write_outputs, write_shot_table
+    from rd_engine.pipeline.shots import predict_shots
+
+    if not args.split_shots:
+        pred = predict_shots(pipe, path, settings, shots, keep_snippets=opts.snippets)
+        if opts.snippets and pred.shots is not None:
+            log.warning("%s: cut into shots: --save-snippets writes each shot's with --split-shots", path)
+        return pred
+
+    def on_shot(pred, i):
+        write_outputs(pred, out_dir, f"{stem}_shot{i:03d}", opts, model_name, backend_name, clock)
+
+    pred = predict_shots(pipe, path, settings, shots, on_shot=on_shot, keep=False, keep_snippets=opts.snippets)
+    if pred.shots is not None:  # a video without a cut is written as one set of outputs, as today
+        write_shot_table(out_dir / f"{stem}_shots.csv", pred)
+    return pred
 
 
 class Terminated(KeyboardInterrupt):

@@ -111,14 +111,14 @@ class EngineRun:
         with tempfile.TemporaryDirectory(prefix="rd-eval-") as tmp:
             video = Path(tmp) / "frames.mkv"
             write_lossless_video(video, frames)
-            pred = self.engine.run(video, self.preset, **self.overrides)
+            pred = self.engine.run(video, self.preset, shots="off", **self.overrides)  # benchmark clips are one shot
             try:
                 return np.array(pred.depth, np.float32)
             finally:
                 pred.close()
 
     def _online(self, frames: Iterator[np.ndarray], n: int) -> np.ndarray:
-        session = self.engine.open_stream(self.preset, self.lag, **self.overrides)
+        session = self.engine.open_stream(self.preset, self.lag, shots="off", **self.overrides)
         done: dict[int, np.ndarray] = {}
         for i, rgb in enumerate(frames):
             for f in session.push(rgb, i / 30.0):

@@ -60,6 +60,7 @@ class FinishedFrame:
     # [H, W] float32 metres (NaN where invalid) once the stream's anchors give a fit; None before that
     depth_m: np.ndarray | None = None
     metric_fit: MetricFit | None = None  # the fit depth_m came from (the current one when it finished)
+    starts_shot: bool = False  # the first frame of the stream or of a shot after a cut
 
 
 def _onto_unit_range(lo: float, hi: float) -> tuple[float, float]:

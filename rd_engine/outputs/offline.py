@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from rd_engine.coalign.merge import CONFIDENCE_SPREAD
-from rd_engine.io.files import open_npy_memmap_atomic, save_npz_atomic
+from rd_engine.io.files import atomic_output, open_npy_memmap_atomic, save_npz_atomic
 from rd_engine.io.sequence import ImageSequence
 from rd_engine.io.video import iter_frames, preprocess
 from rd_engine.io.video_writer import VideoWriter
@@ -150,9 +150,20 @@ def metadata(pred: Prediction, model_name: str, backend: str, depth_shape, opts:
     start = pred.settings.start_frame
     numbers = pred.info.numbers(start, int(depth_shape[0]))
     meta["frame_numbers"] = {"first": numbers[0] if numbers else None, "last": numbers[-1] if numbers else None}
+    if pred.shots is not None:  # a run cut into shots: each shot normalized on its own
+        meta["shots"] = [dataclasses.asdict(sh) for sh in pred.shots]
+        meta["depth_kind"] += ", each shot on its own (see shots)"
     if opts is not None:  # which files were written and how: with the settings, what a rerun compares
         meta["outputs"] = dataclasses.asdict(opts)
     return meta
+
+
+def shot_ranges_of(pred: Prediction) -> list[tuple[int, int]] | None:
+    """The shots of a run cut into shots as frame ranges `(start, stop)` of its processed frames."""
+    if not pred.shots:
+        return None
+    first = pred.settings.start_frame
+    return [(sh.first - first, sh.last - first + 1) for sh in pred.shots]
 
 
 def _audio_source(pred: Prediction, opts: OutputOptions):
@@ -168,6 +179,40 @@ def _is_vfr(timestamps: list[float], fps: float) -> bool:
         return False
     t0 = timestamps[0]
     return any(abs((t - t0) * fps - i) > 0.5 for i, t in enumerate(timestamps))
+
+
+SHOT_COLUMNS = ("shot", "first_frame", "last_frame", "frames", "depth_min", "depth_max", "dilations")
+
+
+def write_shot_table(path: Path, pred: Prediction) -> None:
+    """`<stem>_shots.csv`: one row per shot (frames inclusive, the video's frame numbers; the merged
+    depth range each shot maps onto [-1, 1]; its effective dilations).
+    """
+    import csv
+    import io
+
+    buf = io.StringIO()
+    wr = csv.writer(buf, lineterminator="\n")
+    wr.writerow(SHOT_COLUMNS)
+    for i, sh in enumerate(pred.shots or []):
+        dil = " ".join(str(d) for d in sh.dilations)
+        wr.writerow([i, sh.first, sh.last, sh.frames, repr(sh.depth_min), repr(sh.depth_max), dil])
+    with atomic_output(path) as tmp:
+        tmp.write_text(buf.getvalue())
+
+
+def _color_ranges(pred: Prediction, depth) -> list[tuple[int, int, float, float]]:
+    """`(a, b, vmin, vmax)` frame spans with their colormap range: each shot its own, else the video's."""
+    n = depth.shape[0]
+    if not pred.shots:
+        return [(0, n, float(depth.min()), float(depth.max()))]
+    out, a = [], 0
+    for sh in pred.shots:
+        b = a + sh.frames
+        part = depth[a:b]
+        out.append((a, b, float(part.min()), float(part.max())))
+        a = b
+    return out
 
 
 def write_outputs(
@@ -235,7 +280,12 @@ def write_outputs(
                 **extra,
             )
             written.append(p)
-        vmin, vmax = float(depth.min()), float(depth.max())
+        if pred.shots is not None:
+            p = out_dir / f"{stem}_shots.csv"
+            write_shot_table(p, pred)
+            written.append(p)
+        ranges = _color_ranges(pred, depth)
+        vmin, vmax = min(r[2] for r in ranges), max(r[3] for r in ranges)
         for kind, wanted in (("exr", opts.exr), ("tiff16", opts.tiff16), ("png16", opts.png16)):
             if wanted:
                 p = out_dir / f"{stem}_{kind}"
@@ -296,14 +346,15 @@ def write_outputs(
         for i, cmap in enumerate(opts.cmaps):
             p = out_dir / f"{stem}_{cmap}.mp4"
             with VideoWriter(p, fps, audio_from=audio, audio_start=audio_start) as vw:
-                for f in range(n):
-                    vw.write(colorize(depth[f], vmin, vmax, cmap), None if times is None else times[f])
-                    tick(1)
+                for a, b, lo, hi in ranges:
+                    for f in range(a, b):
+                        vw.write(colorize(depth[f], lo, hi, cmap), None if times is None else times[f])
+                        tick(1)
             written.append(p)
             if i == 0 and opts.sbs:
                 p = out_dir / f"{stem}_rgbd.mp4"
                 _write_side_by_side(
-                    pred, p, depth, vmin, vmax, cmap, fps, opts.restore_res, tick, audio, audio_start, times
+                    pred, p, depth, ranges, cmap, fps, opts.restore_res, tick, audio, audio_start, times
                 )
                 written.append(p)
         if opts.stereo is not None:
@@ -316,7 +367,7 @@ def write_outputs(
                 stem,
                 fps,
                 opts.stereo,
-                shots=opts.shots,
+                shots=opts.shots or shot_ranges_of(pred),
                 audio_from=audio,
                 audio_start=audio_start,
                 about=about,
@@ -357,8 +408,7 @@ def _write_side_by_side(
     pred: Prediction,
     path: Path,
     depth: np.ndarray,
-    vmin: float,
-    vmax: float,
+    ranges: list[tuple[int, int, float, float]],
     cmap: str,
     fps: float,
     restore_res: bool,
@@ -370,8 +420,11 @@ def _write_side_by_side(
     # The decoded video is never held whole: decode the input a second time, frame by frame.
     s = pred.settings
     h, w = depth.shape[1:]
+    span = {a: (lo, hi) for a, b, lo, hi in ranges}  # the colormap range changes where a shot starts
+    vmin, vmax = ranges[0][2], ranges[0][3]
     with VideoWriter(path, fps, audio_from=audio, audio_start=audio_start) as vw:
         for i, fr in enumerate(iter_frames(pred.info.path, s.start_frame, depth.shape[0])):
+            vmin, vmax = span.get(i, (vmin, vmax))
             if restore_res:
                 rgb = fr.rgb
             else:

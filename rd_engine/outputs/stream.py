@@ -62,6 +62,7 @@ class _Sink:
         self.timestamps: list[float] = []
         self.latencies: list[float] = []
         self.metric_valid: list[bool] = []
+        self.starts: list[bool] = []
         self.shape = None
         self.rgb: dict[int, np.ndarray] = {}  # frames pushed and not finished yet (for the frame sinks)
         self.sources: dict[int, dict | None] = {}
@@ -89,6 +90,7 @@ class _Sink:
             self.metric_valid.append(f.depth_m is not None)
             self.timestamps.append(np.nan if f.timestamp is None else f.timestamp)
             self.latencies.append(np.nan if f.latency is None else f.latency)
+            self.starts.append(f.starts_shot)
             for c, w in zip(self.cmaps, self.writers):
                 w.write(colorize(f.depth, *STREAM_RANGE, c))
             if self.frame_sinks:
@@ -144,6 +146,7 @@ def run_stream(
     anchors: Anchors | None = None,
     frames: Iterator[tuple] | None = None,
     frame_sinks=(),
+    shots="auto",
 ) -> str:
     """Run one online session over `source`, writing outputs as frames finish. Returns the summary line.
 
@@ -161,8 +164,10 @@ def run_stream(
             frame (a ROS 2 bag).
         frame_sinks: More per-frame writers (`outputs.frames`: a bag, a Rerun recording); context
             managers, entered here.
+        shots: Cut detection (`pipeline.shots.ShotOptions` or its string): a cut restarts the stream's
+            affine frame (docs/edited-video.md).
     """
-    session = StreamSession(pipe, settings, lag)
+    session = StreamSession(pipe, settings, lag, shots)
     fps = opts.fps or (_source_fps(source) if frames is None else 30.0)
     frames = file_frames(source, settings, anchors) if frames is None else frames
     t0 = time.perf_counter()
@@ -229,6 +234,9 @@ def run_stream(
                         "frames_with_metric": int(np.sum(sink.metric_valid)),
                         "last_fit": None if fit is None else {"scale": fit.scale, "shift": fit.shift},
                     }
+                if session.cuts_on:  # each shot in its own affine frame (a cut restarts the normalization)
+                    meta["shot_starts"] = list(session.shot_starts)
+                    extra["starts_shot"] = np.asarray(sink.starts, dtype=bool)
                 save_npz_atomic(
                     out_dir / f"{stem}.npz",
                     depth=depth,

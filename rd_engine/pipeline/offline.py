@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -70,6 +70,21 @@ class Budgets:
 
 
 @dataclass
+class Shot:
+    """One shot of a run cut into shots: frames `first..last` (inclusive, the video's frame numbers)."""
+
+    first: int
+    last: int
+    depth_min: float  # the shot's merged depth range, mapped onto [-1, 1] (its own normalization)
+    depth_max: float
+    dilations: list[int]  # its effective dilations (capped for its own length)
+
+    @property
+    def frames(self) -> int:
+        return self.last - self.first + 1
+
+
+@dataclass
 class Prediction:
     """What a run computed for one video. `depth` may be memory-mapped: call `close()`."""
 
@@ -90,6 +105,8 @@ class Prediction:
     # [N, H, W] float32 per-pixel confidence in [0, 1] (coalign.merge.CONFIDENCE_SPREAD), on request
     confidence: np.ndarray | None = None
     metric: MetricVideo | None = None  # the metric fit to anchors (pipeline.metric), on request
+    norm: tuple[float, float] | None = None  # min and max of the merged depth, mapped onto [-1, 1]
+    shots: list[Shot] | None = None  # the shot table of a run cut into shots (`pipeline.shots`)
     _temp_files: list[Path] = field(default_factory=list)
 
     @property
@@ -157,18 +174,58 @@ class Pipeline:
             anchor_window: Frames of the optional slowly varying metric correction (0 = one fit).
         """
         s = settings
-        be = self.backend
-        clock = StageClock(self.progress, be.device)
-        if be.device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(be.device)
+        info, size = self.check_video(path, s)
+        total = s.frame_count or (max(0, info.num_frames - s.start_frame) if info.num_frames else None)
+        frames = iter_frames(path, s.start_frame, s.frame_count)
+        return self.predict_frames(
+            frames,
+            info,
+            size,
+            s,
+            pick_seed(s.seed),
+            total,
+            keep_snippets,
+            keep_coaligned,
+            self.progress,
+            confidence=confidence,
+            anchors=anchors,
+            anchor_window=anchor_window,
+        )
+
+    def check_video(self, path, s: Settings) -> tuple[VideoInfo, tuple[int, int]]:
+        """The video's info and processed size, checked against the backend."""
         info = probe(path)
         size = processed_size(info.width, info.height, s.res)
         if min(size) < 8:
             raise UserError(f"{path}: processed size {size[0]}x{size[1]} is too small (at least 8x8 pixels)")
+        self.backend.check_size(size)  # engines built for a resolution range refuse others, saying how to rebuild
+        return info, size
+
+    def predict_frames(
+        self,
+        frames: Iterable,
+        info: VideoInfo,
+        size: tuple[int, int],
+        s: Settings,
+        seed: int,
+        total: int | None,
+        keep_snippets: bool = False,
+        keep_coaligned: bool = False,
+        progress: bool = True,
+        confidence: bool = False,
+        anchors: Anchors | None = None,
+        anchor_window: float = 0.0,
+    ) -> Prediction:
+        """The method on decoded frames (`DecodedFrame`s of `info`'s video, in order), as `predict` runs it
+        on the frames of `s`'s window; `seed` draws the initial noise; `confidence`, `anchors` and
+        `anchor_window` as in `predict`.
+        """
+        be = self.backend
+        clock = StageClock(progress, be.device)
+        if be.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(be.device)
         padded = padded_size(size)
-        be.check_size(size)  # engines built for a resolution range refuse others, saying how to rebuild
         w, h = size
-        seed = pick_seed(s.seed)
         temp_files: list[Path] = []
         sched = RollingScheduler(s.dilations, s.snippet_len, s.cap_dilation)
         steps = be.ddim.schedule(s.init_steps)
@@ -180,7 +237,6 @@ class Pipeline:
             gmin = torch.tensor(float("inf"))
             pending: deque[Snippet] = deque()
             noise = None
-            total = s.frame_count or (max(0, info.num_frames - s.start_frame) if info.num_frames else None)
 
             def run_batches(final: bool) -> None:
                 nonlocal gmin
@@ -206,7 +262,7 @@ class Pipeline:
             snippet_seconds = [0.0]
             # one bar for the interleaved decode/encode/snippet work; the seconds are split afterwards
             with clock.stage("encode", total=total) as tick_enc:
-                for fr in iter_frames(path, s.start_frame, s.frame_count):
+                for fr in frames:
                     buf.append(torch.from_numpy(fr.rgb))
                     timestamps.append(fr.timestamp)
                     if len(buf) < s.vae_batch:
@@ -295,6 +351,7 @@ class Pipeline:
                 store_tiers=tiers,
                 confidence=conf,
                 metric=metric,
+                norm=(lo, hi),
                 _temp_files=temp_files,
             )
         except BaseException:
