@@ -166,6 +166,9 @@ T read_struct(const T* in, void (*init)(T*, uint32_t), size_t min_size, const ch
   init(&out, sizeof(T));
   if (!in) return out;
   const size_t size = in->struct_size;
+  if (size == 0)
+    rd::fail(RD_ERR_INVALID_ARGUMENT, std::string(call) + ": " + type + " was not initialized (struct_size 0): use its " +
+                                          "init function");
   if (size > sizeof(T))
     rd::fail(RD_ERR_VERSION, std::string(call) + ": " + type + ".struct_size is " + std::to_string(size) +
                                  " bytes; this library (ABI " + std::to_string(RD_ENGINE_ABI_MAJOR) + "." +

@@ -18,6 +18,7 @@
 
 #ifdef RD_WITH_CUDA
 #include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAFunctions.h>
 #endif
 
 namespace fs = std::filesystem;
@@ -192,7 +193,7 @@ std::shared_ptr<Engine> Engine::open(const std::string& folder, const EngineOpti
   if (device.is_cuda()) {
 #ifdef RD_WITH_CUDA
     if (!at::hasCUDA()) fail(RD_ERR_DEVICE, "device " + device.str() + ": this machine has no CUDA device");
-    const int count = static_cast<int>(at::cuda::device_count());
+    const int count = static_cast<int>(c10::cuda::device_count());
     if (device.index() < 0 || device.index() >= count)
       fail(RD_ERR_DEVICE, "device " + device.str() + " does not exist: this machine has " + std::to_string(count) +
                               " CUDA device(s), cuda:0.." + "cuda:" + std::to_string(count - 1));

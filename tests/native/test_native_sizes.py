@@ -21,6 +21,7 @@ import subprocess
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 import rd_engine.online.aligner as online_aligner
@@ -128,3 +129,55 @@ def test_aligner_golden_at_user_sizes(native_build, tmp_path, monkeypatch):
     assert r.returncode == 0, r.stdout + r.stderr
     assert r.stdout.count("max abs diff") == len(CASES) and "aligner golden: ok" in r.stdout
 
+
+# -- the C++ session against the Python session at 768x432, with the tiny model -------------------------
+# 768x432 reaches the per-entry merge at every lag and the coarse-to-fine window solve at lag 4 and 12
+# (dilations 1, 2, 3 over 16 frames: up to 30 snippets of 3 x 3,311 solver pixels in a window, step 2);
+# strided sampling needs 1024x576 at lag 12 and is covered by the golden test above.
+SESSION_RES, SESSION_DILATIONS, SESSION_SEED, SESSION_FRAMES = 768, ("1", "2", "3"), 11, 16
+
+
+@pytest.fixture(scope="module")
+def aoti_engine_768(tiny_ckpt, tmp_path_factory):
+    """fp32 AOTInductor CPU packages of the tiny checkpoint serving 32..1024 px (built once per module)."""
+    from rd_engine.cli.build import cmd_build
+    from tests.conftest import BUILD_ARGS, _parser
+
+    out = tmp_path_factory.mktemp("engines") / "tiny-aoti-768"
+    args = [a if a != "onnxruntime" else "aoti" for a in BUILD_ARGS] + ["--device", "cpu"]
+    args[args.index("--res") + 1] = str(SESSION_RES)
+    args[args.index("--max-res") + 1] = "1024"
+    assert cmd_build(_parser().parse_args(["build", "-c", str(tiny_ckpt), "-o", str(out), "-q", *args])) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def clip768(tmp_path_factory):
+    from rd_engine.io.video import iter_frames
+    from rd_engine.testing.media import write_test_video
+
+    path = tmp_path_factory.mktemp("clip768") / "clip768.mp4"
+    write_test_video(path, n_frames=SESSION_FRAMES, width=768, height=432, fps=30, seed=5)
+    frames = [f.rgb for f in iter_frames(path)]
+    assert len(frames) == SESSION_FRAMES
+    return path, b"".join(np.ascontiguousarray(f).tobytes() for f in frames)
+
+
+@pytest.mark.parametrize("lag", [0, 4, 12])
+def test_session_parity_768x432(native_build, aoti_engine_768, clip768, tmp_path, lag):
+    from rd_engine.cli.main import main as rd_main
+
+    clip, raw = clip768
+    out = tmp_path / "py"
+    args = ["run", str(clip), "--engine", str(aoti_engine_768), "--backend", "aoti", "--stream", "--lag", str(lag)]
+    args += ["--res", str(SESSION_RES), "--dilations", *SESSION_DILATIONS, "--seed", str(SESSION_SEED)]
+    args += ["--dtype", "fp32", "-o", str(out), "--no-sbs", "--cmap", "-q"]
+    assert rd_main(args) == 0
+    expected = np.load(out / f"{clip.stem}.npz")["depth"]
+    assert expected.shape == (SESSION_FRAMES, 432, 768)
+    cmd = [str(native_build / "rd_stream"), "--engine", str(aoti_engine_768), "--size", "768x432", "--lag", str(lag)]
+    cmd += ["--res", str(SESSION_RES), "--dilations", *SESSION_DILATIONS, "--seed", str(SESSION_SEED)]
+    r = subprocess.run(cmd, input=raw, capture_output=True)
+    assert r.returncode == 0, r.stderr.decode()
+    got = np.frombuffer(r.stdout, np.float32).reshape(expected.shape)
+    assert np.abs(got - expected).max() < TOLERANCE
