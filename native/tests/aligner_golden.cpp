@@ -94,6 +94,48 @@ int main(int argc, char** argv) {
                 static_cast<long long>(next_frame), worst, tol);
     RD_CHECK(worst < tol);
   }
+  for (const auto& c : spec.value("windows", nlohmann::json::array())) {
+    // the window solver alone on a big window (coarse-to-fine, strided residual sampling)
+    const int64_t P = c.at("pixels"), n = c.at("frames");
+    const int64_t L = c.at("snippet_len");
+    const std::vector<float> depth = read_f32(dir + "/" + c.at("depth").get<std::string>());
+    const std::vector<float> init = read_f32(dir + "/" + c.at("init").get<std::string>());
+    const std::vector<float> expect = read_f32(dir + "/" + c.at("expected").get<std::string>());
+    std::vector<rd::Group> groups;
+    std::vector<std::pair<at::Tensor, at::Tensor>> params;
+    int64_t used = 0, K_all = 0;
+    for (const auto& g : c.at("groups")) K_all += static_cast<int64_t>(g.at("indices").size());
+    RD_CHECK(static_cast<int64_t>(init.size()) == 2 * K_all && static_cast<int64_t>(expect.size()) == 2 * K_all);
+    int64_t k0 = 0;
+    for (const auto& g : c.at("groups")) {
+      std::vector<int64_t> idx;
+      for (const auto& row : g.at("indices"))
+        for (const auto& f : row) idx.push_back(f.get<int64_t>());
+      const int64_t K = static_cast<int64_t>(g.at("indices").size());
+      const at::Tensor d = at::from_blob(const_cast<float*>(depth.data()) + used, {K, L, P}, at::kFloat).clone();
+      used += K * L * P;
+      groups.push_back({g.at("dilation").get<int>(), g.at("weight").get<double>(),
+                        at::tensor(idx, at::kLong).reshape({K, L}), d});
+      params.emplace_back(at::from_blob(const_cast<float*>(init.data()) + k0, {K}, at::kFloat).clone(),
+                          at::from_blob(const_cast<float*>(init.data()) + K_all + k0, {K}, at::kFloat).clone());
+      k0 += K;
+    }
+    RD_CHECK(used == static_cast<int64_t>(depth.size()));
+    const auto solved = rd::solve_robust(groups, n, 20, 2, params);
+    double worst = 0;
+    k0 = 0;
+    for (const auto& [sc, shv] : solved) {
+      const int64_t K = sc.size(0);
+      const at::Tensor ws = at::from_blob(const_cast<float*>(expect.data()) + k0, {K}, at::kFloat);
+      const at::Tensor wt = at::from_blob(const_cast<float*>(expect.data()) + K_all + k0, {K}, at::kFloat);
+      worst = std::max({worst, (sc.to(at::kFloat) - ws).abs().max().item<double>(),
+                        (shv.to(at::kFloat) - wt).abs().max().item<double>()});
+      k0 += K;
+    }
+    std::printf("%s: %lld snippets, max abs diff %.3g (tolerance %g)\n", c.at("name").get<std::string>().c_str(),
+                static_cast<long long>(K_all), worst, tol);
+    RD_CHECK(worst < tol);
+  }
   std::printf("aligner golden: ok\n");
   return 0;
 }

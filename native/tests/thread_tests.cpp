@@ -45,7 +45,7 @@ rd_engine_t* open_engine(const char* dir) {
 // session works: it keeps the engine loaded) or gets RD_ERR_INVALID_HANDLE; never a use after free.
 void close_during_open(const char* dir) {
   const auto px = frame(96, 64, 0);
-  for (int round = 0; round < 3; ++round) {
+  for (int round = 0; round < 2; ++round) {
     rd_engine_t* e = open_engine(dir);
     std::atomic<bool> go{false};
     std::atomic<int> opened{0}, refused{0};
@@ -67,7 +67,7 @@ void close_during_open(const char* dir) {
       }
     });
     go.store(true);
-    for (int spin = 0; spin < 1000 * round; ++spin) std::this_thread::yield();
+    for (int spin = 0; spin < 20000 * round; ++spin) std::this_thread::yield();  // close early, then later
     RD_CHECK(rd_engine_close(e) == RD_OK);
     opener.join();
     RD_CHECK(opened.load() + refused.load() == 400);
@@ -77,8 +77,7 @@ void close_during_open(const char* dir) {
 }
 
 // One producer pushes, one consumer polls at the same time: the frames equal a one-thread run.
-void producer_consumer(const char* dir) {
-  rd_engine_t* e = open_engine(dir);
+void producer_consumer(rd_engine_t* e) {
   const int n = 10;
   const rd_session_options_t so = options();
   std::vector<std::vector<float>> sequential;
@@ -136,13 +135,11 @@ void producer_consumer(const char* dir) {
     RD_CHECK(std::memcmp(polled[i].data(), sequential[i].data(), polled[i].size() * sizeof(float)) == 0);
   }
   RD_CHECK(rd_session_close(s) == RD_OK);
-  RD_CHECK(rd_engine_close(e) == RD_OK);
 }
 
 // Cancel and close from another thread while a thread pushes: every push returns OK, CANCELLED, BROKEN
 // (after the cancel) or INVALID_HANDLE (after the close).
-void cancel_and_close_during_push(const char* dir) {
-  rd_engine_t* e = open_engine(dir);
+void cancel_and_close_during_push(rd_engine_t* e) {
   const rd_session_options_t so = options();
   rd_session_t* s = nullptr;
   RD_CHECK(rd_session_open(e, &so, &s) == RD_OK);
@@ -164,7 +161,6 @@ void cancel_and_close_during_push(const char* dir) {
   while (!cancelled_seen.load()) std::this_thread::yield();
   RD_CHECK(rd_session_close(s) == RD_OK);
   pusher.join();
-  RD_CHECK(rd_engine_close(e) == RD_OK);
 }
 
 }  // namespace
@@ -172,8 +168,10 @@ void cancel_and_close_during_push(const char* dir) {
 int main(int argc, char** argv) {
   if (argc != 2) return std::fprintf(stderr, "usage: rd_thread_tests ENGINE_DIR\n"), 2;
   close_during_open(argv[1]);
-  producer_consumer(argv[1]);
-  cancel_and_close_during_push(argv[1]);
+  rd_engine_t* e = open_engine(argv[1]);
+  producer_consumer(e);
+  cancel_and_close_during_push(e);
+  RD_CHECK(rd_engine_close(e) == RD_OK);
   std::printf("threads: ok\n");
   return 0;
 }
