@@ -162,8 +162,10 @@ def test_shared_library_abi(native_build):
     tags = _readelf_dynamic(lib)
     assert tags["SONAME"] == ["librd_engine.so.2"]
     runpath = ":".join(tags.get("RUNPATH", []) + tags.get("RPATH", []))
-    entries = runpath.split(":")
-    assert all(entries) and not [e for e in entries if "\\" in e or len(e) == 1], runpath  # no Windows paths
+    # CMake ends a build-tree run path it rewrites at install with one empty entry (the installed one is
+    # checked in the consumer test); every other entry is a folder that exists (no stray MKL/Windows ones)
+    entries = runpath.removesuffix(":").split(":")
+    assert all(Path(e).is_dir() for e in entries), runpath
     nm = subprocess.run(["nm", "-D", "--defined-only", str(lib)], capture_output=True, text=True, check=True)
     names = [line.split()[-1].split("@")[0] for line in nm.stdout.splitlines() if line.strip()]
     exported = [n for n in names if n != "RD_ENGINE_2"]
@@ -201,7 +203,7 @@ def test_find_package_consumer_relocated(native_build, aoti_engine_dir, tmp_path
     r = subprocess.run(["cmake", "--build", str(consumer)], capture_output=True, text=True, env=env)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     flags = "".join(p.read_text() for p in consumer.rglob("flags.make"))
-    assert "torch" not in flags and "-I" in flags  # the C API's include folder only, no libtorch
+    assert "torch" not in flags and str(moved / "include") in flags  # the C API's include folder only
     run = [str(consumer / "depth_consumer"), str(aoti_engine_dir)]
     r = subprocess.run(run, capture_output=True, text=True, env=env)
     assert r.returncode == 0, r.stderr
