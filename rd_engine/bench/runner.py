@@ -21,19 +21,22 @@ from rd_engine.bench.flops import FlopTable, flop_summary, measure_peak_tflops
 from rd_engine.bench.machine import device_slug, library_versions, machine_info, slug
 from rd_engine.bench.measure import count_frames, measure, measure_online
 from rd_engine.bench.report import check_finite_json, format_table, write_json
-from rd_engine.bench.schema import NULLABLE, SCHEMA_VERSION, STAGES
+from rd_engine.bench.schema import (
+    BASELINE_ALIGN_ITERS,
+    BASELINE_VAE_BATCH,
+    DEFAULT_FRAMES,
+    DEFAULT_TINY_RES,
+    NULLABLE,
+    SCHEMA_VERSION,
+    STAGES,
+)
 from rd_engine.errors import UserError
 
 log = logging.getLogger("rd_engine")
 
-DEFAULT_TINY_RES = 128  # the tiny model at 768 px spends its time in attention over 15k tokens
-DEFAULT_FRAMES = {"tiny": 16, "full": 90, "checkpoint": 90}  # 90 >= 78: dilation 25 is not capped
-BASELINE_VAE_BATCH = 4
-BASELINE_ALIGN_ITERS = 2000
 
-
-def load_models(args):
-    """(models, kind, name) for --model / --checkpoint."""
+def load_models(args, device="cpu"):
+    """(models, kind, name) for --model / --checkpoint (the full-size random weights made on `device`)."""
     from rd_engine.model.checkpoint import load_checkpoint, quiet_libraries
     from rd_engine.model.factory import full_size_random, tiny_checkpoint_cached
 
@@ -43,7 +46,7 @@ def load_models(args):
         return models, "checkpoint", slug(Path(str(args.checkpoint)).name)
     if args.model == "tiny":
         return load_checkpoint(tiny_checkpoint_cached()), "tiny", "tiny"
-    return full_size_random(), "full", "full"
+    return full_size_random(device=device), "full", "full"
 
 
 EXECUTION = {"pytorch": "eager", "onnxruntime": "onnxruntime", "aoti": "aot-compiled", "tensorrt": "tensorrt"}
@@ -128,7 +131,7 @@ def run_bench(args) -> list[tuple[Path, dict]]:
     if args.threads:
         torch.set_num_threads(args.threads)
     t_start = time.perf_counter()
-    models, model_kind, model_name = load_models(args)
+    models, model_kind, model_name = load_models(args, device)
     if model_kind != "tiny" and device.type == "cpu":
         log.warning("the full-size model on a CPU is very slow; the full-size benchmark is meant for a GPU")
     load_seconds = time.perf_counter() - t_start

@@ -17,3 +17,9 @@ NULLABLE = {
     "baseline.strategy.dtype_note": "GPU runs",
     "baseline": "without --with-baseline",
 }
+
+# Defaults of a measurement (here, not in the runner, so that `rd-engine bench --help` starts without torch)
+DEFAULT_TINY_RES = 128  # the tiny model at 768 px spends its time in attention over 15k tokens
+DEFAULT_FRAMES = {"tiny": 16, "full": 90, "checkpoint": 90}  # 90 >= 78: dilation 25 is not capped
+BASELINE_VAE_BATCH = 4
+BASELINE_ALIGN_ITERS = 2000

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import tempfile
+from pathlib import Path
 
 from rd_engine.errors import SettingError, UserError
 
@@ -17,6 +19,16 @@ def worded(error: UserError) -> str:
     if isinstance(error, SettingError):
         return f"{flag(error.name)} {error.problem}"
     return str(error)
+
+
+def check_output_dir(path: Path) -> None:
+    """Make the output folder and try a write in it (before any work), with a one-line error if it fails."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".rd-engine-write-test-"):
+            pass
+    except OSError as e:
+        raise UserError(f"output folder {path} is not writable ({e.strerror or e})") from None
 
 
 def int_at_least(lo: int):

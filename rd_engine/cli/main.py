@@ -6,12 +6,11 @@ import argparse
 import logging
 import os
 import sys
-import tempfile
 import time
 import traceback
 from pathlib import Path
 
-from rd_engine.cli.args import fps_value, int_at_least, output_options, worded
+from rd_engine.cli.args import check_output_dir, fps_value, int_at_least, output_options, worded
 from rd_engine.errors import UserError
 from rd_engine.version import __version__
 
@@ -174,34 +173,37 @@ def _setup_logging(quiet: bool, verbose: bool) -> None:
     warnings.filterwarnings("ignore", category=UserWarning, module="diffusers")
 
 
-def _check_output_dir(path: Path) -> None:
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path, prefix=".rd-engine-write-test-"):
-            pass
-    except OSError as e:
-        raise UserError(f"output folder {path} is not writable ({e.strerror or e})") from None
+def _usable_inputs(inputs: list, start_frame: int | None) -> tuple[list, int]:
+    """The inputs that open as videos and reach `start_frame` (live sources are taken as they are), and
+    the number of the others, each reported first with its one-line error.
+    """
+    from rd_engine.io.video import probe
+
+    usable = []
+    for path in inputs:
+        try:
+            if not isinstance(path, str):  # a live source (online mode) is opened when it runs
+                n = probe(path).num_frames
+                if start_frame and n is not None and start_frame >= n:
+                    raise UserError(f"{path}: start frame {start_frame} is beyond the end of the video ({n} frames)")
+            usable.append(path)
+        except UserError as e:
+            print(f"rd-engine: error: {worded(e)}", file=sys.stderr, flush=True)
+    return usable, len(inputs) - len(usable)
 
 
 def cmd_run(args) -> int:
-    import torch
-
-    from rd_engine.io.video import list_inputs
-    from rd_engine.model.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
-    from rd_engine.model.factory import tiny_checkpoint_cached
-    from rd_engine.outputs.offline import write_outputs
-    from rd_engine.pipeline.offline import Budgets, Pipeline
-    from rd_engine.progress import StageClock, human_bytes, peak_host_bytes
-    from rd_engine.settings import pick_device, resolve
-
     if not args.inputs and not args.demo:
         raise UserError("no input videos given (pass files, folders or .txt lists, or --demo)")
     if args.cluster:
         from rd_engine.cli.cluster import cmd_run_cluster
 
         return cmd_run_cluster(args)
+    from rd_engine.io.video import list_inputs
+    from rd_engine.model.checkpoint import DEFAULT_CHECKPOINT, check_checkpoint
+
     out_dir = Path(args.output_dir) if args.output_dir else Path("rd-demo-output" if args.demo else "rd-output")
-    _check_output_dir(out_dir)
+    check_output_dir(out_dir)
 
     checkpoint = args.checkpoint
     if args.stream:
@@ -215,6 +217,26 @@ def cmd_run(args) -> int:
         ]
     else:
         inputs = list_inputs([str(p) for p in args.inputs]) if args.inputs else []
+    # fail fast: inputs, checkpoint and engine folder are checked before torch and the model load
+    inputs, unusable = _usable_inputs(inputs, args.start_frame)
+    if unusable and not inputs:
+        print(f"rd-engine: {unusable} of {unusable} videos failed (no model was loaded)", file=sys.stderr)
+        return 1
+    if checkpoint is not None:
+        check_checkpoint(checkpoint)
+    import torch
+
+    from rd_engine.model.checkpoint import load_checkpoint
+    from rd_engine.model.factory import tiny_checkpoint_cached
+    from rd_engine.outputs.offline import write_outputs
+    from rd_engine.pipeline.offline import Budgets, Pipeline
+    from rd_engine.progress import StageClock, human_bytes, peak_host_bytes
+    from rd_engine.settings import pick_device, resolve
+
+    if args.engine is not None:
+        from rd_engine.engine_format.folder import open_engine_folder
+
+        open_engine_folder(args.engine)
     if args.demo:
         from rd_engine.testing.media import write_test_video
 
@@ -286,7 +308,7 @@ def cmd_run(args) -> int:
         budgets.host_snippets = int(args.max_memory * (1 << 30))
     pipe = Pipeline(backend, progress=not args.quiet, budgets=budgets)
 
-    failures = 0
+    failures = unusable
     stems: dict[str, int] = {}
     for path in inputs:
         stem = Path(str(path)).stem or "stream"
@@ -343,7 +365,7 @@ def cmd_run(args) -> int:
     if args.demo:
         log.warning("DEMO finished: outputs in %s (random-weight model: the depth is NOT meaningful)", out_dir)
     if failures:
-        print(f"rd-engine: {failures} of {len(inputs)} videos failed", file=sys.stderr)
+        print(f"rd-engine: {failures} of {len(inputs) + unusable} videos failed", file=sys.stderr)
         return 1
     return 0
 

@@ -18,14 +18,15 @@ import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import av
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from rd_engine.errors import UserError
+
+if TYPE_CHECKING:  # torch loads with `preprocess`, so that inputs are probed before it (and the model) load
+    import torch
 
 VIDEO_EXTENSIONS = (
     ".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".ts", ".gif",
@@ -449,6 +450,9 @@ def preprocess(
     Returns:
         Tensor [B, 3, h, w] with values in [-1, 1].
     """
+    import torch
+    import torch.nn.functional as F
+
     if isinstance(frames, np.ndarray):
         frames = torch.from_numpy(np.ascontiguousarray(frames))
     if frames.ndim != 4 or frames.shape[-1] != 3:
