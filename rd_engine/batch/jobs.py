@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -92,5 +93,6 @@ def is_complete(
         and meta.get("model") == model_name
         and meta.get("backend") == backend
         and meta.get("settings") == settings.to_dict()
-        and meta.get("outputs") == dataclasses.asdict(opts)
+        # as the metadata stores them: through JSON (tuples become lists, infinity a float)
+        and meta.get("outputs") == json.loads(json.dumps(dataclasses.asdict(opts)))
     )

@@ -14,7 +14,6 @@ back when small), so memory stays that of one shot however many shots the video 
 from __future__ import annotations
 
 import dataclasses
-import os
 import tempfile
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -28,6 +27,7 @@ from rd_engine.io.shots import DEFAULT_MIN_SHOT_LEN, DEFAULT_THRESHOLD, FLASH_FR
 from rd_engine.io.video import iter_frames
 from rd_engine.pipeline.inference import pick_seed
 from rd_engine.pipeline.offline import Pipeline, Prediction, Shot
+from rd_engine.pipeline.stores import unlinked_temp_file
 from rd_engine.settings import Settings
 
 
@@ -173,16 +173,14 @@ def predict_shots(
     seconds: dict[str, float] = {}
     peak = 0
     w, h = size
-    raw_path = None
-    mapped = False  # the raw file became the result's memory-mapped depth (deleted by its close())
     first = 0
     try:
         frames = source.next_shot()
         if frames is None:
             raise UserError(f"{path}: no frames to process")
-        fd, raw_name = tempfile.mkstemp(prefix=".rd-shots-", suffix=".raw", dir=pipe.budgets.spill_dir)
-        raw_path = Path(raw_name)
-        with os.fdopen(fd, "wb") as raw:
+        # nameless from the start (as the snippet spill file): no signal, not even SIGKILL, leaves it on disk
+        raw = unlinked_temp_file(pipe.budgets.spill_dir or tempfile.gettempdir(), ".rd-shots-", ".raw")
+        with raw:
             while frames is not None:
                 # the shot's window: what `rd-engine run --start-frame A --frame-count N` would run
                 # (its length is known once it ended, so its settings are completed afterwards)
@@ -209,16 +207,16 @@ def predict_shots(
                 finally:
                     pred.close()
                 first += n
-        _detect_seconds(seconds, cutter)
-        temp: list[Path] = []
-        if not keep:
-            depth = np.empty((0, h, w), np.float32)
-        elif first * h * w * 4 <= pipe.budgets.host_output:
-            depth = np.fromfile(raw_path, np.float32).reshape(first, h, w)
-        else:
-            depth = np.memmap(raw_path, dtype=np.float32, mode="r+", shape=(first, h, w))
-            temp.append(raw_path)
-            mapped = True
+            _detect_seconds(seconds, cutter)
+            temp: list[Path] = []
+            raw.flush()
+            if not keep:
+                depth = np.empty((0, h, w), np.float32)
+            elif first * h * w * 4 <= pipe.budgets.host_output:
+                raw.seek(0)
+                depth = np.fromfile(raw, np.float32).reshape(first, h, w)
+            else:  # the map holds its own reference to the (nameless) file: closing it keeps the data
+                depth = np.memmap(raw, dtype=np.float32, mode="r+", shape=(first, h, w))
         return Prediction(
             depth=depth,
             coaligned=None,
@@ -238,8 +236,6 @@ def predict_shots(
         )
     finally:
         source.close()
-        if raw_path is not None and not mapped:
-            raw_path.unlink(missing_ok=True)
 
 
 def _detect_seconds(seconds: dict[str, float], cutter: Cutter) -> None:
