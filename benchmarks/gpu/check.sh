@@ -9,6 +9,7 @@ DRY=0
 [ "${1:-}" = "--dry-run" ] && DRY=1
 OUT=${OUT:-$(mktemp -d)}
 mkdir -p "$OUT"
+OUT=$(cd "$OUT" && pwd)  # absolute: the steps run from another folder
 LOG=$OUT/log.txt
 STEPS=$OUT/steps.txt
 : > "$LOG"
@@ -17,20 +18,31 @@ PY=$(command -v python3 || command -v python)
 export PYTHONUNBUFFERED=1
 
 # The package without installing it (the GPU image's setuptools may be older than our build needs): the
-# tree as it installs, rd_engine/ with kernels/ and export/ inside, plus the carried wheels.
+# tree as it installs, rd_engine/ with kernels/ and export/ inside, plus benchmarks/, the kernel tests and the
+# carried wheels, all in one site folder. Every step runs FROM that folder: `python3 -m` puts the working
+# directory first on sys.path (and pytest adds its rootdir), so run from the repository's root its
+# rd_engine/, which has neither kernels/ nor export/ inside, would shadow the package.
+REPO=$PWD
 SITE=$(mktemp -d)
 trap 'rm -rf "$SITE"' EXIT
-if [ "$DRY" = 0 ] && ls .whl/*.whl > /dev/null 2>&1; then
+if ls .whl/*.whl > /dev/null 2>&1; then
     "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" .whl/*.whl \
         >> "$LOG" 2>&1 || echo "wheels: install failed (see log.txt)" | tee -a "$STEPS"
 fi
 cp -r rd_engine "$SITE/rd_engine"
 cp -r kernels "$SITE/rd_engine/kernels"
 cp -r export "$SITE/rd_engine/export"
-export PYTHONPATH="$SITE:$PWD"
+cp -r benchmarks "$SITE/benchmarks"
+mkdir -p "$SITE/tests" && cp -r tests/conftest.py tests/kernels "$SITE/tests/"
+printf '[pytest]\naddopts = -q --import-mode=importlib\n' > "$SITE/pytest.ini"
+cd "$SITE" || exit 1
+export PYTHONPATH="$SITE"
 
+# The boxes are the device's. A dry run checks the code path on a CPU that CI may share with other jobs:
+# its boxes are stretched (CHECK_BOX_SCALE, default 4) so that a busy machine does not fail it.
+if [ "$DRY" = 1 ]; then SCALE=${CHECK_BOX_SCALE:-4}; else SCALE=1; fi
 step() {  # step NAME SECONDS COMMAND...: run it time-boxed, log it, record rc and seconds
-    local name=$1 secs=$2 start rc
+    local name=$1 secs=$(($2 * SCALE)) start rc
     shift 2
     start=$(date +%s)
     echo "=== $name: $*" >> "$LOG"
@@ -46,10 +58,19 @@ else
 fi
 BENCH=("$PY" -m rd_engine.cli bench --model "$MODEL" --device "$DEV" --frames "$FRAMES" --repeats "$REPEATS")
 
+# every module the steps import, in seconds: a missing or shadowed one stops the check before it spends the
+# device's time (the other steps would all fail at import)
+if [ "$DRY" = 1 ]; then NEED=(); else NEED=(--need-triton --need-pytest); fi
+step preflight 60 "$PY" -m benchmarks.gpu.preflight --site "$SITE" "${NEED[@]}"
+if ! grep -q "^preflight rc=0 " "$STEPS"; then
+    echo "preflight failed: nothing else ran (log.txt names the missing modules)" | tee -a "$STEPS"
+    tail -n 20 "$LOG"
+    exit 1
+fi
 step env 30 "$PY" -m benchmarks.gpu.env --out "$OUT/env.json"
 if [ "$DRY" = 0 ]; then
     # the interpreted-kernel subprocess test needs Triton's interpreter, which fails with that image's numpy
-    step kernels 90 "$PY" -m pytest -q -p no:cacheprovider tests/kernels \
+    step kernels 90 "$PY" -m pytest -c pytest.ini -p no:cacheprovider tests/kernels \
         --deselect tests/kernels/test_interpreted_subprocess.py
 fi
 step parity 100 "$PY" -m benchmarks.gpu.parity --device "$DEV" --res "$PARITY_RES" --out "$OUT/parity.json"
