@@ -2,7 +2,7 @@
 
 from rd_engine.version import __version__
 
-__all__ = ["Engine", "__version__"]
+__all__ = ["Engine", "FastPaths", "__version__"]
 
 
 def __getattr__(name):
@@ -11,4 +11,8 @@ def __getattr__(name):
         from rd_engine.api import Engine
 
         return Engine
+    if name == "FastPaths":
+        from rd_engine.backends.fast import FastPaths
+
+        return FastPaths
     raise AttributeError(name)

@@ -85,5 +85,5 @@ def is_complete(
         and meta.get("model") == model_name
         and meta.get("backend") == backend
         and meta.get("settings") == settings.to_dict()
-        and meta.get("outputs") == dataclasses.asdict(opts)
+        and meta.get("outputs") == opts.recorded()
     )

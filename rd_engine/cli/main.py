@@ -11,7 +11,15 @@ import time
 import traceback
 from pathlib import Path
 
-from rd_engine.cli.args import fps_value, int_at_least, output_options, worded
+from rd_engine.cli.args import (
+    add_fast_arguments,
+    device_snippet_bytes,
+    fast_paths,
+    fps_value,
+    int_at_least,
+    output_options,
+    worded,
+)
 from rd_engine.errors import UserError
 from rd_engine.version import __version__
 
@@ -108,6 +116,8 @@ def _add_run_parser(sub) -> argparse.ArgumentParser:
         default=None,
         help="GiB of host memory for snippet depth before it spills to disk (offline)",
     )
+
+    add_fast_arguments(p)
 
     o = p.add_argument_group("outputs")
     o.add_argument("--npy", action=argparse.BooleanOptionalAction, default=True, help="<stem>_pred.npy [N,H,W] float32")
@@ -271,6 +281,7 @@ def cmd_run(args) -> int:
         device,
         settings.torch_dtype(),
         snippet_lens=sorted({settings.snippet_len, settings.refine_snippet_len}),
+        fast=fast_paths(args),
     )
     model_name = models.name if models is not None else str(args.engine)
     log.info(
@@ -281,10 +292,10 @@ def cmd_run(args) -> int:
         model_name,
         time.perf_counter() - t0,
     )
-    budgets = Budgets()
+    budgets = Budgets(device_snippets=device_snippet_bytes(args.device_snippet_budget))
     if args.max_memory is not None:
         budgets.host_snippets = int(args.max_memory * (1 << 30))
-    pipe = Pipeline(backend, progress=not args.quiet, budgets=budgets)
+    pipe = Pipeline(backend, progress=not args.quiet, budgets=budgets, align_threads=args.align_threads)
 
     failures = 0
     stems: dict[str, int] = {}

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,6 +37,13 @@ class OutputOptions:
     snippets: bool = False
     restore_res: bool = False
     fps: float = 0.0  # 0 = the input's frame rate
+    # outputs written at once, each on its own thread (colorizing and PyAV's encoding release the GIL); the
+    # files are the same whatever the number
+    write_threads: int = 1
+
+    def recorded(self) -> dict:
+        """What the outputs' metadata records (and a rerun compares): which files and how, not how fast."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if k != "write_threads"}
 
 
 def output_depth(pred: Prediction, restore_res: bool) -> np.ndarray:
@@ -92,7 +102,7 @@ def metadata(pred: Prediction, model_name: str, backend: str, depth_shape, opts:
         "depth_kind": "relative inverse depth (affine-invariant; near = large), normalized to [-1, 1]",
     }
     if opts is not None:  # which files were written and how: with the settings, what a rerun compares
-        meta["outputs"] = dataclasses.asdict(opts)
+        meta["outputs"] = opts.recorded()
     return meta
 
 
@@ -105,15 +115,18 @@ def write_outputs(
     n, h, w = depth.shape
     fps = opts.fps or pred.info.fps
     meta = metadata(pred, model_name, backend, depth.shape, opts)
-    with clock.stage("write", total=n * (len(opts.cmaps) + int(opts.sbs and bool(opts.cmaps)))) as tick:
-        if opts.npy:
-            p = out_dir / f"{stem}_pred.npy"
+    tasks: list[tuple[Path, Callable[[], None]]] = []  # each output: its path and the call that writes it
+    if opts.npy:
+
+        def npy(p=out_dir / f"{stem}_pred.npy"):
             with open_npy_memmap_atomic(p, depth.shape, np.float32) as arr:  # streams, never a second copy in RAM
                 for a in range(0, n, 64):
                     arr[a : a + 64] = depth[a : a + 64]
-            written.append(p)
-        if opts.npz:
-            p = out_dir / f"{stem}.npz"
+
+        tasks.append((out_dir / f"{stem}_pred.npy", npy))
+    if opts.npz:
+
+        def npz(p=out_dir / f"{stem}.npz"):
             save_npz_atomic(
                 p,
                 depth=np.asarray(depth),
@@ -121,14 +134,15 @@ def write_outputs(
                 fps=np.float64(pred.info.fps),
                 metadata=np.asarray(json.dumps(meta)),
             )
-            written.append(p)
-        vmin, vmax = float(depth.min()), float(depth.max())
-        if opts.png16:
-            p = out_dir / f"{stem}_png16"
-            write_png16_sequence(p, iter(depth), vmin, vmax, stem)
-            written.append(p)
-        if opts.snippets and pred.snippets:
-            p = out_dir / f"{stem}_snippets.npz"
+
+        tasks.append((out_dir / f"{stem}.npz", npz))
+    vmin, vmax = float(depth.min()), float(depth.max())
+    if opts.png16:
+        p = out_dir / f"{stem}_png16"
+        tasks.append((p, lambda p=p: write_png16_sequence(p, iter(depth), vmin, vmax, stem)))
+    if opts.snippets and pred.snippets:
+
+        def snippets(p=out_dir / f"{stem}_snippets.npz"):
             arrays = {}
             for g in pred.snippets:
                 arrays[f"dilation{g.dilation}"] = g.depth.float().numpy()
@@ -138,18 +152,42 @@ def write_outputs(
                 arrays[f"dilation{g.dilation}_scale"] = s.float().numpy()
                 arrays[f"dilation{g.dilation}_shift"] = t.float().numpy()
             save_npz_atomic(p, **arrays)
-            written.append(p)
+
+        tasks.append((out_dir / f"{stem}_snippets.npz", snippets))
+    with clock.stage("write", total=n * (len(opts.cmaps) + int(opts.sbs and bool(opts.cmaps)))) as tick:
+        lock = threading.Lock()
+
+        def tick_safe(k: int) -> None:
+            with lock:
+                tick(k)
+
         for i, cmap in enumerate(opts.cmaps):
-            p = out_dir / f"{stem}_{cmap}.mp4"
-            with VideoWriter(p, fps) as vw:
-                for f in range(n):
-                    vw.write(colorize(depth[f], vmin, vmax, cmap))
-                    tick(1)
-            written.append(p)
+
+            def video(p=out_dir / f"{stem}_{cmap}.mp4", cmap=cmap):
+                with VideoWriter(p, fps) as vw:
+                    for f in range(n):
+                        vw.write(colorize(depth[f], vmin, vmax, cmap))
+                        tick_safe(1)
+
+            tasks.append((out_dir / f"{stem}_{cmap}.mp4", video))
             if i == 0 and opts.sbs:
                 p = out_dir / f"{stem}_rgbd.mp4"
-                _write_side_by_side(pred, p, depth, vmin, vmax, cmap, fps, opts.restore_res, tick)
-                written.append(p)
+                tasks.append(
+                    (
+                        p,
+                        lambda p=p, cmap=cmap: _write_side_by_side(
+                            pred, p, depth, vmin, vmax, cmap, fps, opts.restore_res, tick_safe
+                        ),
+                    )
+                )
+        if opts.write_threads <= 1 or len(tasks) <= 1:
+            for _, write in tasks:
+                write()
+        else:
+            with ThreadPoolExecutor(max_workers=opts.write_threads, thread_name_prefix="rd-write") as pool:
+                for future in [pool.submit(write) for _, write in tasks]:
+                    future.result()  # the first failure propagates; the others' temporary files are removed
+        written.extend(path for path, _ in tasks)
     return written
 
 
