@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import copy
 import logging
 from pathlib import Path
 
 from rd_engine.errors import UserError
+from rd_engine.eval import EVAL_PRESET, EVAL_SEED
 
 log = logging.getLogger("rd_engine")
 
@@ -14,6 +16,11 @@ log = logging.getLogger("rd_engine")
 # (the split decides the frames)
 _RUN_GROUPS = ("model", "method", "online mode")
 _NOT_FOR_EVAL = {"start_frame", "frame_count"}
+# `run` options whose default differs for `eval`: Table 1's settings and reproducible noise
+_EVAL_DEFAULTS = {
+    "preset": (EVAL_PRESET, "settings preset (eval: the paper's, as in Table 1)"),
+    "seed": (EVAL_SEED, "seed of the initial noise (eval: fixed, so that a rerun scores the same)"),
+}
 
 
 def _copy_run_options(run_parser: argparse.ArgumentParser, p: argparse.ArgumentParser) -> list[str]:
@@ -31,6 +38,9 @@ def _copy_run_options(run_parser: argparse.ArgumentParser, p: argparse.ArgumentP
         for action in group._group_actions:
             if action.dest in _NOT_FOR_EVAL:
                 continue
+            if action.dest in _EVAL_DEFAULTS:  # a copy: the `run` command keeps its own default
+                action = copy.copy(action)
+                action.default, action.help = _EVAL_DEFAULTS[action.dest]
             target._add_action(action)
             if title.startswith("method") and action.dest != "preset":
                 settings.append(action.dest)
@@ -52,7 +62,7 @@ def add_eval_parser(subparsers, run_parser: argparse.ArgumentParser) -> argparse
         description="Score rd-engine (by running it on each sequence) or saved predictions (--pred-dir: "
         "rd-engine's, Video Depth Anything's or DepthCrafter's) on a benchmark split with the paper's protocol: "
         "one least-squares scale and shift per sequence in inverse depth, AbsRel and delta1 per frame. "
-        "Writes a Markdown and JSON table and a per-frame AbsRel plot per sequence (see README, 'Evaluate').",
+        "Writes a Markdown and JSON table and a per-frame AbsRel plot per sequence (see docs/evaluation.md).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--benchmark", choices=list(BENCHMARKS), help="the benchmark")
@@ -74,7 +84,16 @@ def add_eval_parser(subparsers, run_parser: argparse.ArgumentParser) -> argparse
         help="row label of the method (default: the prediction folder's name, or rd-engine-<preset>-<align>-<mode>)",
     )
     p.add_argument(
-        "--max-depth", type=float, default=None, help="depth cap in metres (default: the benchmark's; see README)"
+        "--max-depth",
+        type=float,
+        default=None,
+        help="depth cap in metres (default: the benchmark's; see docs/evaluation.md)",
+    )
+    p.add_argument(
+        "--clip-pred",
+        action="store_true",
+        help="clip the prediction at 1e-3 before the fit, as Video Depth Anything's and DepthCrafter's scripts do "
+        "(for their non-negative outputs; off: the prediction is fitted as it is)",
     )
     p.add_argument(
         "--compare",
@@ -98,10 +117,21 @@ def add_eval_parser(subparsers, run_parser: argparse.ArgumentParser) -> argparse
     return p
 
 
+def engine_dtype(preset: str, dtype: str | None, device) -> str:
+    """The precision of an engine run: ``--dtype`` if given, else the preset's (fp32 on CPU), as `run` does.
+
+    (The engine's own default, fp16 on CUDA, would override the `paper` preset's fp32.)
+    """
+    from rd_engine.settings import resolve
+
+    return resolve(preset, {"dtype": dtype}, device)[0].dtype
+
+
 def _engine_source(args):
     from rd_engine.api import Engine
     from rd_engine.eval.sources import EngineRun
     from rd_engine.model.checkpoint import DEFAULT_CHECKPOINT
+    from rd_engine.settings import pick_device
 
     checkpoint = args.checkpoint
     if checkpoint is None and (args.engine is None or args.backend == "pytorch"):
@@ -109,7 +139,7 @@ def _engine_source(args):
     engine = Engine(
         checkpoint,
         device=args.device,
-        dtype=args.dtype,
+        dtype=engine_dtype(args.preset, args.dtype, pick_device(args.device)),
         progress=not args.quiet,
         engine=args.engine,
         backend=args.backend,
@@ -127,7 +157,7 @@ def cmd_eval(args) -> int:
     Returns:
         The exit status (0; errors raise `UserError`).
     """
-    from rd_engine.eval.datasets import benchmark, check_dataset, load_split
+    from rd_engine.eval.datasets import benchmark, check_dataset, check_rgb_size, load_split
     from rd_engine.eval.report import compare_markdown, load_table, markdown, write_report
     from rd_engine.eval.runner import evaluate
     from rd_engine.eval.sources import PredictionFolder
@@ -143,13 +173,17 @@ def cmd_eval(args) -> int:
     if args.pred_dir is not None:
         source = PredictionFolder(args.pred_dir, args.name)
     else:
-        check_dataset(args.root, bench, load_split(bench, args.split))  # before the model loads
+        seqs = load_split(bench, args.split)
+        check_dataset(args.root, bench, seqs)  # before the model loads
+        check_rgb_size(args.root, bench, seqs)
         source = _engine_source(args)
 
     def progress(r) -> None:
         log.info("%s: AbsRel %.4f, delta1 %.4f (%d frames)", r.id, r.absrel, r.delta1, r.frames)
 
-    report = evaluate(bench, args.root, source, args.split, args.max_depth, on_sequence=progress)
+    report = evaluate(
+        bench, args.root, source, args.split, args.max_depth, on_sequence=progress, clip_pred=args.clip_pred
+    )
     folder = write_report(report, args.output_dir)
     print(markdown(report), end="", flush=True)
     log.info("wrote %s (table.md, table.json, plots/)", folder)

@@ -31,8 +31,12 @@ class Benchmark:
         depth_format: ``"png16"`` (16-bit single-channel PNG) or ``"npy"`` (float array).
         metres_per_unit: Metres per stored value (``png16``), or the factor applied to ``npy`` values.
         max_depth: Ground truth at or above this many metres is invalid; predicted depth is capped here.
-        crop: Border ``(top, bottom, left, right)`` in ground-truth pixels left out of the evaluation.
-        release: The public release whose layout the adapter reads (for messages and the README).
+        crop: Border ``(top, bottom, left, right)`` in ground-truth pixels cut from the RGB frames before
+            inference and from the ground truth before scoring (the frames a method sees are the
+            cropped ones; see `crop_window`).
+        no_measurement: Stored values that mean "no measurement" besides 0 (a renderer's far plane, a
+            16-bit encoding's saturated value); decoded to 0.
+        release: The public release whose layout the adapter reads (for messages and the docs).
     """
 
     name: str
@@ -42,6 +46,7 @@ class Benchmark:
     metres_per_unit: float
     max_depth: float
     crop: tuple[int, int, int, int] = (0, 0, 0, 0)
+    no_measurement: tuple[float, ...] = ()
     release: str = ""
 
     def decode_depth(self, path: Path) -> np.ndarray:
@@ -56,7 +61,7 @@ class Benchmark:
                 raise UserError(f"{path}: not a readable depth PNG ({e})") from None
             if raw.ndim != 2 or raw.dtype.kind not in "ui":
                 raise UserError(f"{path}: not a single-channel 16-bit depth PNG (got {raw.dtype} {raw.shape})")
-            return (raw.astype(np.float64) * self.metres_per_unit).astype(np.float32)
+            return self._metres(raw)
         try:
             raw = np.load(path, allow_pickle=False)
         except (OSError, ValueError) as e:
@@ -64,18 +69,33 @@ class Benchmark:
         raw = np.squeeze(raw)
         if raw.ndim != 2 or raw.dtype.kind != "f":
             raise UserError(f"{path}: not a float [H, W] depth map (got {raw.dtype} {raw.shape})")
-        return (raw.astype(np.float32) * np.float32(self.metres_per_unit)).astype(np.float32)
+        return self._metres(raw)
 
-    def region(self, height: int, width: int) -> np.ndarray | None:
-        """The ``[H, W]`` mask of the evaluated pixels (None: all of them)."""
+    def _metres(self, raw: np.ndarray) -> np.ndarray:
+        """Stored values to metres (float32), with the `no_measurement` values set to 0."""
+        if raw.dtype.kind == "f":
+            metres = (raw.astype(np.float32) * np.float32(self.metres_per_unit)).astype(np.float32)
+        else:
+            metres = (raw.astype(np.float64) * self.metres_per_unit).astype(np.float32)
+        if self.no_measurement:
+            metres[np.isin(raw, np.asarray(self.no_measurement, raw.dtype))] = 0.0
+        return metres
+
+    def crop_window(self, height: int, width: int) -> tuple[slice, slice]:
+        """The rows and columns of a ``height x width`` frame that are kept (all of them without a crop).
+
+        Raises:
+            UserError: If the frame is not larger than its crop.
+        """
         top, bottom, left, right = self.crop
-        if not any(self.crop):
-            return None
         if top + bottom >= height or left + right >= width:
-            raise UserError(f"{self.name}: ground truth {width}x{height} is smaller than its evaluation crop")
-        mask = np.zeros((height, width), bool)
-        mask[top : height - bottom, left : width - right] = True
-        return mask
+            raise UserError(f"{self.name}: frames of {width}x{height} are not larger than its crop {self.crop}")
+        return slice(top, height - bottom), slice(left, width - right)
+
+    def cropped_size(self, height: int, width: int) -> tuple[int, int]:
+        """``(height, width)`` of a ``height x width`` frame after the crop."""
+        rows, cols = self.crop_window(height, width)
+        return rows.stop - rows.start, cols.stop - cols.start
 
 
 BENCHMARKS: dict[str, Benchmark] = {
@@ -89,8 +109,8 @@ BENCHMARKS: dict[str, Benchmark] = {
             1e-3,
             10.0,
             crop=(8, 8, 11, 11),
-            release="ScanNet v2 scans exported by its SensReader: <scene>/color/<i>.jpg, <scene>/depth/<i>.png "
-            "(uint16 millimetres)",
+            release="ScanNet v2 scans exported by its SensReader: <scene>/color/<i>.jpg (at the depth's 640x480), "
+            "<scene>/depth/<i>.png (uint16 millimetres)",
         ),
         Benchmark(
             "bonn",
@@ -109,6 +129,7 @@ BENCHMARKS: dict[str, Benchmark] = {
             "png16",
             1000.0 / 65535.0,
             1000.0,
+            no_measurement=(65535,),  # the encoding's saturated value: 1000 m or farther
             release="PointOdyssey: <split>/<sequence>/rgbs/rgb_<i>.jpg, <split>/<sequence>/depths_masked/"
             "depth_<i>.png (uint16, 65535 = 1000 m, the release's depth encoding)",
         ),
@@ -119,6 +140,7 @@ BENCHMARKS: dict[str, Benchmark] = {
             "npy",
             1.0,
             1000.0,
+            no_measurement=(50.0,),  # the renderer's far plane (no surface within 50 m)
             release="DyDToF: <scene>/<shot>/ColorImage/<shot>.<i>.jpeg, <scene>/<shot>/DepthMap/<shot>.<i>.npy "
             "(float metres)",
         ),
@@ -240,7 +262,7 @@ def check_dataset(root: Path, bench: Benchmark, seqs: list[SequenceSpec]) -> Non
     first = gone[0]
     hint = ""
     if seq.depth[0].startswith("depths_masked/") and (sequence_dir(root, seq) / "depths").is_dir():
-        hint = "; the public release has depths/ only: see the README, 'Evaluate', on depths_masked"
+        hint = "; the public release has depths/ only: see docs/evaluation.md on depths_masked"
     if len(incomplete) == len(seqs) and all(len(g) == 2 * s.frames for s, g in incomplete):  # nothing at all
         raise UserError(
             f"{root} holds none of the {len(seqs)} sequences of this {bench.name} split (first missing: {first}); "
@@ -256,15 +278,19 @@ def check_dataset(root: Path, bench: Benchmark, seqs: list[SequenceSpec]) -> Non
 class DepthFrames:
     """A sequence's ground truth in metres, ``[N, H, W]`` float32, decoded from its files on access.
 
-    Slicing along frames (``gt[a:b]``) decodes those frames; the video is never held whole, so a long
-    sequence at full resolution costs a chunk of frames in memory. ``np.asarray(gt)`` decodes all of it.
+    ``H x W`` is the benchmark's evaluated window: the stored frames (``full_shape``) less the
+    benchmark's crop. Slicing along frames (``gt[a:b]``) decodes those frames; the video is never held
+    whole, so a long sequence at full resolution costs a chunk of frames in memory. ``np.asarray(gt)``
+    decodes all of it.
     """
 
     def __init__(self, root: Path, bench: Benchmark, seq: SequenceSpec):
         self.bench, self.seq = bench, seq
         self.base = sequence_dir(root, seq)
         first = bench.decode_depth(self.base / seq.depth[0])
-        self.shape = (seq.frames, *first.shape)
+        self.full_shape = (seq.frames, *first.shape)
+        self.window = bench.crop_window(*first.shape)
+        self.shape = (seq.frames, *bench.cropped_size(*first.shape))
         self.dtype = np.dtype(np.float32)
 
     def __len__(self) -> int:
@@ -277,12 +303,13 @@ class DepthFrames:
         for i in range(*index.indices(len(self))):
             path = self.base / self.seq.depth[i]
             depth = self.bench.decode_depth(path)
-            if depth.shape != self.shape[1:]:
+            if depth.shape != self.full_shape[1:]:
                 first = self.base / self.seq.depth[0]
                 raise UserError(
-                    f"{path}: {depth.shape[1]}x{depth.shape[0]}, but {first} is {self.shape[2]}x{self.shape[1]}"
+                    f"{path}: {depth.shape[1]}x{depth.shape[0]}, but {first} is "
+                    f"{self.full_shape[2]}x{self.full_shape[1]}"
                 )
-            frames.append(depth)
+            frames.append(depth[self.window])
         return np.stack(frames) if frames else np.empty((0, *self.shape[1:]), np.float32)
 
     def __array__(self, dtype=None, copy=None):
@@ -290,8 +317,53 @@ class DepthFrames:
 
 
 def load_depth(root: Path, bench: Benchmark, seq: SequenceSpec) -> DepthFrames:
-    """The ground truth of one sequence in metres, ``[N, H, W]`` float32 decoded on access (0: no measurement)."""
+    """The ground truth of one sequence in metres inside the benchmark's crop.
+
+    ``[N, H, W]`` float32, decoded on access; 0 where there is no measurement.
+    """
     return DepthFrames(root, bench, seq)
+
+
+def _stored_size(path: Path) -> tuple[int, int]:
+    """``(width, height)`` of an image or ``.npy`` array from its header."""
+    if path.suffix == ".npy":
+        try:
+            shape = np.squeeze(np.load(path, mmap_mode="r", allow_pickle=False)).shape
+        except (OSError, ValueError) as e:
+            raise UserError(f"{path}: not a readable .npy depth map ({e})") from None
+        return (shape[1], shape[0]) if len(shape) == 2 else (0, 0)
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            return im.size
+    except OSError as e:
+        raise UserError(f"{path}: not a readable image ({e})") from None
+
+
+def check_rgb_size(root: Path, bench: Benchmark, seqs: list[SequenceSpec]) -> None:
+    """Check, for a benchmark with a crop, that each sequence's RGB frames are at its depth's size.
+
+    The crop is given in depth pixels and cut from the RGB frames before inference, so the frames must
+    have the depth's size (ScanNet: colour exported at 640x480, not SensReader's default 1296x968).
+    Each sequence's first RGB frame and depth map are compared (every frame of a sequence must share one
+    size, which the engine run checks as it reads them).
+
+    Raises:
+        UserError: One line naming the first sequence whose sizes differ.
+    """
+    if not any(bench.crop):
+        return
+    for seq in seqs:
+        base = sequence_dir(root, seq)
+        rgb, depth = base / seq.rgb[0], base / seq.depth[0]
+        rw, rh = _stored_size(rgb)
+        dw, dh = _stored_size(depth)
+        if (rw, rh) != (dw, dh):
+            raise UserError(
+                f"{rgb}: colour is {rw}x{rh} but its depth is {dw}x{dh}; {bench.name}'s crop {bench.crop} is in "
+                f"depth pixels, so export the colour at the depth's size ({dw}x{dh}; see docs/evaluation.md)"
+            )
 
 
 def load_rgb(root: Path, seq: SequenceSpec, index: int) -> np.ndarray:

@@ -1,10 +1,12 @@
 """The evaluation protocol: one affine fit per video in inverse depth, then AbsRel and delta1 per frame.
 
 An affine-invariant inverse-depth video ``pred [N, H, W]`` is scored against metric ground truth
-``gt [N, H, W]`` (metres) as follows (the README's "Evaluate" section gives the source of each step):
+``gt [N, H, W]`` (metres) as follows (docs/evaluation.md gives the source of each step):
 
+0. optionally (``pred_clip``, off by default) the prediction is clipped below at `PRED_CLIP` first, as
+   the published video depth scripts do for their non-negative outputs;
 1. valid pixels: finite ground truth with ``min_depth < gt < max_depth``, a finite prediction, and
-   inside the benchmark's evaluation region (``region``, e.g. a border crop);
+   inside the optional evaluation mask ``region`` (the benchmarks crop their frames instead);
 2. one scale ``s`` and shift ``t`` for the whole video, by least squares (float64) of ``s * pred + t``
    against the ground truth's inverse depth ``1 / gt`` over every valid pixel of every frame;
 3. the aligned inverse depth is floored at ``DISPARITY_FLOOR`` (at most 1000 m), inverted, and the
@@ -29,6 +31,7 @@ from rd_engine.errors import UserError
 
 DISPARITY_FLOOR = 1e-3  # aligned inverse depth is floored here before inversion (depth <= 1000 m)
 MIN_DEPTH = 1e-3  # ground truth at or below this is invalid; predicted depth is clipped up to it
+PRED_CLIP = 1e-3  # the compatibility switch's floor of the raw prediction (Video Depth Anything, DepthCrafter)
 DELTA1_THRESHOLD = 1.25
 
 
@@ -61,12 +64,20 @@ class VideoScore:
 
 
 def _chunks(
-    pred, gt, region: np.ndarray | None, min_depth: float, max_depth: float | None, chunk_frames: int
+    pred,
+    gt,
+    region: np.ndarray | None,
+    min_depth: float,
+    max_depth: float | None,
+    chunk_frames: int,
+    pred_clip: float | None = None,
 ) -> Iterator[tuple[int, np.ndarray, np.ndarray, np.ndarray]]:
     """``(first frame, pred float64, gt float64, valid bool)`` per chunk of frames, all ``[B, H, W]``."""
     n = len(gt)
     for a in range(0, n, chunk_frames):
         p = np.asarray(pred[a : a + chunk_frames], dtype=np.float64)
+        if pred_clip is not None:
+            p = np.maximum(p, pred_clip)  # NaN stays NaN (and invalid)
         g = np.asarray(gt[a : a + chunk_frames], dtype=np.float64)
         with np.errstate(invalid="ignore"):
             valid = np.isfinite(g) & (g > min_depth) & np.isfinite(p)
@@ -84,6 +95,7 @@ def score_video(
     min_depth: float = MIN_DEPTH,
     max_depth: float | None = None,
     chunk_frames: int = 8,
+    pred_clip: float | None = None,
 ) -> VideoScore:
     """Align an affine-invariant inverse-depth video to metric ground truth once, and score it.
 
@@ -96,6 +108,7 @@ def score_video(
         max_depth: Ground truth at or above this is invalid and predicted depth is clipped down to it
             (None: no cap).
         chunk_frames: Frames per step.
+        pred_clip: Clip the prediction below at this value before the fit (None: as it is).
 
     Returns:
         The video's `VideoScore`.
@@ -112,7 +125,7 @@ def score_video(
     count = 0
     kp = kg = None
     sp = sg = spp = spg = 0.0
-    for _, p, g, valid in _chunks(pred, gt, region, min_depth, max_depth, chunk_frames):
+    for _, p, g, valid in _chunks(pred, gt, region, min_depth, max_depth, chunk_frames, pred_clip):
         p, inv = p[valid], 1.0 / g[valid]
         if p.size == 0:
             continue
@@ -136,7 +149,7 @@ def score_video(
     frame_absrel = np.full(n, np.nan)
     frame_delta1 = np.full(n, np.nan)
     hi = np.inf if max_depth is None else max_depth
-    for a, p, g, valid in _chunks(pred, gt, region, min_depth, max_depth, chunk_frames):
+    for a, p, g, valid in _chunks(pred, gt, region, min_depth, max_depth, chunk_frames, pred_clip):
         for j in range(len(g)):
             v = valid[j]
             k = int(v.sum())

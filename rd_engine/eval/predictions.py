@@ -10,6 +10,11 @@ Looked for, in this order, for the sequence ``ID`` (its split list's name, e.g. 
   their extension): the per-frame layout of Video Depth Anything's benchmark inference.
 
 All of them hold inverse depth up to scale and shift (relative disparity); the protocol aligns it.
+
+A benchmark with a crop (ScanNet) takes a prediction at exactly one of two sizes: the full frame (the
+crop is cut from it) or the cropped frame (Video Depth Anything's and DepthCrafter's benchmark scripts
+crop the RGB before inference, so their depth comes at that size; it lies inside the crop as it is).
+Elsewhere a prediction of the ground truth's aspect ratio is resized to it (`to_size`).
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from rd_engine.errors import UserError
-from rd_engine.eval.datasets import SequenceSpec
+from rd_engine.eval.datasets import Benchmark, SequenceSpec
 
 ASPECT_TOLERANCE = 0.03  # relative difference of width / height within which a prediction is resized
 NPZ_KEYS = ("depth", "depths")
@@ -167,6 +172,39 @@ def to_size(depth: np.ndarray, height: int, width: int, what: str) -> np.ndarray
             "predictions must cover the whole frame)"
         )
     return _Resized(depth, height, width)
+
+
+def to_benchmark_size(depth: np.ndarray, bench: Benchmark, height: int, width: int, what: str) -> np.ndarray:
+    """A prediction on the pixels a benchmark scores: inside its crop, at the ground truth's size.
+
+    Args:
+        depth: ``[N, h, w]``.
+        bench: The benchmark (its crop decides).
+        height: Height of the stored ground truth (the full frame, before the crop).
+        width: Width of the stored ground truth.
+        what: Names the prediction in errors.
+
+    Returns:
+        ``[N, H, W]`` with ``H x W`` the cropped size: a full-frame prediction's crop (a view), a
+        cropped-size one as it is; without a crop, `to_size`'s result.
+
+    Raises:
+        UserError: With a crop, a size that is neither the full frame nor the cropped frame; without
+            one, another aspect ratio (`to_size`).
+    """
+    if not any(bench.crop):
+        return to_size(depth, height, width, what)
+    n, h, w = depth.shape
+    ch, cw = bench.cropped_size(height, width)
+    if (h, w) == (ch, cw):
+        return depth
+    if (h, w) == (height, width):
+        rows, cols = bench.crop_window(height, width)
+        return depth[:, rows, cols]
+    raise UserError(
+        f"{what}: frames are {w}x{h}; {bench.name} takes a prediction at exactly the full frame ({width}x{height}) "
+        f"or the frame inside its crop {bench.crop} ({cw}x{ch})"
+    )
 
 
 class _Resized:

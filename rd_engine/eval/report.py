@@ -17,6 +17,7 @@ import numpy as np
 
 from rd_engine.errors import UserError
 from rd_engine.io.files import atomic_output
+from rd_engine.settings import PRESETS
 from rd_engine.version import __version__
 
 
@@ -82,7 +83,9 @@ class EvalReport:
     rd_engine_version: str = field(default=__version__)
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2, allow_nan=False)
+        data = asdict(self)
+        data["settings_label"] = settings_label(self.settings)
+        return json.dumps(data, indent=2, allow_nan=False)
 
 
 def frame_list(values: np.ndarray) -> list[float | None]:
@@ -90,11 +93,39 @@ def frame_list(values: np.ndarray) -> list[float | None]:
     return [None if not math.isfinite(v) else float(v) for v in np.asarray(values, np.float64)]
 
 
-def _settings_line(settings: dict | None) -> str:
+def _value(key: str, value) -> str:
+    if isinstance(value, list):
+        return " ".join(str(v) for v in value)
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if key == "seed" and value is None:
+        return "random"
+    return str(value)
+
+
+def settings_label(settings: dict | None) -> str:
+    """One line naming a method's engine settings: the preset they match (and what differs), then the values.
+
+    The preset is the recorded one (engine runs), else the preset whose every value the settings match
+    (rd-engine's saved ``.npz`` metadata); "not recorded" for other methods' predictions.
+    """
     if not settings:
         return "not recorded"
-    keys = ("res", "dilations", "cap_dilation", "refine_step", "dtype", "align", "seed", "lag")
-    return ", ".join(f"{k} {settings[k]}" for k in keys if k in settings)
+    preset = settings.get("preset")
+    if preset not in PRESETS:
+        preset = next((n for n, v in PRESETS.items() if all(settings.get(k) == x for k, x in v.items())), None)
+    if preset is None:
+        head = "no preset"
+    else:
+        changed = [k for k, x in PRESETS[preset].items() if k in settings and settings[k] != x]
+        head = f"preset {preset}" + (f" with {', '.join(changed)} changed" if changed else "")
+    keys = ("res", "dilations", "cap_dilation", "refine_step", "dtype", "align", "align_iters", "seed")
+    values = [f"{k} {_value(k, settings[k])}" for k in keys if k in settings]
+    if "mode" in settings:
+        values.append(settings["mode"] + (f" lag {settings['lag']}" if settings.get("lag") is not None else ""))
+    elif "lag" in settings:
+        values.append(f"lag {settings['lag']}")
+    return f"{head}: {', '.join(values)}"
 
 
 def markdown(report: EvalReport) -> str:
@@ -103,7 +134,7 @@ def markdown(report: EvalReport) -> str:
         f"### {report.benchmark} ({report.split}): {report.method}",
         "",
         f"- model: {report.model or 'not recorded'}; backend: {report.backend or 'not recorded'}",
-        f"- settings: {_settings_line(report.settings)}",
+        f"- settings (every row): {settings_label(report.settings)}",
         f"- protocol: {report.protocol['summary']}",
         "",
         "| sequence | frames | AbsRel | delta1 |",
@@ -188,6 +219,8 @@ def load_table(path: Path) -> dict:
 def compare_markdown(tables: list[dict]) -> str:
     """One row per method, AbsRel and delta1 per benchmark split side by side ("-" where not scored).
 
+    Each row names its engine settings (`settings_label`; "not recorded" for other methods' predictions).
+
     Raises:
         UserError: If two tables of one benchmark split were scored with different protocol parameters.
     """
@@ -198,12 +231,16 @@ def compare_markdown(tables: list[dict]) -> str:
         protocol = {k: v for k, v in t["protocol"].items() if k != "summary"}
         if columns.setdefault(key, protocol) != protocol:
             raise UserError(f"{t['method']}: {key[0]} ({key[1]}) was scored with another protocol than the others")
-        row = rows.setdefault(t["method"], {"model": t.get("model"), "backend": t.get("backend")})
+        label = settings_label(t.get("settings"))
+        row = rows.setdefault(t["method"], {"model": t.get("model"), "backend": t.get("backend"), "settings": label})
+        if row["settings"] != label:
+            raise UserError(f"{t['method']}: two results of this name were made with different settings; rename one")
         row[key] = (t["absrel"], t["delta1"], len(t.get("sequences", [])))
-    head = ["method", "model", "backend"] + [f"{b} ({s}) {m}" for b, s in columns for m in ("AbsRel", "delta1")]
-    lines = ["| " + " | ".join(head) + " |", "|---|---|---|" + "---:|" * (2 * len(columns))]
+    head = ["method", "model", "backend", "settings"]
+    head += [f"{b} ({s}) {m}" for b, s in columns for m in ("AbsRel", "delta1")]
+    lines = ["| " + " | ".join(head) + " |", "|---|---|---|---|" + "---:|" * (2 * len(columns))]
     for method, row in rows.items():
-        cells = [method, row["model"] or "-", row["backend"] or "-"]
+        cells = [method, row["model"] or "-", row["backend"] or "-", row["settings"]]
         for key in columns:
             cells += [f"{row[key][0]:.4f}", f"{row[key][1]:.4f}"] if key in row else ["-", "-"]
         lines.append("| " + " | ".join(cells) + " |")

@@ -11,8 +11,8 @@ import numpy as np
 
 from rd_engine.errors import UserError
 from rd_engine.eval.datasets import Benchmark, SequenceSpec, check_dataset, load_depth, load_split, split_folder
-from rd_engine.eval.metrics import DISPARITY_FLOOR, MIN_DEPTH, mean_scores, score_video
-from rd_engine.eval.predictions import to_size
+from rd_engine.eval.metrics import DISPARITY_FLOOR, MIN_DEPTH, PRED_CLIP, mean_scores, score_video
+from rd_engine.eval.predictions import to_benchmark_size
 from rd_engine.eval.report import EvalReport, SequenceResult, frame_list
 
 log = logging.getLogger("rd_engine")
@@ -26,18 +26,28 @@ class PredictionSource(Protocol):
     backend: str | None
     settings: dict | None
 
-    def check(self, seqs: list[SequenceSpec]) -> None: ...
+    def check(self, root: Path, bench: Benchmark, seqs: list[SequenceSpec]) -> None: ...
 
-    def predict(self, root: Path, seq: SequenceSpec) -> tuple[np.ndarray, str]: ...
+    def predict(self, root: Path, bench: Benchmark, seq: SequenceSpec) -> tuple[np.ndarray, str]: ...
 
 
-def protocol(bench: Benchmark, max_depth: float) -> dict:
+def protocol(bench: Benchmark, max_depth: float, clip_pred: bool = False) -> dict:
     """The protocol's parameters, as recorded in the JSON and summarized above the table."""
     crop = bench.crop
     summary = (
-        f"one least-squares scale and shift per sequence in inverse depth; GT valid in ({MIN_DEPTH:g}, "
-        f"{max_depth:g}) m"
-        + (f", border crop {crop} (top, bottom, left, right)" if any(crop) else "")
+        (
+            f"RGB and GT cropped by {crop} px (top, bottom, left, right) before inference and scoring; "
+            if any(crop)
+            else ""
+        )
+        + (f"prediction clipped at {PRED_CLIP:g} before the fit; " if clip_pred else "")
+        + "one least-squares scale and shift per sequence in inverse depth; GT valid in "
+        + f"({MIN_DEPTH:g}, {max_depth:g}) m"
+        + (
+            f", stored {', '.join(f'{v:g}' for v in bench.no_measurement)} = no measurement"
+            if bench.no_measurement
+            else ""
+        )
         + f"; aligned inverse depth floored at {DISPARITY_FLOOR:g}, depth clipped to [{MIN_DEPTH:g}, {max_depth:g}] m; "
         "AbsRel and delta1 (1.25) per frame, averaged over frames, then over sequences"
     )
@@ -47,6 +57,9 @@ def protocol(bench: Benchmark, max_depth: float) -> dict:
         "max_depth": max_depth,
         "disparity_floor": DISPARITY_FLOOR,
         "crop_top_bottom_left_right": list(crop),
+        "crop_applies_to": "rgb and ground truth" if any(crop) else None,
+        "no_measurement_stored_values": list(bench.no_measurement),
+        "prediction_clip": PRED_CLIP if clip_pred else None,
         "summary": summary,
     }
 
@@ -58,6 +71,7 @@ def evaluate(
     split: str | Path | None = None,
     max_depth: float | None = None,
     on_sequence: Callable[[SequenceResult], None] | None = None,
+    clip_pred: bool = False,
 ) -> EvalReport:
     """Score a method on a benchmark split; nothing is written here (`rd_engine.eval.report.write_report`).
 
@@ -71,6 +85,8 @@ def evaluate(
         split: A carried split's name, a folder of CSV lists, or None for the paper's split.
         max_depth: Override of the benchmark's depth cap (metres).
         on_sequence: Called with each sequence's result as soon as it is scored.
+        clip_pred: Clip the prediction at `PRED_CLIP` before the fit, as the published scripts do for
+            their non-negative outputs (a compatibility switch; off by default).
 
     Returns:
         The `EvalReport`.
@@ -81,18 +97,18 @@ def evaluate(
     root = Path(root)
     seqs = load_split(bench, split)
     check_dataset(root, bench, seqs)
-    source.check(seqs)
+    source.check(root, bench, seqs)
     cap = bench.max_depth if max_depth is None else max_depth
     results = []
     scores = []
     for seq in seqs:
-        gt = load_depth(root, bench, seq)
-        pred, where = source.predict(root, seq)
+        gt = load_depth(root, bench, seq)  # inside the benchmark's crop
+        pred, where = source.predict(root, bench, seq)
         if pred.shape[0] != gt.shape[0]:
             raise UserError(f"{where}: {pred.shape[0]} frames, but sequence {seq.id} has {gt.shape[0]}")
-        pred = to_size(pred, gt.shape[1], gt.shape[2], where)
+        pred = to_benchmark_size(pred, bench, gt.full_shape[1], gt.full_shape[2], where)
         try:
-            score = score_video(pred, gt, bench.region(gt.shape[1], gt.shape[2]), MIN_DEPTH, cap)
+            score = score_video(pred, gt, None, MIN_DEPTH, cap, pred_clip=PRED_CLIP if clip_pred else None)
         except UserError as e:
             raise UserError(f"{seq.id}: {e}") from None
         scores.append(score)
@@ -121,7 +137,7 @@ def evaluate(
         model=source.model,
         backend=source.backend,
         settings=source.settings,
-        protocol=protocol(bench, cap),
+        protocol=protocol(bench, cap, clip_pred),
         sequences=results,
         absrel=absrel,
         delta1=delta1,

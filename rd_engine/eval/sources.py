@@ -1,7 +1,9 @@
 """Where a sequence's prediction comes from: a folder of saved predictions, or a run of the engine.
 
-Both give the prediction at whatever size it was made; `rd_engine.eval.runner` brings it to the ground
-truth's size and scores it.
+A folder's predictions come at whatever size they were saved; `rd_engine.eval.runner` brings them to the
+ground truth's size and scores them. An engine run sees each sequence's RGB frames inside the benchmark's
+crop (ScanNet's border is cut off before inference, as the published benchmark scripts do) and gives its
+depth at the size of those frames.
 """
 
 from __future__ import annotations
@@ -16,8 +18,9 @@ import numpy as np
 
 from rd_engine.api import Engine
 from rd_engine.errors import UserError
-from rd_engine.eval.datasets import SequenceSpec, load_rgb
-from rd_engine.eval.predictions import check_predictions, load_prediction
+from rd_engine.eval import EVAL_PRESET, EVAL_SEED
+from rd_engine.eval.datasets import Benchmark, SequenceSpec, check_rgb_size, load_rgb
+from rd_engine.eval.predictions import check_predictions, load_prediction, to_size
 from rd_engine.io.files import save_npy_atomic
 
 
@@ -36,11 +39,11 @@ class PredictionFolder:
         self.backend: str | None = None
         self.settings: dict | None = None
 
-    def check(self, seqs: list[SequenceSpec]) -> None:
+    def check(self, root: Path, bench: Benchmark, seqs: list[SequenceSpec]) -> None:
         """Fail before any work if a sequence has no prediction."""
         check_predictions(self.folder, seqs)
 
-    def predict(self, root: Path, seq: SequenceSpec) -> tuple[np.ndarray, str]:
+    def predict(self, root: Path, bench: Benchmark, seq: SequenceSpec) -> tuple[np.ndarray, str]:
         """``([N, h, w] prediction, where it came from)``; rd-engine's metadata fills model, backend, settings."""
         loaded = load_prediction(self.folder, seq)
         meta = loaded.metadata
@@ -52,14 +55,15 @@ class PredictionFolder:
 class EngineRun:
     """Runs rd-engine on each sequence's RGB frames, offline or online.
 
-    Offline, the frames go to the pipeline as a lossless (FFV1) video in a temporary folder, so the run
-    is exactly `rd-engine run` on those frames; online (``lag`` given), they are pushed into a stream
-    session one by one, as `rd-engine run --stream --lag` does.
+    By default with the paper's settings (`EVAL_PRESET`) and a fixed seed (`EVAL_SEED`). Offline, the
+    frames go to the pipeline as a lossless (FFV1) video in a temporary folder, so the run is exactly
+    `rd-engine run` on those frames; online (``lag`` given), they are pushed into a stream session one by
+    one, as `rd-engine run --stream --lag` does.
 
     Args:
         engine: The loaded engine.
         preset: Settings preset.
-        overrides: Explicit settings (None values keep the preset's).
+        overrides: Explicit settings (None values keep the preset's; no seed: `EVAL_SEED`).
         lag: Online look-ahead in frames; None runs the offline method.
         save_dir: Where to keep each sequence's prediction as ``<sequence>_pred.npy`` (None: nowhere).
         method: Row label.
@@ -68,7 +72,7 @@ class EngineRun:
     def __init__(
         self,
         engine: Engine,
-        preset: str = "fast",
+        preset: str = EVAL_PRESET,
         overrides: dict | None = None,
         lag: int | None = None,
         save_dir: Path | None = None,
@@ -77,6 +81,7 @@ class EngineRun:
         self.engine = engine
         self.preset = preset
         self.overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+        self.overrides.setdefault("seed", EVAL_SEED)
         self.lag = lag
         self.save_dir = save_dir
         self.model = engine.model_name
@@ -89,12 +94,16 @@ class EngineRun:
         mode = "offline" if lag is None else f"online-lag{lag}"
         self.method = method or f"rd-engine-{preset}-{self.settings['align']}-{mode}"
 
-    def check(self, seqs: list[SequenceSpec]) -> None:
-        """Nothing to check before the runs."""
+    def check(self, root: Path, bench: Benchmark, seqs: list[SequenceSpec]) -> None:
+        """Fail before any run if a benchmark with a crop has RGB frames at another size than its depth."""
+        check_rgb_size(root, bench, seqs)
 
-    def predict(self, root: Path, seq: SequenceSpec) -> tuple[np.ndarray, str]:
-        frames = _frames(root, seq)  # read one at a time: a sequence's RGB is never held whole
+    def predict(self, root: Path, bench: Benchmark, seq: SequenceSpec) -> tuple[np.ndarray, str]:
+        """The depth of one sequence, ``[N, h, w]`` at the size of its (cropped) RGB frames."""
+        size: list[int] = []
+        frames = _frames(root, bench, seq, size)  # read one at a time: a sequence's RGB is never held whole
         depth = self._offline(frames) if self.lag is None else self._online(frames, seq.frames)
+        depth = _materialize(to_size(depth, size[0], size[1], f"{seq.id}: rd-engine run"))
         if self.save_dir is not None:
             save_npy_atomic(Path(self.save_dir) / f"{seq.id}_pred.npy", depth)
         return depth, "rd-engine run"
@@ -120,17 +129,34 @@ class EngineRun:
         return np.stack([done[i] for i in range(n)]).astype(np.float32)
 
 
-def _frames(root: Path, seq: SequenceSpec) -> Iterator[np.ndarray]:
-    """A sequence's RGB frames in order, checked to share one size."""
-    size = None
+def _materialize(depth, chunk: int = 16) -> np.ndarray:
+    """``[N, H, W]`` float32 from an array or a resizing view, resized a chunk of frames at a time."""
+    if isinstance(depth, np.ndarray):
+        return depth.astype(np.float32, copy=False)
+    out = np.empty(depth.shape, np.float32)
+    for a in range(0, depth.shape[0], chunk):
+        out[a : a + chunk] = depth[a : a + chunk]
+    return out
+
+
+def _frames(root: Path, bench: Benchmark, seq: SequenceSpec, size: list[int]) -> Iterator[np.ndarray]:
+    """A sequence's RGB frames in order inside the benchmark's crop, checked to share one size.
+
+    ``size`` receives ``[height, width]`` of the yielded (cropped) frames once the first is read.
+    """
+    first = None
     for i in range(seq.frames):
         rgb = load_rgb(root, seq, i)
-        if size is None:
-            size = rgb.shape
-        elif rgb.shape != size:
+        if first is None:
+            first = rgb.shape
+            window = bench.crop_window(*first[:2])
+        elif rgb.shape != first:
             raise UserError(
-                f"{seq.id}: frame {seq.rgb[i]} is {rgb.shape[1]}x{rgb.shape[0]}, the first is {size[1]}x{size[0]}"
+                f"{seq.id}: frame {seq.rgb[i]} is {rgb.shape[1]}x{rgb.shape[0]}, the first is {first[1]}x{first[0]}"
             )
+        rgb = np.ascontiguousarray(rgb[window])
+        if not size:
+            size += rgb.shape[:2]
         yield rgb
 
 

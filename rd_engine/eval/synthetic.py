@@ -7,7 +7,8 @@ RGB frames are a picture of the inverse depth. Predictions are the decoded groun
 under an affine, optionally with multiplicative noise, saved in one of the formats `rd-engine eval
 --pred-dir` reads.
 
-From the command line (the whole default split of ScanNet at 64x48, and predictions with 5 % noise)::
+From the command line (the whole default split of ScanNet at 64x48, and predictions with 5 % noise;
+``--cropped`` writes them at the size inside ScanNet's crop instead)::
 
     python -m rd_engine.eval.synthetic --benchmark scannet --root /tmp/scannet --pred-dir /tmp/pred
     rd-engine eval --benchmark scannet --root /tmp/scannet --pred-dir /tmp/pred -o /tmp/eval
@@ -177,6 +178,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--size", default="64x48", help="WIDTHxHEIGHT of the frames")
     p.add_argument("--noise", type=float, default=0.05, help="multiplicative noise of the predictions")
     p.add_argument("--format", choices=PRED_FORMATS, default="rd-npy", help="prediction file format")
+    p.add_argument(
+        "--cropped",
+        action="store_true",
+        help="predictions of the frames inside the benchmark's crop (ScanNet: as Video Depth Anything and "
+        "DepthCrafter save theirs), not of the full frames",
+    )
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args(argv)
     try:
@@ -191,7 +198,11 @@ def main(argv: list[str] | None = None) -> int:
         gts = write_sequences(a.root, bench, seqs, (w, h), a.seed)
         if a.pred_dir is not None:
             for k, seq in enumerate(seqs):
-                pred = prediction_of(gts[seq.id], 2.0 + 0.1 * k, -0.3, a.noise, seed=a.seed + k)
+                gt = gts[seq.id]
+                if a.cropped:
+                    rows, cols = bench.crop_window(h, w)
+                    gt = gt[:, rows, cols]
+                pred = prediction_of(gt, 2.0 + 0.1 * k, -0.3, a.noise, seed=a.seed + k)
                 write_prediction(a.pred_dir, seq, pred, a.format)
     except UserError as e:
         print(f"rd_engine.eval.synthetic: error: {e}", file=sys.stderr)

@@ -12,6 +12,7 @@ from rd_engine.eval.datasets import (
     SPLITS_DIR,
     benchmark,
     check_dataset,
+    check_rgb_size,
     load_depth,
     load_rgb,
     load_split,
@@ -40,7 +41,7 @@ def _split(folder, name, rows):
 UNITS = {
     "scannet": (np.array([[0, 1, 1000], [2500, 9999, 65535]]), 1 / 1000),  # millimetres
     "bonn": (np.array([[0, 1, 5000], [2500, 12345, 65535]]), 1 / 5000),  # 5000 per metre (TUM)
-    "pointodyssey": (np.array([[0, 1, 65535], [6553, 32768, 100]]), 1000 / 65535),  # 65535 = 1000 m
+    "pointodyssey": (np.array([[0, 1, 65534], [6553, 32768, 100]]), 1000 / 65535),  # 65535 = 1000 m
 }
 
 
@@ -49,7 +50,10 @@ def test_png16_depth_reads_back_in_metres_with_zero_for_no_measurement(tmp_path,
     units, per = UNITS[name]
     bench = benchmark(name)
     seq_dir = tmp_path / "root" / "a" / "b"
-    _png16(seq_dir / "d" / "0.png", units)
+    top, bottom, left, right = bench.crop  # ScanNet's ground truth is read inside its crop
+    frame = np.zeros((2 + top + bottom, 3 + left + right), np.uint16)
+    frame[top : top + 2, left : left + 3] = units
+    _png16(seq_dir / "d" / "0.png", frame)
     _rgb(seq_dir / "c" / "0.png", 7)
     split = _split(tmp_path / "split", "a^b", [["c/0.png", "d/0.png"]])
     (seq,) = load_split(bench, split)
@@ -84,7 +88,7 @@ def test_frames_come_from_the_carried_split_list_in_its_order(tmp_path):
     assert len(listed) == 90 and listed[:3] == [0, 3, 6]
     base = tmp_path / "scene0707_00"
     for i in range(max(listed) + 1):  # every frame of the scan, each depth map holding its frame number
-        _png16(base / "depth" / f"{i}.png", np.full((2, 2), i + 1))
+        _png16(base / "depth" / f"{i}.png", np.full((18, 24), i + 1))  # 2x2 inside the crop
         _rgb(base / "color" / f"{i}.jpg", 0)
     seqs = {s.id: s for s in load_split(bench)}
     assert len(seqs) == 100 and set(seqs) == {
@@ -115,11 +119,52 @@ def test_every_carried_split_has_the_papers_frame_counts():
     assert {s.folder.parts[0] for s in load_split(benchmark("pointodyssey"))} == {"test", "train"}
 
 
-def test_scannet_evaluates_inside_its_border_crop():
-    region = benchmark("scannet").region(480, 640)
-    assert region.sum() == (480 - 16) * (640 - 22)
-    assert not region[7].any() and region[8, 11] and not region[8, 10] and not region[-8].any()
-    assert benchmark("bonn").region(480, 640) is None
+def test_saturated_and_far_plane_values_read_as_no_measurement(tmp_path):
+    """PointOdyssey's 65535 (1000 m or farther) and DyDToF's far plane (50 m) are no measurement (0)."""
+    po = benchmark("pointodyssey")
+    _png16(tmp_path / "po.png", [[65535, 65534, 1]])
+    np.testing.assert_allclose(po.decode_depth(tmp_path / "po.png"), [[0.0, 65534 / 65.535, 1 / 65.535]], rtol=1e-6)
+    dy = benchmark("dydtof")
+    np.save(tmp_path / "dy.npy", np.array([[50.0, 49.99, 3.0], [50.0, 50.01, 0.5]], np.float32))
+    np.testing.assert_array_equal(
+        dy.decode_depth(tmp_path / "dy.npy"), np.array([[0.0, 49.99, 3.0], [0.0, 50.01, 0.5]], np.float32)
+    )
+    # ScanNet and Bonn keep every stored value but 0
+    _png16(tmp_path / "s.png", [[65535, 0]])
+    assert benchmark("scannet").decode_depth(tmp_path / "s.png")[0, 0] == pytest.approx(65.535)
+
+
+def test_scannet_ground_truth_is_cropped_to_the_published_window(tmp_path):
+    """Video Depth Anything and DepthCrafter cut [8:-8, 11:-11]: 640x480 becomes 618x464."""
+    bench = benchmark("scannet")
+    assert bench.crop_window(480, 640) == (slice(8, 472), slice(11, 629))
+    assert bench.cropped_size(480, 640) == (464, 618)
+    units = np.arange(1, 48 * 64 + 1).reshape(48, 64)  # each pixel its own value
+    _png16(tmp_path / "root" / "sc" / "depth" / "0.png", units)
+    _rgb(tmp_path / "root" / "sc" / "color" / "0.jpg", 0)
+    (seq,) = load_split(bench, _split(tmp_path / "split", "sc", [["color/0.jpg", "depth/0.png"]]))
+    depth = load_depth(tmp_path / "root", bench, seq)
+    assert depth.full_shape == (1, 48, 64) and depth.shape == (1, 32, 42)
+    np.testing.assert_allclose(np.asarray(depth)[0], units[8:-8, 11:-11] / 1000, rtol=1e-6)
+    assert benchmark("bonn").crop_window(480, 640) == (slice(0, 480), slice(0, 640))
+    with pytest.raises(UserError, match="not larger than its crop"):
+        bench.crop_window(16, 100)
+
+
+def test_scannet_colour_must_be_at_the_depths_size(tmp_path):
+    """SensReader's default colour export (1296x968) does not match the depth (640x480) the crop is given in."""
+    bench = benchmark("scannet")
+    base = tmp_path / "scene"
+    _png16(base / "depth" / "0.png", np.ones((48, 64)))
+    Image.fromarray(np.zeros((61, 81, 3), np.uint8)).save(base.parent / "c.jpg")
+    (base / "color").mkdir()
+    (base.parent / "c.jpg").rename(base / "color" / "0.jpg")
+    seqs = load_split(bench, _split(tmp_path / "split", "scene", [["color/0.jpg", "depth/0.png"]]))
+    with pytest.raises(UserError, match=r"colour is 81x61 but its depth is 64x48; .*export the colour at"):
+        check_rgb_size(tmp_path, bench, seqs)
+    check_rgb_size(tmp_path, benchmark("bonn"), seqs)  # no crop, no requirement
+    Image.fromarray(np.zeros((48, 64, 3), np.uint8)).save(base / "color" / "0.jpg")
+    check_rgb_size(tmp_path, bench, seqs)
 
 
 def test_missing_and_partial_datasets_name_what_is_missing(tmp_path):
@@ -159,11 +204,15 @@ def test_bad_splits_and_depth_files_are_user_errors(tmp_path):
     with pytest.raises(UserError, match="single-channel 16-bit"):
         load_depth(tmp_path / "root", bench, load_split(bench, split)[0])
     # depth maps of one sequence must share a size
+    bonn = benchmark("bonn")
     _png16(tmp_path / "root" / "t" / "a.png", np.ones((3, 4)))
     _png16(tmp_path / "root" / "t" / "b.png", np.ones((4, 4)))
     split = _split(tmp_path / "s2", "t", [["a.png", "a.png"], ["b.png", "b.png"]])
     with pytest.raises(UserError, match="b.png: 4x4, but .*a.png is 4x3"):
-        np.asarray(load_depth(tmp_path / "root", bench, load_split(bench, split)[0]))
+        np.asarray(load_depth(tmp_path / "root", bonn, load_split(bonn, split)[0]))
+    # ScanNet's ground truth must be larger than its crop
+    with pytest.raises(UserError, match="scannet: frames of 4x3 are not larger than its crop"):
+        load_depth(tmp_path / "root", bench, load_split(bench, split)[0])
 
 
 def test_pointodyssey_without_its_masked_depth_gets_a_hint(tmp_path):

@@ -121,3 +121,18 @@ def test_a_benchmark_is_the_mean_over_its_videos(gt):
     b = score_video(gt, gt)
     absrel, delta1 = mean_scores([a, b])
     assert absrel == pytest.approx((a.absrel + b.absrel) / 2) and delta1 == pytest.approx((a.delta1 + b.delta1) / 2)
+
+
+def test_pred_clip_fits_the_clipped_prediction_as_the_published_scripts_do(gt):
+    """`--clip-pred`: Video Depth Anything's and DepthCrafter's eval clip the raw prediction at 1e-3 first."""
+    rng = np.random.default_rng(3)
+    pred = (2.0 / gt + rng.normal(0.0, 0.3, gt.shape)).astype(np.float32)  # noisy, partly negative
+    assert (pred < 1e-3).any()
+    s = score_video(pred, gt, pred_clip=1e-3)
+    clipped = np.maximum(pred.astype(np.float64), 1e-3)
+    a = np.stack([clipped.ravel(), np.ones(clipped.size)], 1)
+    (scale, shift), *_ = np.linalg.lstsq(a, 1.0 / gt.astype(np.float64).ravel(), rcond=None)
+    assert s.scale == pytest.approx(scale, rel=1e-9) and s.shift == pytest.approx(shift, rel=1e-9, abs=1e-12)
+    d = np.clip(1.0 / np.maximum(scale * clipped + shift, 1e-3), 1e-3, None)
+    assert s.absrel == pytest.approx(np.mean(np.abs(d - gt) / gt, axis=(1, 2)).mean(), rel=1e-9)
+    assert score_video(pred, gt).scale != pytest.approx(s.scale)  # without the switch: the raw prediction

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from rd_engine.errors import UserError
-from rd_engine.eval.datasets import SequenceSpec
-from rd_engine.eval.predictions import check_predictions, load_prediction, to_size
+from rd_engine.eval.datasets import SequenceSpec, benchmark
+from rd_engine.eval.predictions import check_predictions, load_prediction, to_benchmark_size, to_size
 from rd_engine.eval.synthetic import PRED_FORMATS, write_prediction
 
 SEQ = SequenceSpec("train^girl", PurePosixPath("train/girl"), ("rgbs/rgb_1.jpg", "rgbs/rgb_2.jpg"), ("d1", "d2"))
@@ -66,3 +66,17 @@ def test_predictions_are_resized_to_the_ground_truth_only_when_the_aspect_ratio_
     assert down.shape == (2, 4, 6) and np.abs(down - x).max() < 0.5 * np.abs(x).max()
     with pytest.raises(UserError, match="p: frames are 6x4, the ground truth is 6x6"):
         to_size(x, 6, 6, "p")
+
+
+def test_scannet_takes_a_prediction_at_exactly_the_full_or_the_cropped_frame():
+    bench = benchmark("scannet")
+    full = np.random.default_rng(2).standard_normal((2, 48, 64)).astype(np.float32)
+    np.testing.assert_array_equal(to_benchmark_size(full, bench, 48, 64, "p"), full[:, 8:-8, 11:-11])
+    cropped = full[:, 8:-8, 11:-11].copy()  # Video Depth Anything / DepthCrafter: made from cropped RGB
+    assert to_benchmark_size(cropped, bench, 48, 64, "p") is cropped
+    # other sizes, even of (nearly) the same aspect ratio, are refused rather than stretched over the crop
+    for h, w in [(48, 63), (63, 84), (32, 43)]:
+        with pytest.raises(UserError, match=r"p: frames are .*exactly the full frame \(64x48\) or .*\(42x32\)"):
+            to_benchmark_size(np.zeros((2, h, w), np.float32), bench, 48, 64, "p")
+    # without a crop, a prediction of the same aspect ratio is resized
+    assert to_benchmark_size(full, benchmark("bonn"), 96, 128, "p").shape == (2, 96, 128)
