@@ -123,3 +123,14 @@ def test_host_options_keep_the_result(tiny_models, clip, tmp_path):
             assert all(np.array_equal(a[k], b[k]) for k in a.files)
         else:
             assert files[1][name] == files[3][name], name
+
+
+def test_the_python_api_takes_the_fast_paths(tiny_models):
+    from rd_engine import Engine
+    from rd_engine import FastPaths as Exported
+
+    fast = Exported(channels_last=True, attention="math")
+    engine = Engine(models=tiny_models, device="cpu", backend="pytorch", fast=fast, align_threads=1)
+    assert engine.backend.fast == fast and engine.pipeline.align_threads == 1
+    with pytest.raises(SettingError):
+        Engine(models=tiny_models, device="cpu", backend="pytorch", fast=FastPaths(compile="fastest"))
