@@ -23,3 +23,11 @@ class SettingError(UserError):
         super().__init__(f"{name} {problem}")
         self.name = name
         self.problem = problem
+
+
+def needs_extra(module: str, extra: str, what: str) -> None:
+    """Raise a UserError that names the optional extra to install when `module` cannot be imported."""
+    import importlib.util
+
+    if importlib.util.find_spec(module) is None:
+        raise UserError(f"{what} needs the {module} package: pip install 'rd-engine[{extra}]'")

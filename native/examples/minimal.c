@@ -13,10 +13,11 @@ static int fail(const char* what, rd_status status) {
 }
 
 static int drain(rd_session_t* session, float* depth, size_t capacity) {
-    rd_frame_info_t info;
+    rd_frame_t info;
     int32_t available = 1;
     while (available) {
-        rd_status st = rd_session_poll(session, depth, capacity, &info, &available);
+        rd_frame_init(&info); /* struct_size: the fields this program knows */
+        rd_status st = rd_session_poll_frame(session, depth, capacity, &info, &available);
         if (st != RD_OK) return fail("poll", st);
         if (available && fwrite(depth, sizeof(float), (size_t)info.width * info.height, stdout) !=
                              (size_t)info.width * info.height) {
@@ -56,9 +57,15 @@ int main(int argc, char** argv) {
     float* depth = NULL;
     size_t capacity = 0;
     int rc = 0;
-    long index = 0;
+    int64_t index = 0;
+    rd_frame_input_t frame;
+    rd_frame_input_init(&frame);
+    frame.width = width;
+    frame.height = height;
+    frame.rgb = rgb;
     while (rc == 0 && fread(rgb, 1, frame_bytes, stdin) == frame_bytes) {
-        st = rd_session_push(session, rgb, width, height, 3 * (int64_t)width, index / 30.0, NULL);
+        frame.timestamp_ns = index * 1000000000 / 30; /* any int64 stamp; returned exactly */
+        st = rd_session_push_frame(session, &frame, NULL);
         if (st != RD_OK) {
             rc = fail("push", st);
             break;

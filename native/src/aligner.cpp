@@ -12,17 +12,17 @@
 namespace rd {
 namespace {
 
-constexpr long kBorder = 2;            // pixels cropped on each side before the solve
-constexpr long kFactor = 10;           // subsampling step of the solver copy
+constexpr int64_t kBorder = 2;            // pixels cropped on each side before the solve
+constexpr int64_t kFactor = 10;           // subsampling step of the solver copy
 constexpr double kMadToSigma = 1.4826;  // median absolute deviation -> sigma of Gaussian residuals
 constexpr double kCauchyC = 2.385;      // Cauchy loss constant, in robust-sigma units
 constexpr double kFrozenWeight = 1.0;   // finished frames: final values
 constexpr double kProvisionalWeight = 0.5;  // unfinished frames: running mean of the snippets so far
 constexpr int kWindowIters = 20;        // Procrustes iterations per window solve (warm-started)
 constexpr int kMinEntries = 3;          // fewer entries: a frame keeps the plain mean
-constexpr long kPerEntryMinElems = 1L << 14;  // robust merge: frames this large go entry by entry
-constexpr long kCoarsePixels = 1L << 17;
-constexpr long kSample = 1L << 18;
+constexpr int64_t kPerEntryMinElems = 1L << 14;  // robust merge: frames this large go entry by entry
+constexpr int64_t kCoarsePixels = 1L << 17;
+constexpr int64_t kSample = 1L << 18;
 
 std::pair<double, double> onto_unit_range(double lo, double hi) {  // the affine mapping [lo, hi] onto [-1, 1]
   const double a = hi > lo ? 2.0 / (hi - lo) : 1.0;
@@ -46,18 +46,18 @@ std::pair<double, double> fit(const at::Tensor& m, double s_prev, double t_prev)
   return {s.item<double>(), t.item<double>()};
 }
 
-at::Tensor strided_sample(const at::Tensor& t) { return t.reshape(-1).slice(0, 0, c10::nullopt, std::max<long>(1, t.numel() / kSample)); }
+at::Tensor strided_sample(const at::Tensor& t) { return t.reshape(-1).slice(0, 0, c10::nullopt, std::max<int64_t>(1, t.numel() / kSample)); }
 
-at::Tensor frame_mean(const std::vector<at::Tensor>& values, const std::vector<Group>& groups, long n,
+at::Tensor frame_mean(const std::vector<at::Tensor>& values, const std::vector<Group>& groups, int64_t n,
                       const std::vector<at::Tensor>* weights) {
-  const long P = values[0].size(-1);
+  const int64_t P = values[0].size(-1);
   auto opts = values[0].options().dtype(at::kFloat);
   at::Tensor acc = at::zeros({n, P}, opts);
   at::Tensor cnt = at::zeros({n}, opts);
   at::Tensor wacc = weights ? at::zeros({n, P}, opts) : at::Tensor();
   for (size_t g = 0; g < groups.size(); ++g) {
-    const at::Tensor idx = groups[g].indices.reshape(-1).to(at::kLong);
-    const long K = values[g].size(0), L = values[g].size(1);
+    const at::Tensor idx = groups[g].indices.reshape(-1).to(acc.device(), at::kLong);  // index_add_: same device
+    const int64_t K = values[g].size(0), L = values[g].size(1);
     const double gw = static_cast<float>(groups[g].weight);
     if (!weights) {
       acc.index_add_(0, idx, values[g].reshape({K * L, P}) * gw);
@@ -71,7 +71,7 @@ at::Tensor frame_mean(const std::vector<at::Tensor>& values, const std::vector<G
   return acc / wacc.clamp_min(1e-12);
 }
 
-std::vector<std::pair<at::Tensor, at::Tensor>> procrustes(const std::vector<Group>& groups, long n,
+std::vector<std::pair<at::Tensor, at::Tensor>> procrustes(const std::vector<Group>& groups, int64_t n,
                                                           std::vector<std::pair<at::Tensor, at::Tensor>> params,
                                                           int iters, int inner, double c) {
   std::vector<at::Tensor> pix_w;
@@ -87,7 +87,7 @@ std::vector<std::pair<at::Tensor, at::Tensor>> procrustes(const std::vector<Grou
     std::vector<at::Tensor> res;
     for (size_t g = 0; g < groups.size(); ++g) res.push_back((a[g] - T.index({groups[g].indices})).reshape(-1));
     const at::Tensor r = at::cat(res);
-    const at::Tensor rsub = r.slice(0, 0, c10::nullopt, std::max<long>(1, r.numel() / kSample));
+    const at::Tensor rsub = r.slice(0, 0, c10::nullopt, std::max<int64_t>(1, r.numel() / kSample));
     const double robust_sigma = (rsub.abs().median().clamp_min(1e-12) * kMadToSigma).item<float>();
     const double delta = c * robust_sigma;
     std::vector<std::pair<at::Tensor, at::Tensor>> next;
@@ -98,7 +98,7 @@ std::vector<std::pair<at::Tensor, at::Tensor>> procrustes(const std::vector<Grou
         const at::Tensor& x = groups[g].depth;
         const at::Tensor w = cauchy_weights(s.view({-1, 1, 1}) * x + t.view({-1, 1, 1}) - y, delta);
         const at::Tensor m = moments(x, y, w);
-        const long K = m.size(0);
+        const int64_t K = m.size(0);
         auto d = m.options().dtype(at::kDouble);
         std::tie(s, t) = solve_scale_shift(m, at::ones({K}, d), at::zeros({K}, d), 1e-10, s);
       }
@@ -118,7 +118,7 @@ std::vector<std::pair<at::Tensor, at::Tensor>> procrustes(const std::vector<Grou
 }  // namespace
 
 at::Tensor solver_copy(const at::Tensor& depth) {
-  const long H = depth.size(-2), W = depth.size(-1);
+  const int64_t H = depth.size(-2), W = depth.size(-1);
   at::Tensor sub = depth.slice(-2, kBorder, std::max(kBorder, H - kBorder))
                        .slice(-1, kBorder, std::max(kBorder, W - kBorder))
                        .slice(-2, 0, c10::nullopt, kFactor)
@@ -187,12 +187,12 @@ std::pair<double, double> solve_one(const at::Tensor& x, const at::Tensor& y, co
   return {s, t};
 }
 
-std::vector<std::pair<at::Tensor, at::Tensor>> solve_robust(const std::vector<Group>& groups, long n, int iters,
+std::vector<std::pair<at::Tensor, at::Tensor>> solve_robust(const std::vector<Group>& groups, int64_t n, int iters,
                                                             int fine_iters,
                                                             std::vector<std::pair<at::Tensor, at::Tensor>> init) {
-  long total = 0;
+  int64_t total = 0;
   for (const auto& g : groups) total += g.depth.numel();
-  const long step = std::max<long>(1, total / kCoarsePixels);
+  const int64_t step = std::max<int64_t>(1, total / kCoarsePixels);
   for (auto& p : init) p = {p.first.to(at::kFloat), p.second.to(at::kFloat)};
   if (step == 1) return procrustes(groups, n, std::move(init), iters, 2, kCauchyC);
   std::vector<Group> coarse;
@@ -206,11 +206,11 @@ OnlineAligner::OnlineAligner(int snippet_len, int lag) : L_(snippet_len), lag_(l
   if (lag < 0) fail(RD_ERR_INVALID_ARGUMENT, "lag must be >= 0, got " + std::to_string(lag));
 }
 
-void OnlineAligner::note_frame(long index, double timestamp, Clock::time_point pushed) {
-  meta_[index] = {timestamp, pushed};
+void OnlineAligner::note_frame(int64_t index, double timestamp, int64_t timestamp_ns, Clock::time_point pushed) {
+  meta_[index] = {timestamp, timestamp_ns, pushed};
 }
 
-at::Tensor OnlineAligner::consensus(long f) const {
+at::Tensor OnlineAligner::consensus(int64_t f) const {
   at::Tensor acc;
   double wsum = 0.0;
   for (const auto& e : entries_.at(f)) {
@@ -221,10 +221,10 @@ at::Tensor OnlineAligner::consensus(long f) const {
   return acc / wsum;
 }
 
-std::pair<double, double> OnlineAligner::solve(const at::Tensor& x, const std::vector<long>& frames) const {
+std::pair<double, double> OnlineAligner::solve(const at::Tensor& x, const std::vector<int64_t>& frames) const {
   at::Tensor y = at::zeros_like(x), w = at::zeros_like(x);
   for (size_t j = 0; j < frames.size(); ++j) {
-    const long f = frames[j];
+    const int64_t f = frames[j];
     auto fz = frozen_.find(f);
     if (fz != frozen_.end()) {
       y[j].copy_(fz->second);
@@ -241,7 +241,7 @@ std::pair<double, double> OnlineAligner::solve(const at::Tensor& x, const std::v
   return solve_one(x, y, w);
 }
 
-void OnlineAligner::add(int dilation, const std::vector<long>& frames, const at::Tensor& depth, double weight) {
+void OnlineAligner::add(int dilation, const std::vector<int64_t>& frames, const at::Tensor& depth, double weight) {
   if (!at::isfinite(depth).all().item<bool>())
     fail(RD_ERR_RUNTIME, "online snippet inference: snippet depth contains NaN or Inf (model or precision problem; "
                          "try an fp32 engine)");
@@ -269,10 +269,10 @@ void OnlineAligner::solve_window() {
     for (const auto& e : ents)
       if (seen.insert(e.sn.get()).second) snips.push_back(e.sn);
   if (snips.size() < 2) return;
-  std::set<long> all_frames;
+  std::set<int64_t> all_frames;
   for (const auto& sn : snips) all_frames.insert(sn->frames.begin(), sn->frames.end());
-  std::map<long, long> pos;
-  for (long f : all_frames) pos.emplace(f, static_cast<long>(pos.size()));
+  std::map<int64_t, int64_t> pos;
+  for (int64_t f : all_frames) pos.emplace(f, static_cast<int64_t>(pos.size()));
   std::vector<std::pair<int, std::vector<std::shared_ptr<Snippet>>>> by_dilation;  // in first-seen order
   for (const auto& sn : snips) {
     auto it = std::find_if(by_dilation.begin(), by_dilation.end(), [&](const auto& p) { return p.first == sn->dilation; });
@@ -286,35 +286,35 @@ void OnlineAligner::solve_window() {
   std::vector<Group> groups;
   std::vector<std::pair<at::Tensor, at::Tensor>> init;
   for (const auto& [d, members] : by_dilation) {
-    std::vector<long> idx;
+    std::vector<int64_t> idx;
     std::vector<at::Tensor> xs;
     std::vector<float> sc, sh;
     for (const auto& sn : members) {
       snips.push_back(sn);
-      for (long f : sn->frames) idx.push_back(pos.at(f));
+      for (int64_t f : sn->frames) idx.push_back(pos.at(f));
       xs.push_back(sn->x);
       sc.push_back(static_cast<float>(sn->s));
       sh.push_back(static_cast<float>(sn->t));
     }
-    const long K = static_cast<long>(members.size());
-    groups.push_back({d, std::round(members[0]->weight), at::tensor(idx, at::kLong).reshape({K, -1}), at::stack(xs)});
+    const int64_t K = static_cast<int64_t>(members.size());
     const auto dev = members[0]->x.device();
+    groups.push_back({d, std::round(members[0]->weight), at::tensor(idx, at::kLong).reshape({K, -1}).to(dev), at::stack(xs)});
     init.emplace_back(at::tensor(sc, at::kFloat).to(dev), at::tensor(sh, at::kFloat).to(dev));
   }
-  const auto solved = solve_robust(groups, static_cast<long>(pos.size()), kWindowIters, 2, std::move(init));
+  const auto solved = solve_robust(groups, static_cast<int64_t>(pos.size()), kWindowIters, 2, std::move(init));
   std::vector<std::pair<double, double>> params;
   for (const auto& [scs, shs] : solved)
-    for (long k = 0; k < scs.size(0); ++k) params.emplace_back(scs[k].item<double>(), shs[k].item<double>());
+    for (int64_t k = 0; k < scs.size(0); ++k) params.emplace_back(scs[k].item<double>(), shs[k].item<double>());
   double a, b;
   if (!frozen_.empty()) {
     // consensus of the new solution on the frozen frames it overlaps, against their frozen values
-    std::vector<long> order;
-    std::map<long, at::Tensor> acc;
-    std::map<long, double> wsum;
+    std::vector<int64_t> order;
+    std::map<int64_t, at::Tensor> acc;
+    std::map<int64_t, double> wsum;
     for (size_t i = 0; i < snips.size(); ++i) {
       const auto& sn = snips[i];
       for (size_t j = 0; j < sn->frames.size(); ++j) {
-        const long f = sn->frames[j];
+        const int64_t f = sn->frames[j];
         if (!frozen_.count(f)) continue;
         const at::Tensor v = (sn->x[j] * params[i].first + params[i].second) * sn->weight;
         auto it = acc.find(f);
@@ -330,7 +330,7 @@ void OnlineAligner::solve_window() {
     }
     if (acc.empty()) return;
     std::vector<at::Tensor> xs, ys;
-    for (long f : order) {
+    for (int64_t f : order) {
       xs.push_back(acc.at(f) / wsum.at(f));
       ys.push_back(frozen_.at(f));
     }
@@ -340,7 +340,7 @@ void OnlineAligner::solve_window() {
     const auto it = std::find(snips.begin(), snips.end(), first_);
     const auto [sc, sh] = it != snips.end() ? params[it - snips.begin()] : std::make_pair(first_->s, first_->t);
     std::vector<at::Tensor> ds;
-    for (long f : first_->frames) {
+    for (int64_t f : first_->frames) {
       auto e = entries_.find(f);
       if (e == entries_.end()) continue;
       for (const auto& en : e->second)
@@ -398,20 +398,20 @@ at::Tensor OnlineAligner::merge(const std::vector<Entry>& ents, const at::Tensor
   return at::where(den > 0, num / den, depth);
 }
 
-std::vector<FinishedFrame> OnlineAligner::finish(std::optional<long> upto, long max_window) {
-  std::vector<long> ready;
-  long f = next_to_finish_;
+std::vector<FinishedFrame> OnlineAligner::finish(std::optional<int64_t> upto, int64_t max_window) {
+  std::vector<int64_t> ready;
+  int64_t f = next_to_finish_;
   while (true) {
     auto it = entries_.find(f);
     if (it == entries_.end() || it->second.empty()) break;
-    if (upto && std::max<long>(f + lag_, L_ - 1) > *upto) break;
+    if (upto && std::max<int64_t>(f + lag_, L_ - 1) > *upto) break;
     ready.push_back(f++);
   }
   if (ready.empty()) return {};
   if (lag_ > 0) solve_window();
   std::vector<FinishedFrame> out;
   const auto now = Clock::now();
-  for (long fr : ready) {
+  for (int64_t fr : ready) {
     const at::Tensor cons = consensus(fr);
     frozen_[fr] = cons;
     std::vector<Entry> ents = std::move(entries_.at(fr));
@@ -422,13 +422,15 @@ std::vector<FinishedFrame> OnlineAligner::finish(std::optional<long> upto, long 
       if (e.sn->open == 0 && e.sn != first_) e.sn->x = at::Tensor();
     }
     double ts = std::numeric_limits<double>::quiet_NaN(), latency = std::numeric_limits<double>::quiet_NaN();
+    int64_t ts_ns = 0;
     auto m = meta_.find(fr);
     if (m != meta_.end()) {
-      ts = m->second.first;
-      latency = std::chrono::duration<double>(now - m->second.second).count();
+      ts = m->second.timestamp;
+      ts_ns = m->second.timestamp_ns;
+      latency = std::chrono::duration<double>(now - m->second.pushed).count();
       meta_.erase(m);
     }
-    out.push_back({fr, ts, depth.to(at::kCPU).contiguous(), latency});
+    out.push_back({fr, ts, ts_ns, depth.to(at::kCPU).contiguous(), latency});
     next_to_finish_ = fr + 1;
   }
   for (auto it = frozen_.begin(); it != frozen_.end();) {

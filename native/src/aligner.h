@@ -7,6 +7,7 @@
 #include <ATen/Tensor.h>
 
 #include <chrono>
+#include <cstdint>
 #include <map>
 #include <memory>
 #include <optional>
@@ -41,31 +42,33 @@ struct Group {  // snippets of one dilation: solver copies [K, L, P], frame posi
 };
 
 // Robust generalized Procrustes from `init` (per group: scales, shifts), as solve_robust with init.
-std::vector<std::pair<at::Tensor, at::Tensor>> solve_robust(const std::vector<Group>& groups, long n, int iters,
+std::vector<std::pair<at::Tensor, at::Tensor>> solve_robust(const std::vector<Group>& groups, int64_t n, int iters,
                                                             int fine_iters,
                                                             std::vector<std::pair<at::Tensor, at::Tensor>> init);
 
 struct FinishedFrame {
-  long index;
-  double timestamp;
-  at::Tensor depth;  // [H, W] float32 on the CPU
-  double latency;    // seconds from push to finished
+  int64_t index;
+  double timestamp;      // seconds, as pushed (or timestamp_ns * 1e-9)
+  int64_t timestamp_ns;  // as pushed, exactly (or round(timestamp * 1e9))
+  at::Tensor depth;      // [H, W] float32 on the CPU, contiguous
+  double latency;        // seconds from push to finished
+  bool starts_shot = false;
 };
 
 class OnlineAligner {
  public:
   OnlineAligner(int snippet_len, int lag);
 
-  void note_frame(long index, double timestamp, Clock::time_point pushed);
+  void note_frame(int64_t index, double timestamp, int64_t timestamp_ns, Clock::time_point pushed);
   // Align one decoded snippet (depth [L, H, W]) and add it to its unfinished frames.
-  void add(int dilation, const std::vector<long>& frames, const at::Tensor& depth, double weight = 1.0);
+  void add(int dilation, const std::vector<int64_t>& frames, const at::Tensor& depth, double weight = 1.0);
   // Finish the frames whose lag has passed (all covered frames when `upto` is empty: the flush).
-  std::vector<FinishedFrame> finish(std::optional<long> upto, long max_window);
+  std::vector<FinishedFrame> finish(std::optional<int64_t> upto, int64_t max_window);
 
  private:
   struct Snippet {
     int dilation;
-    std::vector<long> frames;
+    std::vector<int64_t> frames;
     at::Tensor x;  // [L, P] solver copy; released once all its frames are finished
     double s, t, weight;
     int open = 0;
@@ -76,17 +79,22 @@ class OnlineAligner {
     at::Tensor depth;  // [H, W]
   };
 
-  at::Tensor consensus(long f) const;
-  std::pair<double, double> solve(const at::Tensor& x, const std::vector<long>& frames) const;
+  at::Tensor consensus(int64_t f) const;
+  std::pair<double, double> solve(const at::Tensor& x, const std::vector<int64_t>& frames) const;
   void solve_window();
   at::Tensor merge(const std::vector<Entry>& ents, const at::Tensor& consensus) const;
 
   int L_, lag_;
-  std::map<long, std::vector<Entry>> entries_;  // unfinished frame -> entries
-  std::map<long, at::Tensor> frozen_;           // finished frames' solver copies [P]
-  long next_to_finish_ = 0;
+  std::map<int64_t, std::vector<Entry>> entries_;  // unfinished frame -> entries
+  std::map<int64_t, at::Tensor> frozen_;           // finished frames' solver copies [P]
+  int64_t next_to_finish_ = 0;
   std::shared_ptr<Snippet> first_;
-  std::map<long, std::pair<double, Clock::time_point>> meta_;
+  struct Meta {
+    double timestamp;
+    int64_t timestamp_ns;
+    Clock::time_point pushed;
+  };
+  std::map<int64_t, Meta> meta_;
 };
 
 }  // namespace rd

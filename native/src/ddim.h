@@ -8,21 +8,21 @@
 namespace rd {
 
 struct DdimStep {
-  long t;
-  long t_prev;
+  int64_t t;
+  int64_t t_prev;
   float alpha_t;
   float alpha_prev;
 };
 
 struct DdimSchedule {
-  long num_train_timesteps = 1000;
+  int64_t num_train_timesteps = 1000;
   std::string timestep_spacing = "leading";
-  long steps_offset = 0;
+  int64_t steps_offset = 0;
   bool set_alpha_to_one = true;
   std::vector<float> alphas_cumprod;
 
-  std::vector<long> timesteps(long num_inference_steps) const;
-  std::vector<DdimStep> schedule(long num_inference_steps) const;
+  std::vector<int64_t> timesteps(int64_t num_inference_steps) const;
+  std::vector<DdimStep> schedule(int64_t num_inference_steps) const;
 };
 
 }  // namespace rd

@@ -8,14 +8,17 @@
 #include <nlohmann/json.hpp>
 
 #include <array>
+#include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
 
 #include "errors.h"
+#include "log.h"
 
 #ifdef RD_WITH_CUDA
 #include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAFunctions.h>
 #endif
 
 namespace fs = std::filesystem;
@@ -69,8 +72,8 @@ Manifest parse_manifest(const json& d) {
     m.aoti_device = aoti.at("device").get<std::string>();
     m.aoti_precision = aoti.at("precision").get<std::string>();
     m.aoti_torch_version = aoti.at("torch_version").get<std::string>();
-    m.max_vae_batch = aoti.at("dynamic").at("B").at(1).get<long>();
-    m.max_snippet_batch = aoti.at("dynamic").at("S").at(1).get<long>();
+    m.max_vae_batch = aoti.at("dynamic").at("B").at(1).get<int64_t>();
+    m.max_snippet_batch = aoti.at("dynamic").at("S").at(1).get<int64_t>();
     const json& gpu = aoti.value("gpu", json());
     if (gpu.is_object() && gpu.contains("compute_capability")) {
       const json& cc = gpu.at("compute_capability");
@@ -100,7 +103,7 @@ Manifest parse_manifest(const json& d) {
     m.trt_cc = as_text(trt.at("gpu").value("compute_capability", json("")));
   }
   for (const auto& [rel, meta] : d.at("files").items())
-    m.files[rel] = {meta.at("bytes").get<long long>(), meta.at("sha256").get<std::string>()};
+    m.files[rel] = {meta.at("bytes").get<int64_t>(), meta.at("sha256").get<std::string>()};
   const json& dd = d.at("ddim");
   const json& cfg = dd.at("config");
   m.ddim.num_train_timesteps = cfg.value("num_train_timesteps", 1000L);
@@ -112,7 +115,7 @@ Manifest parse_manifest(const json& d) {
   m.ddim.set_alpha_to_one = (final_alpha == 1.0f);
   if (!m.ddim.set_alpha_to_one && (m.ddim.alphas_cumprod.empty() || final_alpha != m.ddim.alphas_cumprod[0]))
     throw std::invalid_argument("ddim.final_alpha_cumprod is neither 1 nor alphas_cumprod[0]");
-  if (static_cast<long>(m.ddim.alphas_cumprod.size()) != m.ddim.num_train_timesteps)
+  if (static_cast<int64_t>(m.ddim.alphas_cumprod.size()) != m.ddim.num_train_timesteps)
     throw std::invalid_argument("ddim.alphas_cumprod does not have num_train_timesteps entries");
   for (const auto& [key, value] : d.at("build").at("args").items()) {
     if (key == "snippet_lens" && value.is_array()) {
@@ -156,7 +159,7 @@ std::string rebuild_command(const Manifest& m, const std::string& folder,
 
 std::string sha256_file(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
-  if (!in) fail(RD_ERR_ENGINE, "cannot read " + path);
+  if (!in) fail(RD_ERR_IO, "cannot read " + path);
   std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> ctx(EVP_MD_CTX_new(), EVP_MD_CTX_free);
   if (!ctx || EVP_DigestInit_ex(ctx.get(), EVP_sha256(), nullptr) != 1) fail(RD_ERR_RUNTIME, "SHA-256 unavailable");
   std::vector<char> buf(1 << 20);
@@ -187,6 +190,17 @@ std::shared_ptr<Engine> Engine::open(const std::string& folder, const EngineOpti
   if (device.is_cuda() && !device.has_index()) device = c10::Device(c10::kCUDA, 0);
   if (!device.is_cpu() && !device.is_cuda())
     fail(RD_ERR_INVALID_ARGUMENT, "device must be cpu, cuda or cuda:N, got '" + options.device + "'");
+  if (device.is_cuda()) {
+#ifdef RD_WITH_CUDA
+    if (!at::hasCUDA()) fail(RD_ERR_DEVICE, "device " + device.str() + ": this machine has no CUDA device");
+    const int count = static_cast<int>(c10::cuda::device_count());
+    if (device.index() < 0 || device.index() >= count)
+      fail(RD_ERR_DEVICE, "device " + device.str() + " does not exist: this machine has " + std::to_string(count) +
+                              " CUDA device(s), cuda:0.." + "cuda:" + std::to_string(count - 1));
+#else
+    fail(RD_ERR_UNSUPPORTED, "device " + device.str() + ": this runtime was built against a libtorch without CUDA");
+#endif
+  }
   if (!fs::is_directory(dir))
     fail(RD_ERR_ENGINE, "engine folder " + folder + " does not exist (build one with: rd-engine build --checkpoint "
                         "CHECKPOINT --backend aoti --device " + std::string(device.is_cuda() ? "cuda" : "cpu") +
@@ -220,7 +234,9 @@ std::shared_ptr<Engine> Engine::open(const std::string& folder, const EngineOpti
   if (options.backend == "tensorrt") {
     check_tensorrt(m, folder, device);
     verify(m, dir, m.plans, options.verify_files);
-    return std::shared_ptr<Engine>(new Engine(folder, std::move(m), device, "tensorrt"));
+    std::shared_ptr<Engine> engine(new Engine(folder, std::move(m), device, "tensorrt"));
+    engine->load_all();
+    return engine;
   }
   if (m.aoti_device.empty() || m.packages.empty())
     fail(RD_ERR_ENGINE, "engine " + folder + " holds no AOTInductor packages; build them: " +
@@ -253,7 +269,9 @@ std::shared_ptr<Engine> Engine::open(const std::string& folder, const EngineOpti
                         "); rebuild here: " + rebuild_command(m, folder, {{"backend", "aoti"}, {"device", run_type}}));
   }
   verify(m, dir, m.packages, options.verify_files);
-  return std::shared_ptr<Engine>(new Engine(folder, std::move(m), device, "aoti"));
+  std::shared_ptr<Engine> engine(new Engine(folder, std::move(m), device, "aoti"));
+  engine->load_all();
+  return engine;
 }
 
 void Engine::verify(const Manifest& m, const fs::path& dir, const std::map<std::string, std::string>& files,
@@ -268,7 +286,7 @@ void Engine::verify(const Manifest& m, const fs::path& dir, const std::map<std::
     if (!fs::is_regular_file(p))
       fail(RD_ERR_ENGINE, "engine " + folder + ": " + rel + " is missing; rebuild: " + rebuild_command(m, folder));
     if (checksums &&
-        (static_cast<long long>(fs::file_size(p)) != meta->second.first || sha256_file(p.string()) != meta->second.second))
+        (static_cast<int64_t>(fs::file_size(p)) != meta->second.first || sha256_file(p.string()) != meta->second.second))
       fail(RD_ERR_ENGINE, "engine " + folder + ": " + rel + " was modified after the build (checksum mismatch); rebuild: " +
                           rebuild_command(m, folder));
   }
@@ -302,7 +320,7 @@ void Engine::check_tensorrt(const Manifest& m, const std::string& folder, const 
                             "); rebuild here: " + rebuild);
   }
 #else
-  fail(RD_ERR_INVALID_ARGUMENT, "this runtime was built without TensorRT (configure with -DRD_WITH_TENSORRT=ON where "
+  fail(RD_ERR_UNSUPPORTED, "this runtime was built without TensorRT (configure with -DRD_WITH_TENSORRT=ON where "
                                 "TensorRT's headers and libraries are installed)");
 #endif
 }
@@ -361,13 +379,43 @@ ComponentRunner& Engine::runner(const std::string& name) {
   }
 }
 
-at::Tensor Engine::run(const std::string& name, std::vector<at::Tensor> inputs, size_t batched, long max_batch) {
+void Engine::load_all() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  const auto t0 = std::chrono::steady_clock::now();
+  const auto& files = backend_ == "tensorrt" ? manifest_.plans : manifest_.packages;
+  for (const auto& [name, rel] : files) runner(name);
+  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  log_message(RD_LOG_INFO, "engine " + folder_ + ": loaded " + std::to_string(files.size()) + " " + backend_ +
+                               " components on " + device_.str() + " in " + std::to_string(s) + " s");
+}
+
+void Engine::warmup(Size processed) {
+  check_size(processed);
+  const Size padded = padded_size(processed);
+  auto opts = at::TensorOptions().device(device_).dtype(dtype_);
+  const at::Tensor lat = encode(at::zeros({1, 3, padded.second, padded.first}, opts));
+  for (int L : manifest_.snippet_lens) {
+    if (!(backend_ == "tensorrt" ? manifest_.plans : manifest_.packages).count("unet_step_L" + std::to_string(L)))
+      continue;
+    const at::Tensor x = lat.unsqueeze(1).expand({1, L, lat.size(1), lat.size(2), lat.size(3)}).contiguous();
+    const auto steps = manifest_.ddim.schedule(1);
+    if (!steps.empty()) denoise(x, x, steps[0]);
+  }
+  decode(lat);
+  if (device_.is_cuda()) {
+#ifdef RD_WITH_CUDA
+    at::cuda::getCurrentCUDAStream(device_.index()).synchronize();
+#endif
+  }
+}
+
+at::Tensor Engine::run(const std::string& name, std::vector<at::Tensor> inputs, size_t batched, int64_t max_batch) {
   for (auto& x : inputs) x = x.to(device_).contiguous();  // callers give the dtypes (fp32 step coefficients)
-  const long n = inputs.at(0).size(0);
+  const int64_t n = inputs.at(0).size(0);
   std::lock_guard<std::mutex> lock(mutex_);
   auto& loader = runner(name);
   std::vector<at::Tensor> parts;
-  for (long a = 0; a < n; a += max_batch) {
+  for (int64_t a = 0; a < n; a += max_batch) {
     std::vector<at::Tensor> args;
     for (size_t i = 0; i < inputs.size(); ++i)
       args.push_back(i < batched ? inputs[i].slice(0, a, std::min(n, a + max_batch)) : inputs[i]);

@@ -32,12 +32,12 @@ struct Manifest {
   int min_res = 0, max_res = 0;
   std::string aoti_device, aoti_precision, aoti_torch_version;
   int aoti_cc_major = -1, aoti_cc_minor = -1;  // GPU compute capability of CUDA packages
-  long max_vae_batch = 1, max_snippet_batch = 1;
+  int64_t max_vae_batch = 1, max_snippet_batch = 1;
   std::map<std::string, std::string> packages;  // component name -> relative file (AOTInductor)
   std::map<std::string, std::string> plans;     // component name -> relative file (TensorRT)
   std::map<std::string, std::vector<std::string>> input_names;  // component -> its inputs, contract order
   std::string trt_version, trt_precision, trt_gpu_name, trt_cc;
-  std::map<std::string, std::pair<long long, std::string>> files;  // relative file -> (bytes, sha256)
+  std::map<std::string, std::pair<int64_t, std::string>> files;  // relative file -> (bytes, sha256)
   std::vector<int> snippet_lens;
   DdimSchedule ddim;
   std::map<std::string, std::string> build_args;  // flag -> value, for the rebuild hint
@@ -65,6 +65,9 @@ class Engine {
   void check_size(Size processed) const;
   void check_snippet_len(int snippet_len) const;
 
+  // Run each component once on zeros of a frame of this processed (width, height).
+  void warmup(Size processed);
+
   at::Tensor encode(const at::Tensor& frames);   // [B, 3, H, W] -> latents [B, 4, H/8, W/8]
   at::Tensor decode(const at::Tensor& latents);  // [B, 4, h, w] -> depth [B, 1, 8h, 8w]
   // One UNet step with the DDIM update: rgb and depth latents [S, L, 4, h, w] -> depth latents.
@@ -72,12 +75,13 @@ class Engine {
 
  private:
   Engine(std::string folder, Manifest manifest, c10::Device device, std::string backend);
-  ComponentRunner& runner(const std::string& name);
+  ComponentRunner& runner(const std::string& name);  // with mutex_ held
+  void load_all();  // every package of the backend, at open
   static void verify(const Manifest& m, const std::filesystem::path& dir, const std::map<std::string, std::string>& files,
                      bool checksums);
   static void check_tensorrt(const Manifest& m, const std::string& folder, const c10::Device& device);
   // Runs a package on `inputs`, splitting the batched ones (the first `batched`) into calls of at most `max_batch`.
-  at::Tensor run(const std::string& name, std::vector<at::Tensor> inputs, size_t batched, long max_batch);
+  at::Tensor run(const std::string& name, std::vector<at::Tensor> inputs, size_t batched, int64_t max_batch);
 
   std::string folder_;
   Manifest manifest_;

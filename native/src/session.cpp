@@ -33,14 +33,14 @@ std::pair<int, std::vector<int>> preset_values(const std::string& name) {
   fail(RD_ERR_INVALID_ARGUMENT, "preset must be one of fast, fast1024, full, paper, got '" + name + "'");
 }
 
-std::vector<std::pair<int, std::vector<long>>> snippets_ending_at(long end, const std::vector<int>& dilations,
+std::vector<std::pair<int, std::vector<int64_t>>> snippets_ending_at(int64_t end, const std::vector<int>& dilations,
                                                                    int snippet_len) {
-  std::vector<std::pair<int, std::vector<long>>> out;
+  std::vector<std::pair<int, std::vector<int64_t>>> out;
   for (int d : dilations) {
-    const long start = end - static_cast<long>(snippet_len - 1) * d;
+    const int64_t start = end - static_cast<int64_t>(snippet_len - 1) * d;
     if (start < 0) continue;
-    std::vector<long> frames;
-    for (long f = start; f <= end; f += d) frames.push_back(f);
+    std::vector<int64_t> frames;
+    for (int64_t f = start; f <= end; f += d) frames.push_back(f);
     out.emplace_back(d, std::move(frames));
   }
   return out;
@@ -59,28 +59,56 @@ Session::Session(std::shared_ptr<Engine> engine, SessionOptions options)
     fail(RD_ERR_INVALID_ARGUMENT, "dilations must include 1 (got [" + listed + "])");
   for (int d : requested) weights_[d] += 1.0;
   for (const auto& [d, w] : weights_) dilations_.push_back(d);  // std::map: sorted, distinct
-  window_ = static_cast<long>(L_ - 1) * dilations_.back() + 1;
+  window_ = static_cast<int64_t>(L_ - 1) * dilations_.back() + 1;
   engine_->check_snippet_len(L_);
   steps_ = engine_->manifest().ddim.schedule(options_.init_steps);
   if (options_.seed >= 0) {
     seed_ = options_.seed;
   } else {
     std::random_device rd;
-    seed_ = std::uniform_int_distribution<long long>(0, (1LL << 31) - 2)(rd);
+    seed_ = std::uniform_int_distribution<int64_t>(0, (1LL << 31) - 2)(rd);
   }
 }
 
 Size Session::output_size() const {
-  if (!size_) fail(RD_ERR_STATE, "the output size is known after the first frame");
-  if (options_.restore_input_size) return {input_hw_->second, input_hw_->first};
-  return *size_;
+  const int w = out_w_.load(), h = out_h_.load();
+  if (w <= 0) fail(RD_ERR_STATE, "the output size is known after the first frame");
+  return {w, h};
 }
 
-int Session::push(const at::Tensor& rgb, double timestamp) {
+void Session::check_usable(const char* call) const {
+  if (!broken_.empty())
+    fail(RD_ERR_SESSION_BROKEN, std::string(call) + ": the session is broken (" + broken_ +
+                                    "); rd_session_reset or close it");
+}
+
+void Session::check_cancel() {
+  if (cancel_.exchange(false)) fail(RD_ERR_CANCELLED, "cancelled by rd_session_cancel");
+}
+
+template <typename F>
+auto Session::mutating(F&& body) -> decltype(body()) {
+  try {
+    return body();
+  } catch (const std::exception& e) {
+    std::string what = e.what();
+    broken_ = what.substr(0, what.find('\n'));
+    if (broken_.empty()) broken_ = "an earlier call failed";
+    throw;
+  } catch (...) {
+    broken_ = "an earlier call failed";
+    throw;
+  }
+}
+
+int Session::push(const at::Tensor& rgb, double timestamp, int64_t timestamp_ns) {
+  check_usable("push");
   if (closed_) fail(RD_ERR_STATE, "stream already flushed: no frame can follow");
   const auto t0 = Clock::now();
   Lap total(timing_.total);
   const int h = static_cast<int>(rgb.size(0)), w = static_cast<int>(rgb.size(1));
+  const Size input{w, h};
+  // checks first: a refused frame leaves the session as it was
   if (!size_) {
     const Size size = processed_size(w, h, res_);
     if (std::min(size.first, size.second) < 8)
@@ -88,60 +116,72 @@ int Session::push(const at::Tensor& rgb, double timestamp) {
                                         " is too small (at least 8x8 pixels)");
     engine_->check_size(size);
     size_ = size;
-    input_hw_ = Size{h, w};
+    input_size_ = input;
     padded_ = padded_size(size);
-  } else if (Size{h, w} != *input_hw_) {
+    const Size out = options_.restore_input_size ? input : size;
+    out_h_.store(out.second);
+    out_w_.store(out.first);
+  } else if (input != *input_size_) {
     fail(RD_ERR_PROFILE, "frame size changed mid-stream: " + std::to_string(w) + "x" + std::to_string(h) + " after " +
-                             std::to_string(input_hw_->second) + "x" + std::to_string(input_hw_->first));
+                             std::to_string(input_size_->first) + "x" + std::to_string(input_size_->second));
   }
-  const long i = n_;
-  at::Tensor x, lat;
-  {
-    Lap lap(timing_.preprocess);
-    x = pad_to(preprocess(rgb, *size_, engine_->device()).to(engine_->dtype()), *size_, padded_);
-  }
-  {
-    Lap lap(timing_.encode);
-    lat = engine_->encode(x);
-  }
-  if (!noise_.defined()) {
-    // the reference's draw: one Gaussian [1, 4, h, w] from a fresh generator seeded with the run's seed
-    at::Generator gen = at::globalContext().defaultGenerator(engine_->device()).clone();
+  return mutating([&] {
+    check_cancel();
+    const int64_t i = n_;  // index in the shot
+    at::Tensor x, lat;
     {
-      std::lock_guard<std::mutex> lock(gen.mutex());
-      gen.set_current_seed(static_cast<uint64_t>(seed_));
+      Lap lap(timing_.preprocess);
+      x = pad_to(preprocess(rgb, *size_, engine_->device()).to(engine_->dtype()), *size_, padded_);
     }
-    noise_ = at::randn({1, lat.size(1), lat.size(2), lat.size(3)}, gen,
-                       at::TensorOptions().device(engine_->device()).dtype(engine_->dtype()));
-  }
-  n_ += 1;
-  timing_.frames = n_;
-  aligner_.note_frame(i, timestamp, t0);
-  latents_[i] = lat[0];
-  const auto ends = snippets_ending_at(i, dilations_, L_);
-  if (!ends.empty()) run(ends);
-  for (auto it = latents_.begin(); it != latents_.end();) it = it->first <= i - window_ ? latents_.erase(it) : std::next(it);
-  std::vector<FinishedFrame> done;
-  {
-    Lap lap(timing_.align);
-    done = aligner_.finish(i, window_ + options_.lag);
-  }
-  const int count = static_cast<int>(done.size());
-  emit(std::move(done));
-  return count;
+    {
+      Lap lap(timing_.encode);
+      lat = engine_->encode(x);
+    }
+    if (!noise_.defined()) {
+      // the reference's draw: one Gaussian [1, 4, h, w] from a fresh generator seeded with the run's seed
+      at::Generator def = at::globalContext().defaultGenerator(engine_->device());
+      at::Generator gen;
+      {
+        std::lock_guard<std::mutex> lock(def.mutex());  // other threads may draw from the default generator
+        gen = def.clone();
+      }
+      gen.set_current_seed(static_cast<uint64_t>(seed_));
+      noise_ = at::randn({1, lat.size(1), lat.size(2), lat.size(3)}, gen,
+                         at::TensorOptions().device(engine_->device()).dtype(engine_->dtype()));
+    }
+    n_ += 1;
+    timing_.frames = shot_start_ + n_;
+    aligner_.note_frame(i, timestamp, timestamp_ns, t0);
+    latents_[i] = lat[0];
+    const auto ends = snippets_ending_at(i, dilations_, L_);
+    if (!ends.empty()) run(ends);
+    for (auto it = latents_.begin(); it != latents_.end();)
+      it = it->first <= i - window_ ? latents_.erase(it) : std::next(it);
+    std::vector<FinishedFrame> done;
+    {
+      Lap lap(timing_.align);
+      done = aligner_.finish(i, window_ + options_.lag);
+    }
+    const int count = static_cast<int>(done.size());
+    emit(std::move(done));
+    return count;
+  });
 }
 
-void Session::run(const std::vector<std::pair<int, std::vector<long>>>& snippets, bool padded) {
+void Session::run(const std::vector<std::pair<int, std::vector<int64_t>>>& snippets, bool padded) {
   std::vector<at::Tensor> rows;
   for (const auto& [d, frames] : snippets)
-    for (long f : frames) rows.push_back(latents_.at(f));
-  const long S = static_cast<long>(snippets.size());
+    for (int64_t f : frames) rows.push_back(latents_.at(f));
+  const int64_t S = static_cast<int64_t>(snippets.size());
   const at::Tensor rgb_flat = at::stack(rows);  // [S * L, 4, h, w]
   const at::Tensor rgb = rgb_flat.reshape({S, L_, rgb_flat.size(1), rgb_flat.size(2), rgb_flat.size(3)});
   at::Tensor x = noise_.expand({S, L_, noise_.size(1), noise_.size(2), noise_.size(3)}).clone();
   {
     Lap lap(timing_.denoise);
-    for (const auto& step : steps_) x = engine_->denoise(rgb, x, step);
+    for (const auto& step : steps_) {
+      check_cancel();
+      x = engine_->denoise(rgb, x, step);
+    }
   }
   const at::Tensor flat = x.reshape({S * L_, x.size(2), x.size(3), x.size(4)});
   std::vector<at::Tensor> parts;
@@ -149,27 +189,26 @@ void Session::run(const std::vector<std::pair<int, std::vector<long>>>& snippets
   at::Tensor depth;
   {
     Lap lap(timing_.decode);
-    for (long a = 0; a < flat.size(0); a += options_.vae_batch)
-      parts.push_back(engine_->decode(flat.slice(0, a, std::min<long>(flat.size(0), a + options_.vae_batch)))
+    for (int64_t a = 0; a < flat.size(0); a += options_.vae_batch) {
+      check_cancel();
+      parts.push_back(engine_->decode(flat.slice(0, a, std::min<int64_t>(flat.size(0), a + options_.vae_batch)))
                           .select(1, 0)
                           .slice(1, 0, h)
                           .slice(2, 0, w));
+    }
     depth = at::cat(parts).reshape({S, L_, h, w});
   }
   Lap lap(timing_.align);
-  for (long k = 0; k < S; ++k) {
+  for (int64_t k = 0; k < S; ++k) {
     const auto& [d, frames] = snippets[k];
     aligner_.add(d, frames, depth[k], padded ? 1.0 : weights_.at(d));  // the padded snippet counts once
   }
 }
 
-int Session::flush() {
-  if (closed_) return 0;
-  closed_ = true;
-  Lap total(timing_.total);
-  if (n_ > 0 && n_ < L_) {  // 1- or 2-frame stream: one snippet repeating the last frame
-    std::vector<long> frames;
-    for (long j = 0; j < L_; ++j) frames.push_back(std::min(j, n_ - 1));
+int Session::finish_shot() {
+  if (n_ > 0 && n_ < L_) {  // 1- or 2-frame shot: one snippet repeating the last frame
+    std::vector<int64_t> frames;
+    for (int64_t j = 0; j < L_; ++j) frames.push_back(std::min(j, n_ - 1));
     run({{1, frames}}, /*padded=*/true);
   }
   std::vector<FinishedFrame> done;
@@ -183,14 +222,50 @@ int Session::flush() {
   return count;
 }
 
+int Session::flush() {
+  check_usable("flush");
+  if (closed_) return 0;
+  Lap total(timing_.total);
+  return mutating([&] {
+    check_cancel();
+    closed_ = true;
+    return finish_shot();
+  });
+}
+
+int Session::cut() {
+  check_usable("cut");
+  if (closed_) fail(RD_ERR_STATE, "stream already flushed: a cut cannot follow");
+  if (n_ == 0) return 0;  // before any frame, or right after a cut: no empty shot
+  Lap total(timing_.total);
+  return mutating([&] {
+    check_cancel();
+    const int count = finish_shot();
+    // the next frame starts a shot exactly as the first frame of a fresh session
+    aligner_ = OnlineAligner(L_, options_.lag);
+    noise_ = at::Tensor();
+    shot_start_ += n_;
+    n_ = 0;
+    return count;
+  });
+}
+
 void Session::emit(std::vector<FinishedFrame> frames) {
   for (auto& f : frames) {
-    if (options_.restore_input_size) f.depth = resize_depth(f.depth, output_size()).contiguous();
-    ready_.push_back(std::move(f));
+    if (options_.restore_input_size) f.depth = resize_depth(f.depth, *input_size_).contiguous();
+    f.starts_shot = f.index == 0;
+    f.index += shot_start_;
+    if (options_.on_frame) {
+      options_.on_frame(f);
+    } else {
+      std::lock_guard<std::mutex> lock(ready_mutex_);
+      ready_.push_back(std::move(f));
+    }
   }
 }
 
 std::optional<FinishedFrame> Session::poll() {
+  std::lock_guard<std::mutex> lock(ready_mutex_);
   if (ready_.empty()) return std::nullopt;
   FinishedFrame f = std::move(ready_.front());
   ready_.pop_front();

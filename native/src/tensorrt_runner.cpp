@@ -12,6 +12,7 @@
 #include <iterator>
 
 #include "errors.h"
+#include "log.h"
 #include "runner.h"
 
 namespace rd {
@@ -20,7 +21,11 @@ namespace {
 class Logger : public nvinfer1::ILogger {
  public:
   void log(Severity severity, const char* msg) noexcept override {
-    if (severity <= Severity::kWARNING) std::fprintf(stderr, "tensorrt: %s\n", msg);
+    const int32_t level = severity <= Severity::kERROR ? RD_LOG_ERROR
+                          : severity == Severity::kWARNING ? RD_LOG_WARNING
+                          : severity == Severity::kINFO    ? RD_LOG_INFO
+                                                           : RD_LOG_DEBUG;
+    log_message(level, std::string("tensorrt: ") + msg);
   }
 };
 
@@ -44,9 +49,11 @@ class TensorRTRunner : public ComponentRunner {
  public:
   TensorRTRunner(const std::string& path, std::vector<std::string> inputs, const c10::Device& device)
       : inputs_(std::move(inputs)), device_(device) {
+    // deserialize and create the context on the engine's device (cuda:N), not the current one
+    const c10::cuda::CUDAGuard guard(device_);
     std::ifstream in(path, std::ios::binary);
     std::vector<char> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    if (bytes.empty()) fail(RD_ERR_ENGINE, "cannot read TensorRT plan " + path);
+    if (bytes.empty()) fail(RD_ERR_IO, "cannot read TensorRT plan " + path);
     runtime_.reset(nvinfer1::createInferRuntime(logger()));
     if (runtime_) engine_.reset(runtime_->deserializeCudaEngine(bytes.data(), bytes.size()));
     if (!engine_) fail(RD_ERR_ENGINE, "TensorRT could not load " + path + " (corrupt, or built by another TensorRT)");

@@ -17,7 +17,7 @@
 namespace {
 
 void test_scheduler() {
-  using V = std::vector<long>;
+  using V = std::vector<int64_t>;
   RD_CHECK(rd::snippets_ending_at(0, {1, 25}, 3).empty());
   RD_CHECK(rd::snippets_ending_at(1, {1, 25}, 3).empty());
   auto s2 = rd::snippets_ending_at(2, {1, 25}, 3);
@@ -68,13 +68,13 @@ void test_ddim() {
   d.alphas_cumprod.resize(1000);
   for (int i = 0; i < 1000; ++i) d.alphas_cumprod[i] = 1.0f - 0.001f * i;
   d.timestep_spacing = "trailing";
-  RD_CHECK((d.timesteps(1) == std::vector<long>{999}));
-  RD_CHECK((d.timesteps(4) == std::vector<long>{999, 749, 499, 249}));
+  RD_CHECK((d.timesteps(1) == std::vector<int64_t>{999}));
+  RD_CHECK((d.timesteps(4) == std::vector<int64_t>{999, 749, 499, 249}));
   d.timestep_spacing = "leading";
   d.steps_offset = 1;
-  RD_CHECK((d.timesteps(4) == std::vector<long>{751, 501, 251, 1}));
+  RD_CHECK((d.timesteps(4) == std::vector<int64_t>{751, 501, 251, 1}));
   d.timestep_spacing = "linspace";
-  RD_CHECK((d.timesteps(3) == std::vector<long>{999, 500, 0}));  // 499.5 rounds half to even
+  RD_CHECK((d.timesteps(3) == std::vector<int64_t>{999, 500, 0}));  // 499.5 rounds half to even
   d.timestep_spacing = "trailing";
   d.set_alpha_to_one = false;
   auto steps = d.schedule(1);
@@ -128,9 +128,9 @@ struct Synthetic {
     truth = base + drift * at::rand({1, H, W}) * 0.5;
   }
   double noise = 0.0;  // amplitude of a deterministic ripple added to each snippet (model error)
-  at::Tensor snippet(const std::vector<long>& frames, double s, double t, long salt = 0) const {
+  at::Tensor snippet(const std::vector<int64_t>& frames, double s, double t, int64_t salt = 0) const {
     std::vector<at::Tensor> fs;
-    for (long f : frames) fs.push_back(truth[f] * s + t);
+    for (int64_t f : frames) fs.push_back(truth[f] * s + t);
     at::Tensor x = at::stack(fs);
     if (noise > 0) x = x + noise * at::sin(at::arange(x.numel(), at::kFloat) * static_cast<float>(salt)).view_as(x);
     return x;
@@ -140,13 +140,13 @@ struct Synthetic {
 // Runs the aligner over a synthetic stream as the session schedules it; returns the finished frames.
 std::vector<rd::FinishedFrame> run_stream(const Synthetic& syn, int lag, const std::vector<int>& dilations) {
   rd::OnlineAligner al(3, lag);
-  const long window = 2L * dilations.back() + 1;
+  const int64_t window = 2L * dilations.back() + 1;
   std::vector<rd::FinishedFrame> out;
   auto keep = [&](std::vector<rd::FinishedFrame> fs) {
     for (auto& f : fs) out.push_back(std::move(f));
   };
-  for (long i = 0; i < syn.n; ++i) {
-    al.note_frame(i, static_cast<double>(i) / 30.0, rd::Clock::now());
+  for (int64_t i = 0; i < syn.n; ++i) {
+    al.note_frame(i, static_cast<double>(i) / 30.0, i, rd::Clock::now());
     for (const auto& [d, frames] : rd::snippets_ending_at(i, dilations, 3)) {
       const double s = 0.5 + 0.1 * static_cast<double>((i * 7 + d) % 11), t = 0.3 * static_cast<double>((i + d) % 5) - 0.6;
       al.add(d, frames, syn.snippet(frames, s, t, i + d));

@@ -20,10 +20,12 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import asdict, dataclass
-
-import torch
+from typing import TYPE_CHECKING
 
 from rd_engine.errors import SettingError
+
+if TYPE_CHECKING:
+    import torch
 
 COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 ATTENTION_BACKENDS = ("auto", "flash", "cudnn", "efficient", "math")
@@ -81,11 +83,15 @@ def attention_context(choice: str):
 
 def to_channels_last(x: torch.Tensor) -> torch.Tensor:
     """A 4-d tensor in NHWC memory (others unchanged)."""
+    import torch
+
     return x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
 
 
 def compile_module(module: torch.nn.Module, mode: str) -> torch.nn.Module:
     """`module` compiled in `mode` (unchanged for "off")."""
+    import torch
+
     if mode == "off":
         return module
     return torch.compile(module, mode=mode)

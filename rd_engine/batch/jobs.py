@@ -7,7 +7,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rd_engine.batch.destination import Destination
+from rd_engine.io.video import input_stem
 from rd_engine.outputs.offline import OutputOptions
+from rd_engine.outputs.stereo import output_names as stereo_names
 from rd_engine.settings import Settings
 
 
@@ -38,7 +40,7 @@ def make_jobs(paths: list[Path]) -> list[VideoJob]:
     stems: dict[str, int] = {}
     jobs = []
     for i, path in enumerate(paths):
-        stem = Path(str(path)).stem or "stream"
+        stem = input_stem(path)
         stems[stem] = stems.get(stem, 0) + 1
         if stems[stem] > 1:
             stem = f"{stem}_{stems[stem]}"
@@ -53,14 +55,19 @@ def output_names(stem: str, opts: OutputOptions) -> list[str]:
         names.append(f"{stem}_pred.npy")
     if opts.npz:
         names.append(f"{stem}.npz")
-    if opts.png16:
-        names.append(f"{stem}_png16")
+    for kind in ("exr", "tiff16", "png16"):
+        if getattr(opts, kind):
+            names.append(f"{stem}_{kind}")
+    if opts.ffv1:
+        names += [f"{stem}_depth_ffv1.mkv", f"{stem}_depth_ffv1.json"]
     if opts.snippets:
         names.append(f"{stem}_snippets.npz")
     for i, cmap in enumerate(opts.cmaps):
         names.append(f"{stem}_{cmap}.mp4")
         if i == 0 and opts.sbs:
             names.append(f"{stem}_rgbd.mp4")
+    if opts.stereo is not None:
+        names += stereo_names(stem, opts.stereo.layouts)
     return names
 
 

@@ -21,6 +21,7 @@ Ray is an optional dependency (`pip install "rd-engine[ray]"`); nothing imports 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -43,6 +44,7 @@ from rd_engine.outputs.offline import OutputOptions
 from rd_engine.pipeline.inference import pick_seed
 from rd_engine.pipeline.offline import coalign
 from rd_engine.pipeline.ranges import RangeMismatch, snippet_batches, split_ranges, splittable
+from rd_engine.pipeline.shots import ShotOptions
 from rd_engine.settings import resolve
 
 log = logging.getLogger("rd_engine")
@@ -123,7 +125,9 @@ def run_cluster(
     progress: bool = True,
     max_attempts: int = 3,
     threads: int | None = None,
+    sequence: dict | None = None,
     on_event: Callable[[str, VideoJob, dict], None] | None = None,
+    shots: ShotOptions | None = None,
 ) -> ClusterRun:
     """Run many videos, or long ones split into frame ranges, on a Ray cluster.
 
@@ -150,7 +154,11 @@ def run_cluster(
         max_attempts: Runs of a video before a worker death counts as its failure.
         threads: PyTorch CPU threads per worker (default: this process's count, so that CPU results
             are bitwise those of a single-process run here: they depend on the thread count).
+        sequence: Options of image-sequence inputs (`rd_engine.io.sequence.SequenceOptions` fields: fps,
+            transform, allow_gaps); None: their defaults.
         on_event: Called with ("started", job, worker info) when a worker takes a video (or a range).
+        shots: How videos are cut into shots (None: off). A video cut into shots runs shot by shot on
+            one worker, exactly as `rd-engine run` runs it, and is not split into frame ranges.
 
     Returns:
         The jobs with their outcome, the seconds, the workers and the summary's location.
@@ -191,6 +199,8 @@ def run_cluster(
                 max_memory=max_memory,
                 spill_dir=spill_dir,
                 threads=threads or torch.get_num_threads(),
+                sequence=dict(sequence) if sequence else None,
+                shots=shots or ShotOptions("off"),
             ),
         )
         settings = infos[0]["settings"]
@@ -205,7 +215,11 @@ def run_cluster(
         )
         jobs = _survey(ray, actors, jobs, dest, opts, resume)
         todo = sorted((j for j in jobs if j.status == "pending"), key=lambda j: -(j.frames or 0))
-        why_not = splittable(settings) or ("snippets are saved" if opts.snippets else None)
+        why_not = (
+            splittable(settings)
+            or ("snippets are saved" if opts.snippets else None)
+            or (None if shots is None or shots.off else "videos run shot by shot (--shots off splits them)")
+        )
         to_split = []
         if split != "never" and len(actors) > 1 and why_not is None:
             to_split = [j for j in todo if j.frames and (split == "always" or j.frames >= split_min_frames)]
@@ -459,7 +473,7 @@ def _write_summary(dest: Destination, jobs: list[VideoJob], seconds: float, work
         "frames_per_second": round(frames / seconds, 3) if seconds > 0 else None,
         "workers": workers,
         "settings": None if settings is None else settings.to_dict(),
-        "outputs": opts.__dict__,
+        "outputs": dataclasses.asdict(opts),
         "videos": [j.summary() for j in jobs],
     }
     dest.write_bytes(name, (json.dumps(doc, indent=2) + "\n").encode())

@@ -22,10 +22,12 @@ import torch
 from rd_engine.batch.destination import Destination
 from rd_engine.batch.jobs import VideoJob, is_complete, output_names
 from rd_engine.errors import UserError
-from rd_engine.io.video import probe
+from rd_engine.io.sequence import SequenceOptions
+from rd_engine.io.video import as_sequence, probe
 from rd_engine.outputs.offline import OutputOptions, write_outputs
 from rd_engine.pipeline.offline import Budgets, Pipeline, Prediction
 from rd_engine.pipeline.ranges import FrameRange
+from rd_engine.pipeline.shots import ShotOptions, predict_shots
 from rd_engine.pipeline.stores import OutputBuffer
 from rd_engine.progress import StageClock
 from rd_engine.settings import Settings, pick_device, resolve
@@ -46,6 +48,8 @@ class EngineSpec:
     max_memory: float | None = None  # GiB of host memory for snippet depth before spilling
     spill_dir: str | None = None
     threads: int | None = None  # PyTorch CPU threads: CPU results depend on it (None: Ray's choice)
+    sequence: dict | None = None  # image-sequence inputs: SequenceOptions fields (fps, transform, allow_gaps)
+    shots: ShotOptions = field(default_factory=lambda: ShotOptions("off"))  # cuts: each shot run alone
 
 
 def describe(e: BaseException) -> str:
@@ -121,6 +125,11 @@ class Worker:
             "backend": self.backend.name,
         }
 
+    def _input(self, job: VideoJob):
+        """The job's input: a video's path, or its image sequence read with the run's sequence options."""
+        options = SequenceOptions(**self.spec.sequence) if self.spec.sequence else None
+        return as_sequence(job.input, options) or job.input
+
     # -- before the run -----------------------------------------------------------------------
     def survey(self, jobs: list[VideoJob], dest: Destination, opts: OutputOptions, resume: bool) -> list[VideoJob]:
         """Per video: frames in the processed window (when the container says), or the error that
@@ -132,7 +141,7 @@ class Worker:
                 if resume and is_complete(dest, job, s, opts, self.model_name, self.backend.name):
                     job.status = "skipped"
                     continue
-                info = probe(job.input)
+                info = probe(self._input(job))
                 if info.num_frames:
                     left = max(0, info.num_frames - s.start_frame)
                     job.frames = min(left, s.frame_count) if s.frame_count else left
@@ -146,7 +155,11 @@ class Worker:
         t0 = time.perf_counter()
         job.worker = self.name
         try:
-            pred = self.pipeline.predict(job.input, self.settings, keep_snippets=opts.snippets)
+            src = self._input(job)
+            if self.spec.shots.off:
+                pred = self.pipeline.predict(src, self.settings, keep_snippets=opts.snippets)
+            else:  # shot by shot, as `rd-engine run` does (its shot table with the outputs)
+                pred = predict_shots(self.pipeline, src, self.settings, self.spec.shots)
             try:
                 job.frames = pred.num_frames
                 self._write(pred, job, dest, opts)
@@ -169,13 +182,14 @@ class Worker:
             return
         with tempfile.TemporaryDirectory(prefix="rd-engine-out-", dir=self.budgets.spill_dir) as tmp:
             write_outputs(pred, Path(tmp), job.stem, opts, self.model_name, self.backend.name, clock)
-            dest.publish(Path(tmp), output_names(job.stem, opts))
+            names = output_names(job.stem, opts) + ([f"{job.stem}_shots.csv"] if pred.shots is not None else [])
+            dest.publish(Path(tmp), names)
 
     # -- one video split into frame ranges (driver: rd_engine.batch.runner.run_split) -----------
     def range_infer(self, key: str, job: VideoJob, n: int, seed: int, a: int, b: int) -> dict:
         """Phase 1 of a frame range: snippet inference; returns the solver copies it owns and more."""
         self.range_drop(key)
-        fr = FrameRange(self.backend, job.input, self.settings, n, seed, a, b, self.budgets)
+        fr = FrameRange(self.backend, self._input(job), self.settings, n, seed, a, b, self.budgets)
         self.ranges[key] = fr
         out = fr.infer()
         out["worker"] = self.name
@@ -196,7 +210,7 @@ class Worker:
     def assemble(self, job: VideoJob, dest: Destination, opts: OutputOptions, parts: list[str], meta: dict) -> VideoJob:
         """Phase 4: the video's outputs from its parts (in range order), as a whole run writes them."""
         t0 = time.perf_counter()
-        info = probe(job.input)
+        info = probe(self._input(job))
         arrays = []
         with tempfile.TemporaryDirectory(prefix="rd-engine-parts-", dir=self.budgets.spill_dir) as scratch:
             for p in parts:

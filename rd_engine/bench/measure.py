@@ -68,6 +68,7 @@ def _time_resize(path, settings, size, device, dtype, timer: StageTimer) -> None
 def _one_run(pipe, timed: TimedBackend, path, settings, write: bool, model_name: str, write_threads: int = 1) -> dict:
     """Predict (+ write) once; returns the wall times and the timer's per-key seconds."""
     from rd_engine.outputs.offline import OutputOptions, write_outputs
+    from rd_engine.pipeline.shots import ShotOptions, predict_shots
     from rd_engine.progress import StageClock
 
     device = timed.device
@@ -77,7 +78,8 @@ def _one_run(pipe, timed: TimedBackend, path, settings, write: bool, model_name:
     sync(device)
     t0 = time.perf_counter()
     with nvtx(device, "rd:predict"):
-        pred = pipe.predict(path, settings)
+        # as `rd-engine run` runs by default: cut detection while decoding (its own stage, "detect")
+        pred = predict_shots(pipe, path, settings, ShotOptions("auto"))
         sync(device)
     t1 = time.perf_counter()
     try:
@@ -248,6 +250,14 @@ def _summarize(
         last["decode_frames"],
         "frames",
         note="video decoding alone (PyAV thread), own pass over the input",
+    )
+    stages["detect"] = entry(
+        [r["stage_seconds"].get("detect") for r in runs],
+        n,
+        n,
+        "frames",
+        ran="detect" in last["stage_seconds"],
+        note="cut detection while decoding (PySceneDetect on a downscaled copy), inside the pipeline's decode loop",
     )
     stages["resize"] = entry(
         [r["resize"] for r in runs],

@@ -21,15 +21,19 @@ from rd_engine.bench.flops import FlopTable, flop_summary, measure_peak_tflops
 from rd_engine.bench.machine import device_slug, library_versions, machine_info, slug
 from rd_engine.bench.measure import count_frames, measure, measure_online
 from rd_engine.bench.report import check_finite_json, format_table, write_json
-from rd_engine.bench.schema import MODEL_STAGES, NULLABLE, SCHEMA_VERSION, STAGES
+from rd_engine.bench.schema import (
+    BASELINE_ALIGN_ITERS,
+    BASELINE_VAE_BATCH,
+    DEFAULT_FRAMES,
+    DEFAULT_TINY_RES,
+    MODEL_STAGES,
+    NULLABLE,
+    SCHEMA_VERSION,
+    STAGES,
+)
 from rd_engine.errors import UserError
 
 log = logging.getLogger("rd_engine")
-
-DEFAULT_TINY_RES = 128  # the tiny model at 768 px spends its time in attention over 15k tokens
-DEFAULT_FRAMES = {"tiny": 16, "full": 90, "checkpoint": 90}  # 90 >= 78: dilation 25 is not capped
-BASELINE_VAE_BATCH = 4
-BASELINE_ALIGN_ITERS = 2000
 
 
 def load_models(args, device: torch.device | None = None):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import tempfile
+from pathlib import Path
 
 from rd_engine.errors import SettingError, UserError
 
@@ -17,6 +19,16 @@ def worded(error: UserError) -> str:
     if isinstance(error, SettingError):
         return f"{flag(error.name)} {error.problem}"
     return str(error)
+
+
+def check_output_dir(path: Path) -> None:
+    """Make the output folder and try a write in it (before any work), with a one-line error if it fails."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".rd-engine-write-test-"):
+            pass
+    except OSError as e:
+        raise UserError(f"output folder {path} is not writable ({e.strerror or e})") from None
 
 
 def int_at_least(lo: int):
@@ -57,6 +69,13 @@ def output_options(args: argparse.Namespace):
     for c in cmaps:
         colorize(np.zeros((1, 1), np.float32), 0.0, 1.0, c)
     return OutputOptions(
+        exr=args.exr,
+        exr_type=args.exr_type,
+        exr_compression=args.exr_compression,
+        tiff16=args.tiff16,
+        ffv1=args.ffv1,
+        audio=args.audio,
+        stereo=stereo_options(args) if args.stereo else None,
         npy=args.npy,
         npz=args.npz,
         cmaps=cmaps,
@@ -65,6 +84,13 @@ def output_options(args: argparse.Namespace):
         snippets=args.save_snippets,
         restore_res=args.restore_res,
         fps=args.fps,
+        confidence=getattr(args, "confidence", False),
+        confidence_min=getattr(args, "confidence_min", 0.0),
+        pointcloud=getattr(args, "pointcloud", False),
+        intrinsics=None if getattr(args, "intrinsics", None) is None else tuple(args.intrinsics),
+        fov=getattr(args, "fov", None),
+        depth_range=(getattr(args, "min_depth", 0.0), getattr(args, "max_depth", float("inf"))),
+        voxel=getattr(args, "voxel_size", 0.0),
         write_threads=getattr(args, "write_threads", 1),
     )
 
@@ -141,3 +167,118 @@ def device_snippet_bytes(value) -> int | str:
     from rd_engine.pipeline.offline import Budgets
 
     return Budgets.device_value(value)
+
+
+def shot_list(text: str) -> list[tuple[int, int]]:
+    """An argparse type: ``A:B,C:D`` frame ranges (of the processed frames, stop exclusive)."""
+    out = []
+    for part in text.split(","):
+        try:
+            a, b = (int(v) for v in part.split(":"))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a list of START:STOP frame ranges: {text!r}") from None
+        if a < 0 or b <= a:
+            raise argparse.ArgumentTypeError(f"a frame range needs 0 <= START < STOP, got {part!r}")
+        out.append((a, b))
+    return out
+
+
+# spelled out (rd_engine.io.sequence.TRANSFORMS, rd_engine.outputs.stereo.LAYOUTS/CODECS/StereoOptions):
+# `--help` starts without importing torch; a test checks they agree
+TRANSFORMS = ("srgb", "rec709", "gamma2.2", "none")
+LAYOUTS = ("sbs", "half-sbs", "tb", "half-tb", "anaglyph", "lr")
+CODECS = ("h264", "h265")
+STEREO_DEFAULTS = {"layouts": ["half-sbs"], "divergence": 2.0, "convergence": 0.5, "edge_px": 2, "codec": "h264",
+                   "crf": 18}  # fmt: skip
+
+
+def add_sequence_arguments(p: argparse.ArgumentParser) -> None:
+    """The options of image-sequence inputs (docs/films-vfx.md)."""
+    g = p.add_argument_group("image sequences (a folder of frames, frame.%%04d.exr, 'frames/*.png')")
+    g.add_argument(
+        "--linear-transform",
+        choices=list(TRANSFORMS),
+        default="srgb",
+        help="how scene-linear float frames (EXR, float TIFF) are encoded for the model",
+    )
+    g.add_argument("--allow-gaps", action="store_true", help="accept missing frame numbers instead of failing")
+
+
+def add_stereo_arguments(g, layouts_flag: bool = True) -> None:
+    """The stereo controls, shared by `run --stereo` and `stereo`."""
+    d = argparse.Namespace(**STEREO_DEFAULTS)
+    if layouts_flag:
+        g.add_argument(
+            "--stereo",
+            nargs="+",
+            choices=list(LAYOUTS),
+            default=None,
+            metavar="LAYOUT",
+            help=f"stereo 3D videos rendered from the depth, in these layouts: {', '.join(LAYOUTS)}",
+        )
+    else:
+        g.add_argument(
+            "--layout", nargs="+", choices=list(LAYOUTS), default=list(d.layouts), dest="stereo", metavar="LAYOUT",
+            help=f"layouts: {', '.join(LAYOUTS)}",
+        )  # fmt: skip
+    g.add_argument(
+        "--divergence", type=float, default=d.divergence, help="parallax between nearest and farthest, in %% of width"
+    )
+    g.add_argument(
+        "--convergence",
+        type=float,
+        default=d.convergence,
+        help="nearness at zero parallax: 0 = the farthest depth on the screen, 1 = the nearest",
+    )
+    g.add_argument("--swap-eyes", action="store_true", help="exchange the left and right views")
+    g.add_argument(
+        "--stereo-edge", type=int_at_least(0), default=d.edge_px, help="depth-edge snapping half-width in pixels"
+    )
+    g.add_argument("--stereo-codec", choices=list(CODECS), default=d.codec, help="codec of the stereo videos")
+    g.add_argument("--stereo-10bit", action="store_true", help="10-bit stereo videos (yuv420p10le)")
+    g.add_argument("--stereo-crf", type=int_at_least(0), default=d.crf, help="quality (lower = better, larger)")
+    if not layouts_flag:  # `rd-engine stereo`; a run takes its shots from its own cut detection (--shots)
+        g.add_argument(
+            "--shots",
+            type=shot_list,
+            default=None,
+            help="frame ranges START:STOP,... (of the processed frames) that each get their own depth range "
+            "(default: the run's shot table, else one range for the whole clip)",
+        )
+
+
+def stereo_options(args: argparse.Namespace):
+    from rd_engine.outputs.stereo import StereoOptions
+
+    return StereoOptions(
+        layouts=list(dict.fromkeys(args.stereo)),
+        divergence=args.divergence,
+        convergence=args.convergence,
+        swap_eyes=args.swap_eyes,
+        edge_px=args.stereo_edge,
+        codec=args.stereo_codec,
+        ten_bit=args.stereo_10bit,
+        crf=args.stereo_crf,
+    ).validate()
+
+
+def sequence_options(args: argparse.Namespace):
+    from rd_engine.io.sequence import DEFAULT_SEQUENCE_FPS, SequenceOptions
+
+    return SequenceOptions(
+        fps=args.fps or DEFAULT_SEQUENCE_FPS, transform=args.linear_transform, allow_gaps=args.allow_gaps
+    )
+
+
+def shot_options(args):
+    """The run's `ShotOptions` from --shots, --shot-threshold and --min-shot-len (a bad cut list fails here)."""
+    from rd_engine.pipeline.shots import ShotOptions
+
+    kw = {}
+    if getattr(args, "shot_threshold", None) is not None:
+        if not args.shot_threshold > 0:
+            raise UserError(f"--shot-threshold must be > 0, got {args.shot_threshold:g}")
+        kw["threshold"] = args.shot_threshold
+    if getattr(args, "min_shot_len", None) is not None:
+        kw["min_shot_len"] = args.min_shot_len
+    return ShotOptions.parse(getattr(args, "shots", "off"), **kw)

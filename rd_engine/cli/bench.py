@@ -10,11 +10,8 @@ import logging
 import sys
 from pathlib import Path
 
-import torch
-
-from rd_engine.bench.report import compare
-from rd_engine.bench.runner import BASELINE_ALIGN_ITERS, DEFAULT_FRAMES, DEFAULT_TINY_RES, run_bench
-from rd_engine.cli.args import add_fast_arguments, int_at_least, worded
+from rd_engine.bench.schema import BASELINE_ALIGN_ITERS, DEFAULT_FRAMES, DEFAULT_TINY_RES
+from rd_engine.cli.args import add_fast_arguments, check_output_dir, int_at_least, worded
 from rd_engine.errors import UserError
 
 log = logging.getLogger("rd_engine")
@@ -165,8 +162,27 @@ def cmd_bench(args) -> int:
         The exit status (0; errors raise `UserError`).
     """
     if args.compare:
+        from rd_engine.bench.report import compare
+
         print(compare(*args.compare, force=args.force))
         return 0
+    # fail fast: the input, checkpoint, engine and output folders are checked before torch and the model load
+    from rd_engine.io.video import probe
+    from rd_engine.model.checkpoint import check_checkpoint
+
+    if args.input is not None:
+        probe(args.input)
+    if args.checkpoint:
+        check_checkpoint(args.checkpoint)
+    check_output_dir(args.out.parent if args.out else Path("benchmarks") / "results")
+    import torch
+
+    from rd_engine.bench.runner import run_bench
+
+    if args.engine is not None:
+        from rd_engine.engine_format.folder import open_engine_folder
+
+        open_engine_folder(args.engine)
     try:
         run_bench(args)
     except (MemoryError, torch.cuda.OutOfMemoryError) as e:

@@ -14,13 +14,12 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from rd_engine.cli.args import int_at_least
-from rd_engine.engine_format.folder import EngineFolder, open_engine_folder
+from rd_engine.cli.args import check_output_dir, int_at_least
 from rd_engine.engine_format.profile import Profile
 from rd_engine.errors import UserError
-from rd_engine.progress import human_bytes
 
 if TYPE_CHECKING:
+    from rd_engine.engine_format.folder import EngineFolder
     from rd_engine.export.build import BuildOptions
 
 # Profile fields -> the `rd-engine build` flags that set them (for the profile's error messages)
@@ -179,6 +178,10 @@ def flag_wording(message: str) -> str:
 
 def cmd_build(args) -> int:
     """Run `rd-engine build`; returns the exit code (UserError propagates to the caller)."""
+    from rd_engine.model.checkpoint import DEFAULT_CHECKPOINT, check_checkpoint
+
+    check_checkpoint(args.checkpoint or DEFAULT_CHECKPOINT)  # fail fast: before torch and the model load
+    check_output_dir(args.output.parent)
     from rd_engine.export.build import build_engine
 
     echo = (lambda msg: None) if getattr(args, "quiet", False) else (lambda msg: print(msg, flush=True))
@@ -205,6 +208,8 @@ def add_info_parser(subparsers) -> argparse.ArgumentParser:
 
 def cmd_info(args) -> int:
     """Run `rd-engine info`; returns 0, or 1 when the files fail their checksums."""
+    from rd_engine.engine_format.folder import open_engine_folder
+
     engine = open_engine_folder(args.engine)
     m = engine.manifest
     if args.json:
@@ -227,6 +232,7 @@ def cmd_info(args) -> int:
 def describe(engine: EngineFolder) -> list[str]:
     """Human-readable summary of an engine folder."""
     from rd_engine.backends.select import availability
+    from rd_engine.progress import human_bytes
 
     m = engine.manifest
     p = engine.profile

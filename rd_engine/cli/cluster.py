@@ -8,7 +8,7 @@ import logging
 import sys
 from pathlib import Path
 
-from rd_engine.cli.args import int_at_least, output_options
+from rd_engine.cli.args import int_at_least, output_options, sequence_options, shot_options
 from rd_engine.errors import UserError
 
 log = logging.getLogger("rd_engine")
@@ -73,9 +73,11 @@ def cmd_run_cluster(args) -> int:
         max_memory=args.max_memory,
         resume=args.resume,
         progress=not args.quiet,
+        sequence=dataclasses.asdict(sequence_options(args)),
+        shots=shot_options(args),
     )
     for job in result.jobs:
-        name = Path(job.input).name
+        name = Path(job.input).name or job.input
         if job.status == "error":
             print(f"rd-engine: error: {job.error}", file=sys.stderr, flush=True)
         elif job.status == "skipped":

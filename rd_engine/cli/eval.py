@@ -7,6 +7,7 @@ import copy
 import logging
 from pathlib import Path
 
+from rd_engine.cli.args import check_output_dir
 from rd_engine.errors import UserError
 from rd_engine.eval import EVAL_PRESET, EVAL_SEED
 
@@ -129,13 +130,18 @@ def engine_dtype(preset: str, dtype: str | None, device) -> str:
 
 def _engine_source(args):
     from rd_engine.api import Engine
+    from rd_engine.engine_format.folder import open_engine_folder
     from rd_engine.eval.sources import EngineRun
-    from rd_engine.model.checkpoint import DEFAULT_CHECKPOINT
+    from rd_engine.model.checkpoint import DEFAULT_CHECKPOINT, check_checkpoint
     from rd_engine.settings import pick_device
 
     checkpoint = args.checkpoint
     if checkpoint is None and (args.engine is None or args.backend == "pytorch"):
         checkpoint = DEFAULT_CHECKPOINT
+    if checkpoint is not None:
+        check_checkpoint(checkpoint)  # before the model loads, as the engine folder below
+    if args.engine is not None:
+        open_engine_folder(args.engine)
     engine = Engine(
         checkpoint,
         device=args.device,
@@ -170,6 +176,7 @@ def cmd_eval(args) -> int:
     bench = benchmark(args.benchmark)
     if args.max_depth is not None and not args.max_depth > 0:
         raise UserError(f"--max-depth must be > 0, got {args.max_depth}")
+    check_output_dir(args.output_dir)  # the table is written at the end: an unwritable folder fails now
     if args.pred_dir is not None:
         source = PredictionFolder(args.pred_dir, args.name)
     else:

@@ -6,21 +6,26 @@ import argparse
 import logging
 import os
 import sys
-import tempfile
 import time
 import traceback
 from pathlib import Path
 
 from rd_engine.cli.args import (
     add_fast_arguments,
+    add_sequence_arguments,
+    add_stereo_arguments,
+    check_output_dir,
     device_snippet_bytes,
     fast_paths,
     fps_value,
     int_at_least,
     output_options,
+    sequence_options,
+    shot_options,
     worded,
 )
 from rd_engine.errors import UserError
+from rd_engine.io.shots import DEFAULT_MIN_SHOT_LEN, DEFAULT_THRESHOLD
 from rd_engine.version import __version__
 
 log = logging.getLogger("rd_engine")
@@ -35,7 +40,12 @@ def _add_run_parser(sub) -> argparse.ArgumentParser:
         description="Estimate temporally consistent (relative inverse) depth for one or more videos.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("inputs", nargs="*", help="video files, folders of videos, or .txt lists of paths")
+    p.add_argument(
+        "inputs",
+        nargs="*",
+        help="video files, folders of videos, image sequences (a folder of frames, shot/frame.%%04d.exr, "
+        "'frames/*.png'), or .txt lists of paths",
+    )
     p.add_argument(
         "--demo",
         action="store_true",
@@ -100,6 +110,33 @@ def _add_run_parser(sub) -> argparse.ArgumentParser:
     m.add_argument("--snippet-batch", type=_non_negative_int, default=None, help="snippets per UNet call")
     m.add_argument("--vae-batch", type=_non_negative_int, default=None, help="frames per VAE call")
 
+    sh = p.add_argument_group("shots (edited video: see docs/edited-video.md)")
+    sh.add_argument(
+        "--shots",
+        default="auto",
+        metavar="auto|off|FILE",
+        help="auto: detect cuts (hard cuts, fades to/from black) and run each shot on its own; off: the "
+        "whole input as one shot; FILE: the editor's cut list (frame numbers one per line, or the CSV "
+        "of `scenedetect list-scenes`)",
+    )
+    sh.add_argument(
+        "--shot-threshold",
+        type=float,
+        default=None,
+        help=f"cut detection sensitivity: lower finds more cuts (default {DEFAULT_THRESHOLD:g})",
+    )
+    sh.add_argument(
+        "--min-shot-len",
+        type=int_at_least(1),
+        default=None,
+        help=f"frames a detected shot has at least (default {DEFAULT_MIN_SHOT_LEN})",
+    )
+    sh.add_argument(
+        "--split-shots",
+        action="store_true",
+        help="write each shot as its own set of outputs (<stem>_shotNNN*), instead of one set per video",
+    )
+
     st = p.add_argument_group("online mode")
     st.add_argument(
         "--stream",
@@ -136,10 +173,32 @@ def _add_run_parser(sub) -> argparse.ArgumentParser:
     o.add_argument("--png16", action="store_true", help="16-bit PNG sequence + normalization JSON")
     o.add_argument("--save-snippets", action="store_true", help="raw snippet depth, indices, scales and shifts")
     o.add_argument("--restore-res", action="store_true", help="resize outputs back to the input resolution")
-    o.add_argument("--fps", type=fps_value, default=0.0, help="output video fps (0 = input fps)")
+    o.add_argument(
+        "--fps",
+        type=fps_value,
+        default=0.0,
+        help="output video fps (0 = input fps); an image sequence's frame rate (0 = 24)",
+    )
+    o.add_argument("--exr", action="store_true", help="one single-channel Z EXR per frame (+ sidecar JSON)")
+    o.add_argument("--exr-type", choices=["float", "half"], default="float", help="EXR sample type")
+    o.add_argument(
+        "--exr-compression", choices=["zip", "zips", "piz", "rle", "none"], default="zip", help="EXR compression"
+    )
+    o.add_argument("--tiff16", action="store_true", help="16-bit TIFF sequence (+ sidecar JSON)")
+    o.add_argument("--ffv1", action="store_true", help="lossless 16-bit depth video (FFV1 in Matroska) + JSON")
+    o.add_argument(
+        "--audio",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="the videos carry the input video's audio (--no-audio: silent)",
+    )
+    add_stereo_arguments(p.add_argument_group("stereo 3D (docs/films-vfx.md)"))
+    add_sequence_arguments(p)
 
     from rd_engine.cli.cluster import add_cluster_arguments
+    from rd_engine.cli.robotics import add_robotics_arguments
 
+    add_robotics_arguments(p)
     add_cluster_arguments(p)
 
     v = p.add_argument_group("messages")
@@ -164,6 +223,9 @@ def build_parser() -> argparse.ArgumentParser:
     from rd_engine.cli.eval import add_eval_parser
 
     add_eval_parser(sub, run_parser)
+    from rd_engine.cli.stereo import add_stereo_parser
+
+    add_stereo_parser(sub)
     return parser
 
 
@@ -184,37 +246,56 @@ def _setup_logging(quiet: bool, verbose: bool) -> None:
     warnings.filterwarnings("ignore", category=UserWarning, module="diffusers")
 
 
-def _check_output_dir(path: Path) -> None:
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path, prefix=".rd-engine-write-test-"):
-            pass
-    except OSError as e:
-        raise UserError(f"output folder {path} is not writable ({e.strerror or e})") from None
+def _usable_inputs(inputs: list, start_frame: int | None, seq_opts=None) -> tuple[list, int]:
+    """The inputs that open as videos (or image sequences, read with ``seq_opts``) and reach `start_frame`
+    (live sources are taken as they are), and the number of the others, each reported first with its
+    one-line error.
+    """
+    from rd_engine.io.video import as_sequence, probe
+
+    usable = []
+    for path in inputs:
+        try:
+            if not isinstance(path, str):  # a live source (online mode) is opened when it runs
+                path = as_sequence(path, seq_opts) or path
+                n = probe(path).num_frames
+                if start_frame and n is not None and start_frame >= n:
+                    raise UserError(f"{path}: start frame {start_frame} is beyond the end of the video ({n} frames)")
+            usable.append(path)
+        except UserError as e:
+            print(f"rd-engine: error: {worded(e)}", file=sys.stderr, flush=True)
+    return usable, len(inputs) - len(usable)
 
 
 def cmd_run(args) -> int:
-    import torch
-
-    from rd_engine.io.video import list_inputs
-    from rd_engine.model.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
-    from rd_engine.model.factory import tiny_checkpoint_cached
-    from rd_engine.outputs.offline import write_outputs
-    from rd_engine.pipeline.offline import Budgets, Pipeline
-    from rd_engine.progress import StageClock, human_bytes, peak_host_bytes
-    from rd_engine.settings import pick_device, resolve
+    from rd_engine.cli.robotics import check_robotics_arguments, viewer_sinks
 
     if not args.inputs and not args.demo:
         raise UserError("no input videos given (pass files, folders or .txt lists, or --demo)")
+    check_robotics_arguments(args)
     if args.cluster:
         from rd_engine.cli.cluster import cmd_run_cluster
 
         return cmd_run_cluster(args)
+    from rd_engine.io.video import list_inputs
+    from rd_engine.model.checkpoint import DEFAULT_CHECKPOINT, check_checkpoint
+
     out_dir = Path(args.output_dir) if args.output_dir else Path("rd-demo-output" if args.demo else "rd-output")
-    _check_output_dir(out_dir)
+    check_output_dir(out_dir)
 
     checkpoint = args.checkpoint
-    if args.stream:
+    from rd_engine.io.rosbag import bag_folder, is_bag
+
+    bags = [p for p in args.inputs if is_bag(p)]
+    if bags and len(bags) != len(args.inputs):
+        raise UserError("ROS 2 bags and videos in one run: run them separately")
+    if bags and args.topic is None:
+        raise UserError("a ROS 2 bag input needs --topic (the image topic, e.g. /camera/color/image_raw)")
+    if not bags and (args.topic is not None or args.anchors_topic is not None):
+        raise UserError("--topic and --anchors-topic belong to ROS 2 bag inputs (rosbag2 folders)")
+    if bags:
+        inputs = [bag_folder(p) for p in bags]
+    elif args.stream:
         inputs = [
             p if ("://" in p or p.startswith(("/dev/video", "pipe:")) or p == "-") else Path(p) for p in args.inputs
         ]
@@ -225,6 +306,30 @@ def cmd_run(args) -> int:
         ]
     else:
         inputs = list_inputs([str(p) for p in args.inputs]) if args.inputs else []
+    # fail fast: inputs, checkpoint and engine folder are checked before torch and the model load
+    seq_opts = sequence_options(args)
+    if bags:  # a bag's topics are checked when it runs (reading one needs no model either)
+        unusable = 0
+    else:
+        inputs, unusable = _usable_inputs(inputs, args.start_frame, seq_opts)
+    if unusable and not inputs:
+        print(f"rd-engine: {unusable} of {unusable} videos failed (no model was loaded)", file=sys.stderr)
+        return 1
+    if checkpoint is not None:
+        check_checkpoint(checkpoint)
+    import torch
+
+    from rd_engine.model.checkpoint import load_checkpoint
+    from rd_engine.model.factory import tiny_checkpoint_cached
+    from rd_engine.outputs.offline import write_outputs
+    from rd_engine.pipeline.offline import Budgets, Pipeline
+    from rd_engine.progress import StageClock, human_bytes, peak_host_bytes
+    from rd_engine.settings import pick_device, resolve
+
+    if args.engine is not None:
+        from rd_engine.engine_format.folder import open_engine_folder
+
+        open_engine_folder(args.engine)
     if args.demo:
         from rd_engine.testing.media import write_test_video
 
@@ -267,6 +372,7 @@ def cmd_run(args) -> int:
         log.info(note)
 
     opts = output_options(args)  # an unknown colormap fails before any work
+    shots = shot_options(args)  # so does a bad cut list
 
     t0 = time.perf_counter()
     from rd_engine.backends.select import open_backend
@@ -297,25 +403,105 @@ def cmd_run(args) -> int:
         budgets.host_snippets = int(args.max_memory * (1 << 30))
     pipe = Pipeline(backend, progress=not args.quiet, budgets=budgets, align_threads=args.align_threads)
 
-    failures = 0
+    from rd_engine.io.video import as_sequence, input_stem
+
+    failures = unusable
     stems: dict[str, int] = {}
     for path in inputs:
-        stem = Path(str(path)).stem or "stream"
+        stem = input_stem(path)
         stems[stem] = stems.get(stem, 0) + 1
         if stems[stem] > 1:
             stem = f"{stem}_{stems[stem]}"  # two inputs with one name must not overwrite each other
         try:
+            if bags:
+                from rd_engine.io.anchors import load_anchors
+                from rd_engine.io.rosbag import image_stamps
+                from rd_engine.outputs.bagrun import run_bag
+
+                anchors = None
+                if args.anchors is not None:
+                    _, in_size = image_stamps(path, args.topic, settings.start_frame, 1)
+                    anchors = load_anchors(args.anchors, in_size)
+                line = run_bag(
+                    pipe,
+                    settings,
+                    path,
+                    args.topic,
+                    out_dir,
+                    stem,
+                    opts,
+                    model_name,
+                    backend.name,
+                    anchors_topic=args.anchors_topic,
+                    anchors=anchors,
+                    stream=args.stream,
+                    lag=args.lag,
+                    progress=not args.quiet,
+                    sinks=viewer_sinks(args),
+                )
+                print(line, flush=True)
+                continue
+            if not isinstance(path, str):
+                path = as_sequence(path, seq_opts) or path
             if args.stream:
                 from rd_engine.outputs.stream import run_stream
 
-                line = run_stream(pipe, settings, args.lag, path, out_dir, stem, opts, model_name)
+                anchors = None
+                if args.anchors is not None:
+                    from rd_engine.io.anchors import load_anchors
+                    from rd_engine.io.video import probe
+
+                    info = probe(path)
+                    anchors = load_anchors(args.anchors, (info.width, info.height))
+                line = run_stream(
+                    pipe,
+                    settings,
+                    args.lag,
+                    path,
+                    out_dir,
+                    stem,
+                    opts,
+                    model_name,
+                    anchors=anchors,
+                    frame_sinks=viewer_sinks(args),
+                    shots=shots,
+                )
                 print(line, flush=True)
                 continue
-            pred = pipe.predict(path, settings, keep_snippets=opts.snippets)
+            anchors = None
+            if args.anchors is not None:
+                from rd_engine.io.anchors import load_anchors
+                from rd_engine.io.video import probe
+
+                info = probe(path)
+                anchors = load_anchors(args.anchors, (info.width, info.height))
+                if info.num_frames:  # a frame past the video's end fails before any work
+                    anchors.check(info.width, info.height, max(0, info.num_frames - settings.start_frame))
+            robotics = anchors is not None or opts.needs_confidence or opts.pointcloud or args.rerun is not None
             clock = StageClock(not args.quiet)
-            n_frames = pred.num_frames
+            if robotics and not shots.off:
+                log.warning(
+                    "%s: --anchors, --confidence, --pointcloud and --rerun run the video as one shot "
+                    "(cut detection with them is not built yet; --shots off silences this)",
+                    path,
+                )
+            if robotics or shots.off:
+                pred = pipe.predict(
+                    path,
+                    settings,
+                    keep_snippets=opts.snippets,
+                    confidence=opts.needs_confidence or args.rerun is not None,
+                    anchors=anchors,
+                    anchor_window=args.anchor_window,
+                )
+            else:
+                pred = run_shots(
+                    pipe, path, settings, shots, out_dir, stem, opts, model_name, backend.name, clock, args
+                )
+            n_frames = len(pred.timestamps)
             try:
-                write_outputs(pred, out_dir, stem, opts, model_name, backend.name, clock)
+                if not args.split_shots or pred.shots is None:
+                    write_outputs(pred, out_dir, stem, opts, model_name, backend.name, clock, sinks=viewer_sinks(args))
             finally:
                 pred.close()
             secs = {**pred.stage_seconds, **clock.seconds}
@@ -323,8 +509,10 @@ def cmd_run(args) -> int:
             mem = f"peak host {human_bytes(peak_host_bytes())}"
             if pred.peak_device_bytes:
                 mem += f", peak device {human_bytes(pred.peak_device_bytes)}"
+            name = Path(str(path)).name or str(path)
+            cut = "" if pred.shots is None else f" in {len(pred.shots)} shot{'s' * (len(pred.shots) != 1)}"
             print(
-                f"{Path(str(path)).name}: {n_frames} frames {pred.size[0]}x{pred.size[1]} | {stages} | {mem} "
+                f"{name}: {n_frames} frames{cut} {pred.size[0]}x{pred.size[1]} | {stages} | {mem} "
                 f"| -> {out_dir}/{stem}*",
                 flush=True,
             )
@@ -354,9 +542,31 @@ def cmd_run(args) -> int:
     if args.demo:
         log.warning("DEMO finished: outputs in %s (random-weight model: the depth is NOT meaningful)", out_dir)
     if failures:
-        print(f"rd-engine: {failures} of {len(inputs)} videos failed", file=sys.stderr)
+        print(f"rd-engine: {failures} of {len(inputs) + unusable} videos failed", file=sys.stderr)
         return 1
     return 0
+
+
+def run_shots(pipe, path, settings, shots, out_dir, stem, opts, model_name, backend_name, clock, args):
+    """One video shot by shot (`pipeline.shots`): with --split-shots each shot's outputs are written as soon
+    as it is done and the video's result keeps only the shot table (written as `<stem>_shots.csv`).
+    """
+    from rd_engine.outputs.offline import write_outputs, write_shot_table
+    from rd_engine.pipeline.shots import predict_shots
+
+    if not args.split_shots:
+        pred = predict_shots(pipe, path, settings, shots, keep_snippets=opts.snippets)
+        if opts.snippets and pred.shots is not None:
+            log.warning("%s: cut into shots: --save-snippets writes each shot's with --split-shots", path)
+        return pred
+
+    def on_shot(pred, i):
+        write_outputs(pred, out_dir, f"{stem}_shot{i:03d}", opts, model_name, backend_name, clock)
+
+    pred = predict_shots(pipe, path, settings, shots, on_shot=on_shot, keep=False, keep_snippets=opts.snippets)
+    if pred.shots is not None:  # a video without a cut is written as one set of outputs, as today
+        write_shot_table(out_dir / f"{stem}_shots.csv", pred)
+    return pred
 
 
 class Terminated(KeyboardInterrupt):
@@ -408,6 +618,10 @@ def _dispatch(parser: argparse.ArgumentParser, args) -> int:
             from rd_engine.cli.bench import cmd_bench
 
             return cmd_bench(args)
+        if args.command == "stereo":
+            from rd_engine.cli.stereo import cmd_stereo
+
+            return cmd_stereo(args)
         if args.command == "eval":
             from rd_engine.cli.eval import cmd_eval
 

@@ -39,6 +39,29 @@ MIN_ENTRIES = 3
 # fetch(group, first, last) -> depth [last - first, L, H, W] of snippets first..last-1 of a group
 Fetch = Callable[[int, int, int], torch.Tensor]
 
+# Confidence (docs/robotics.md, "Confidence"): per pixel, `1 / (1 + spread / CONFIDENCE_SPREAD)`, where
+# `spread` is the weighted standard deviation of the aligned snippet entries covering the pixel around
+# the merged value, in the units of the output (a video's inverse depth spans [-1, 1]): 0.5 where the
+# entries disagree by 1 % of the video's range of inverse depth, 1 where they agree exactly. Pixels of
+# frames covered by a single entry have no spread to measure: confidence 0.
+CONFIDENCE_SPREAD = 0.02
+
+
+def confidence_from_spread(spread: torch.Tensor, entries: torch.Tensor) -> torch.Tensor:
+    """Confidence `[F, H, W]` from the spread `[F, H, W]` (output units) and entries per frame `[F]`."""
+    conf = 1.0 / (1.0 + spread / CONFIDENCE_SPREAD)
+    return torch.where(entries.to(conf.device).view(-1, 1, 1) >= 2, conf, torch.zeros_like(conf))
+
+
+def entries_per_frame(indices: list[torch.Tensor], f0: int, f1: int) -> torch.Tensor:
+    """How many snippet frames (all groups, each counted once) cover each frame of `[f0, f1)`."""
+    cnt = torch.zeros(f1 - f0, dtype=torch.long)
+    for idx in indices:
+        flat = idx.reshape(-1).long()
+        flat = flat[(flat >= f0) & (flat < f1)] - f0
+        cnt += torch.bincount(flat, minlength=f1 - f0)
+    return cnt
+
 
 def merge_deltas(
     groups: list[SnippetGroup], params: Params, num_frames: int, c: float = CAUCHY_C, block_elems: int = 1 << 22
@@ -151,11 +174,13 @@ def merge_frames(
     device: torch.device,
     delta: torch.Tensor | None = None,
     batch: int = 16,
-) -> torch.Tensor:
+    spread: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Frames `[f0, f1)` of the merged video, `[f1 - f0, H, W]` float32 on `device`.
 
     `delta`: per-frame Cauchy scales of these frames for the robust mean (see module doc), or
-    None for the mean.
+    None for the mean. `spread`: also return, per pixel, the weighted standard deviation of the
+    aligned entries around the merged value (the confidence's measure, in the merge's units).
     """
     h, w = hw
     acc = torch.zeros(f1 - f0, 1, h, w, dtype=torch.float32, device=device)
@@ -164,10 +189,22 @@ def merge_frames(
         accumulate_frames(acc, cnt, x, idx, scale=s, shift=t, weight=wt)
     mean = acc.div_(cnt.view(-1, 1, 1, 1))
     if delta is None:
-        return mean[:, 0]
-    return robust_mean(
-        lambda: _batches(fetch, indices, weights, params, global_min, f0, f1, device, batch), mean, delta
-    )[:, 0]
+        out = mean[:, 0]
+    else:
+        out = robust_mean(
+            lambda: _batches(fetch, indices, weights, params, global_min, f0, f1, device, batch), mean, delta
+        )[:, 0]
+    if not spread:
+        return out
+    # a pass of its own around the merged value (E[a^2] - m^2 cancels to nothing in fp32 at these spreads)
+    sq = torch.zeros(f1 - f0, h, w, dtype=torch.float32, device=device)
+    for x, idx, s, t, wt in _batches(fetch, indices, weights, params, global_min, f0, f1, device, batch):
+        flat = idx.reshape(-1)
+        inside = (flat >= 0) & (flat < f1 - f0)
+        a = (x[:, :, 0].float() * s.view(-1, 1, 1, 1) + t.view(-1, 1, 1, 1)).reshape(-1, h, w)[inside]
+        wa = wt.repeat_interleave(idx.shape[1])[inside].view(-1, 1, 1)
+        sq.index_add_(0, flat[inside], (a - out[flat[inside]]).square_().mul_(wa))
+    return out, sq.div_(cnt.view(-1, 1, 1)).sqrt_()
 
 
 def robust_mean(batches: Callable[[], Iterator[tuple]], mean: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:

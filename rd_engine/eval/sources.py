@@ -9,11 +9,9 @@ depth at the size of those frames.
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Iterable, Iterator
-from fractions import Fraction
+from collections.abc import Iterator
 from pathlib import Path
 
-import av
 import numpy as np
 
 from rd_engine.api import Engine
@@ -22,6 +20,7 @@ from rd_engine.eval import EVAL_PRESET, EVAL_SEED
 from rd_engine.eval.datasets import Benchmark, SequenceSpec, check_rgb_size, load_rgb
 from rd_engine.eval.predictions import check_predictions, load_prediction, to_size
 from rd_engine.io.files import save_npy_atomic
+from rd_engine.io.video_writer import write_lossless_video
 
 
 class PredictionFolder:
@@ -112,14 +111,14 @@ class EngineRun:
         with tempfile.TemporaryDirectory(prefix="rd-eval-") as tmp:
             video = Path(tmp) / "frames.mkv"
             write_lossless_video(video, frames)
-            pred = self.engine.run(video, self.preset, **self.overrides)
+            pred = self.engine.run(video, self.preset, shots="off", **self.overrides)  # benchmark clips are one shot
             try:
                 return np.array(pred.depth, np.float32)
             finally:
                 pred.close()
 
     def _online(self, frames: Iterator[np.ndarray], n: int) -> np.ndarray:
-        session = self.engine.open_stream(self.preset, self.lag, **self.overrides)
+        session = self.engine.open_stream(self.preset, self.lag, shots="off", **self.overrides)
         done: dict[int, np.ndarray] = {}
         for i, rgb in enumerate(frames):
             for f in session.push(rgb, i / 30.0):
@@ -158,19 +157,3 @@ def _frames(root: Path, bench: Benchmark, seq: SequenceSpec, size: list[int]) ->
         if not size:
             size += rgb.shape[:2]
         yield rgb
-
-
-def write_lossless_video(path: Path, frames: Iterable[np.ndarray], fps: int = 30) -> None:
-    """RGB frames ``[H, W, 3]`` uint8 as an FFV1 Matroska video that decodes back to the same values."""
-    with av.open(str(path), "w") as container:
-        stream = None
-        for rgb in frames:
-            if stream is None:
-                stream = container.add_stream("ffv1", rate=Fraction(fps))
-                stream.width, stream.height, stream.pix_fmt = rgb.shape[1], rgb.shape[0], "bgr0"
-            for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")):
-                container.mux(packet)
-        if stream is None:
-            raise UserError(f"{path}: no frames to write")
-        for packet in stream.encode():
-            container.mux(packet)

@@ -18,14 +18,26 @@ import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import av
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from rd_engine.errors import UserError
+from rd_engine.io.sequence import (
+    ImageSequence,
+    SequenceOptions,
+    describe_format,
+    find_sequence,
+    image_folder,
+    looks_like_sequence,
+    read_frame,
+    read_image,
+    to_rgb8,
+)
+
+if TYPE_CHECKING:  # torch loads with `preprocess`, so that inputs are probed before it (and the model) load
+    import torch
 
 VIDEO_EXTENSIONS = (
     ".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".ts", ".gif",
@@ -51,10 +63,12 @@ class VideoInfo:
             does not store one (MKV, WebM, TS).
         rotation: Clockwise display rotation in degrees: 0, 90, 180 or 270.
         pix_fmt: Decoded pixel format, e.g. ``yuv420p`` or ``yuv420p10le``.
-        codec: Decoder name, e.g. ``h264``.
+        codec: Decoder name, e.g. ``h264``; ``image-sequence`` for an image sequence.
+        frame_numbers: An image sequence's frame numbers (from its file names), in order; None for a
+            video (whose frames are numbered from 0).
     """
 
-    path: Path
+    path: Path | ImageSequence
     width: int
     height: int
     fps: float
@@ -62,6 +76,33 @@ class VideoInfo:
     rotation: int
     pix_fmt: str
     codec: str
+    frame_numbers: tuple[int, ...] | None = None
+
+    def numbers(self, start: int, count: int) -> list[int]:
+        """The input's numbers of the processed frames ``[start, start + count)``: a sequence's own, else indices."""
+        if self.frame_numbers is not None:
+            return list(self.frame_numbers[start : start + count])
+        return list(range(start, start + count))
+
+
+def as_sequence(path, options: SequenceOptions | None = None) -> ImageSequence | None:
+    """The image sequence an input names (a folder of frames, a printf pattern, a glob), else None (a video)."""
+    if isinstance(path, ImageSequence):
+        return path if options is None or options == path.options else path.with_options(options)
+    text = os.fspath(path) if isinstance(path, (str, os.PathLike)) else str(path)
+    if image_folder(Path(text)) or (not Path(text).exists() and looks_like_sequence(text)):
+        return find_sequence(text, options)
+    return None
+
+
+def input_stem(path) -> str:
+    """The name a run gives an input's outputs: a video's file stem, a sequence's name without its number."""
+    if isinstance(path, ImageSequence):
+        return path.stem
+    text = str(path)
+    if "://" not in text and (image_folder(Path(text)) or looks_like_sequence(text)):
+        return ImageSequence(text, (), ()).stem
+    return Path(text).stem or "stream"
 
 
 class DecodedFrame(NamedTuple):
@@ -155,6 +196,9 @@ def probe(path: str | os.PathLike) -> VideoInfo:
         UserError: If the file is missing, a folder, not a media file, has no
             video stream, or has no decodable frame.
     """
+    seq = as_sequence(path)
+    if seq is not None:
+        return _probe_sequence(seq)
     path = Path(path)
     container, stream = _open(path)
     with container:
@@ -192,6 +236,22 @@ def probe(path: str | os.PathLike) -> VideoInfo:
         )
 
 
+def _probe_sequence(seq: ImageSequence) -> VideoInfo:
+    img = read_image(seq.files[0])
+    to_rgb8(img, seq.options.transform)
+    return VideoInfo(
+        path=seq,
+        width=int(img.shape[1]),
+        height=int(img.shape[0]),
+        fps=float(seq.options.fps),
+        num_frames=len(seq.files),
+        rotation=0,
+        pix_fmt=describe_format(img, seq.files[0]),
+        codec="image-sequence",
+        frame_numbers=seq.numbers,
+    )
+
+
 def _no_frames_error(path: Path, error: Exception | None) -> UserError:
     reason = f": {_av_reason(error)}" if error is not None else ""
     return UserError(f"{path}: no decodable video frames{reason}")
@@ -212,13 +272,37 @@ def _put(q: queue.Queue, item: object, stop: threading.Event) -> bool:
     return False
 
 
-def _decode_worker(path: Path, start: int, count: int, q: queue.Queue, stop: threading.Event) -> None:
-    """Thread body: run `_decode_into`, then queue an `_End` marker or the error."""
+def _decode_worker(path, start: int, count: int, q: queue.Queue, stop: threading.Event) -> None:
+    """Thread body: run `_decode_into` (or `_read_sequence_into`), then queue an `_End` marker or the error."""
     try:
-        _decode_into(path, start, count, q, stop)
+        if isinstance(path, ImageSequence):
+            _read_sequence_into(path, start, count, q, stop)
+        else:
+            _decode_into(path, start, count, q, stop)
         _put(q, _End, stop)
     except BaseException as e:  # noqa: BLE001 - every failure goes to the consumer
         _put(q, e, stop)
+
+
+def _read_sequence_into(seq: ImageSequence, start: int, count: int, q: queue.Queue, stop: threading.Event) -> None:
+    """Read a sequence's frames [start, start + count) into the queue; a frame of another size is an error."""
+    n = len(seq.files)
+    if start >= n:
+        raise UserError(f"{seq}: start frame {start} is beyond the end of the sequence ({n} frames)")
+    end = min(n, start + count) if count else n
+    size = None
+    first = seq.numbers[0]
+    for i in range(start, end):
+        rgb = read_frame(seq.files[i], seq.options)
+        if size is None:
+            size = rgb.shape[:2]
+        elif rgb.shape[:2] != size:
+            raise UserError(
+                f"{seq.files[i]}: {rgb.shape[1]}x{rgb.shape[0]}, but the sequence's frames are {size[1]}x{size[0]}"
+            )
+        ts = (seq.numbers[i] - first) / seq.options.fps
+        if not _put(q, DecodedFrame(i, ts, rgb), stop):
+            return
 
 
 def _decode_into(path: Path, start: int, count: int, q: queue.Queue, stop: threading.Event) -> None:
@@ -312,7 +396,7 @@ def iter_frames(
             fails part-way ("corrupt or truncated video stream after frame
             K"), for no decodable frame, or for a start_frame past the end.
     """
-    path = Path(path)
+    path = as_sequence(path) or Path(path)
     if start_frame < 0 or frame_count < 0:
         raise UserError(f"{path}: start frame and frame count must be >= 0, got {start_frame} and {frame_count}")
     q: queue.Queue = queue.Queue(maxsize=max(1, queue_size))
@@ -347,7 +431,9 @@ def list_inputs(paths: Sequence[str | os.PathLike]) -> list[Path]:
 
     Each item may be a video file, a folder (its files with a video
     extension, see `VIDEO_EXTENSIONS`, sorted by name; hidden files and
-    other files are skipped) or a ``.txt`` list with one path per line
+    other files are skipped; a folder of image frames and no videos is one
+    image sequence), a printf pattern or glob of image frames
+    (`rd_engine.io.sequence`: kept as given) or a ``.txt`` list with one path per line
     (blank lines and lines starting with ``#`` skipped; relative paths are
     relative to the list's folder; folders in it are expanded too).
 
@@ -395,6 +481,8 @@ def list_inputs(paths: Sequence[str | os.PathLike]) -> list[Path]:
 
 def _expand(path: Path, spelled: str) -> list[Path]:
     """A folder's videos, or the path itself (which may not exist yet)."""
+    if not path.exists() and looks_like_sequence(spelled):
+        return [Path(spelled)]
     if path.is_dir():
         videos = sorted(
             (
@@ -404,6 +492,8 @@ def _expand(path: Path, spelled: str) -> list[Path]:
             ),
             key=lambda p: p.name,
         )
+        if not videos and image_folder(path):
+            return [path]  # an image sequence
         if not videos:
             raise UserError(f"{path}: folder has no video files ({', '.join(VIDEO_EXTENSIONS)})")
         return videos
@@ -449,6 +539,9 @@ def preprocess(
     Returns:
         Tensor [B, 3, h, w] with values in [-1, 1].
     """
+    import torch
+    import torch.nn.functional as F
+
     if isinstance(frames, np.ndarray):
         frames = torch.from_numpy(np.ascontiguousarray(frames))
     if frames.ndim != 4 or frames.shape[-1] != 3:
@@ -470,8 +563,11 @@ def keyframe_index(path: str | os.PathLike) -> tuple[list[int], list[int]] | Non
     """Every frame's pts in presentation order and the keyframes' pts, from the demuxer (nothing decoded).
 
     None when the packets cannot number the frames exactly: a packet without pts, repeated pts, or a
-    packet count that differs from the count the stream announces.
+    packet count that differs from the count the stream announces; and for an image sequence (whose
+    frames are each read directly).
     """
+    if as_sequence(path) is not None:
+        return None
     container, stream = _open(Path(path))
     with container:
         pts, keys = [], []
@@ -504,6 +600,10 @@ def seek_frames(path: str | os.PathLike, start: int, count: int, index=None) -> 
         SeekMismatch: The decoder's frames after the seek are not the indexed ones (the caller
             decodes from the start instead).
     """
+    seq = as_sequence(path)
+    if seq is not None:
+        yield from iter_frames(seq, start, count)
+        return
     path = Path(path)
     index = keyframe_index(path) if index is None and start > 0 else index
     if start == 0 or index is None:

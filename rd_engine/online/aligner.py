@@ -35,7 +35,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from rd_engine.coalign.merge import cauchy_scales, robust_mean
+from rd_engine.coalign.merge import cauchy_scales, confidence_from_spread, robust_mean
+from rd_engine.coalign.metric import MetricFit
 from rd_engine.coalign.problem import check_finite, solver_copy
 from rd_engine.coalign.robust import solve_one, solve_robust
 from rd_engine.errors import SettingError
@@ -54,6 +55,12 @@ class FinishedFrame:
     timestamp: float | None
     depth: np.ndarray  # [H, W] float32, relative inverse depth in the stream's affine frame
     latency: float | None = None  # seconds from push to finished (None for offline replays)
+    # [H, W] float32 in [0, 1]: agreement of the entries merged into each pixel (coalign.merge.CONFIDENCE_SPREAD)
+    confidence: np.ndarray | None = None
+    # [H, W] float32 metres (NaN where invalid) once the stream's anchors give a fit; None before that
+    depth_m: np.ndarray | None = None
+    metric_fit: MetricFit | None = None  # the fit depth_m came from (the current one when it finished)
+    starts_shot: bool = False  # the first frame of the stream or of a shot after a cut
 
 
 def _onto_unit_range(lo: float, hi: float) -> tuple[float, float]:
@@ -206,6 +213,13 @@ class OnlineAligner:
             sn.s, sn.t = a * sc, a * sh + b
 
     @staticmethod
+    def _confidence(ents, depth: torch.Tensor) -> torch.Tensor:
+        """Per pixel, `merge.confidence_from_spread` of the entries' weighted spread around `depth`."""
+        wsum = sum(sn.weight for sn, _, _ in ents)
+        var = sum(((d.float() * sn.s + sn.t) - depth).square_() * sn.weight for sn, _, d in ents) / wsum
+        return confidence_from_spread(var.sqrt_()[None], torch.tensor([len(ents)]))[0]
+
+    @staticmethod
     def _merge(ents, consensus: torch.Tensor) -> torch.Tensor:
         """A finished frame: the robust mean of its entries (`merge.robust_mean`, as the offline
         `robust` merge), its Cauchy scale from the entries' solver copies around their consensus.
@@ -242,12 +256,14 @@ class OnlineAligner:
             self.frozen[f] = consensus
             ents = self.entries.pop(f)
             depth = self._merge(ents, consensus)
+            conf = self._confidence(ents, depth)
             for sn, _, _ in ents:
                 sn.open -= 1
                 if sn.open == 0 and sn is not self.first:
                     sn.x = None
             ts, pushed = self._meta.pop(f, (None, None))
-            out.append(FinishedFrame(f, ts, depth.cpu().numpy(), None if pushed is None else now - pushed))
+            latency = None if pushed is None else now - pushed
+            out.append(FinishedFrame(f, ts, depth.cpu().numpy(), latency, conf.cpu().numpy()))
             self.next_to_finish = f + 1
         # frozen copies older than the largest window can never be a target again
         for f in [f for f in self.frozen if f < self.next_to_finish - max_window - 1]:

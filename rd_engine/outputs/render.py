@@ -93,6 +93,8 @@ def write_png16_sequence(
     vmin: float,
     vmax: float,
     stem: str,
+    note: str | None = None,
+    sidecar_name: str = "png16",
 ) -> None:
     """Save depth maps as 16-bit grayscale PNGs, atomically as a folder.
 
@@ -109,6 +111,8 @@ def write_png16_sequence(
         vmax: Depth value stored as 65535 (a range of 1 is used if equal
             to vmin).
         stem: File name prefix, usually the video's name.
+        note: What the values are (default: relative inverse depth).
+        sidecar_name: The sidecar is ``{stem}_{sidecar_name}.json``.
     """
     count = 0
     with atomic_output(folder, folder=True) as tmp:
@@ -122,7 +126,8 @@ def write_png16_sequence(
             "vmin": float(vmin),
             "vmax": float(vmax),
             "decode": "depth = vmin + png / 65535 * (vmax - vmin)",
-            "note": (
+            "note": note
+            or (
                 "Values are relative inverse depth (near = large, far = small), "
                 "not metric depth; vmin and vmax are the range mapped to 0..65535."
             ),
@@ -130,4 +135,36 @@ def write_png16_sequence(
             "num_frames": count,
             "bit_depth": 16,
         }
-        (tmp / f"{stem}_png16.json").write_text(json.dumps(sidecar, indent=2) + "\n")
+        (tmp / f"{stem}_{sidecar_name}.json").write_text(json.dumps(sidecar, indent=2) + "\n")
+
+
+MM_MAX = 65535  # the largest depth a 16UC1 image holds: 65.535 m
+
+
+def depth_to_mm(depth_m: np.ndarray) -> np.ndarray:
+    """Metres -> ROS `16UC1` millimetres (REP 118): `round(z * 1000)`, 0 where invalid (NaN, <= 0 or
+    past 65.535 m, where 16 bits end).
+    """
+    z = np.asarray(depth_m, np.float64) * 1000.0
+    ok = np.isfinite(z) & (z > 0) & (z <= MM_MAX + 0.5)
+    return np.where(ok, np.rint(np.where(ok, z, 0.0)), 0).astype(np.uint16)
+
+
+def write_png16_mm_sequence(folder: str | os.PathLike, frames_m: Iterable[np.ndarray], stem: str) -> None:
+    """Save metric depth (metres) as 16-bit PNGs in millimetres (ROS `16UC1`), atomically as a folder:
+    ``{stem}_{index:06d}.png`` plus ``{stem}_depth_mm.json`` (0 = no depth).
+    """
+    count = 0
+    with atomic_output(folder, folder=True) as tmp:
+        for index, z in enumerate(frames_m):
+            Image.fromarray(depth_to_mm(z)).save(tmp / f"{stem}_{index:06d}.png", compress_level=1)
+            count = index + 1
+        sidecar = {
+            "unit": "millimetre",
+            "decode": "depth_m = png / 1000; png == 0: no depth",
+            "note": "metric z-depth along the optical axis (REP 118 16UC1), from the fit to the anchors",
+            "files": f"{stem}_%06d.png",
+            "num_frames": count,
+            "bit_depth": 16,
+        }
+        (tmp / f"{stem}_depth_mm.json").write_text(json.dumps(sidecar, indent=2) + "\n")

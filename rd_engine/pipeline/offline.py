@@ -18,7 +18,7 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,10 +26,11 @@ import numpy as np
 import torch
 
 from rd_engine.backends.base import Backend
-from rd_engine.coalign.merge import merge_deltas, merge_frames
+from rd_engine.coalign.merge import confidence_from_spread, entries_per_frame, merge_deltas, merge_frames
 from rd_engine.coalign.problem import Params, back_to_back, check_finite, solver_copy
 from rd_engine.coalign.solve import solve
 from rd_engine.errors import UserError
+from rd_engine.io.anchors import Anchors
 from rd_engine.io.video import VideoInfo, iter_frames, probe, processed_size
 from rd_engine.pipeline.inference import (
     chunks,
@@ -40,6 +41,7 @@ from rd_engine.pipeline.inference import (
     padded_size,
     pick_seed,
 )
+from rd_engine.pipeline.metric import MetricVideo, fit_video
 from rd_engine.pipeline.refine import refine
 from rd_engine.pipeline.stores import GiB, LatentStore, OutputBuffer, SnippetStore, trim_host_memory
 from rd_engine.progress import StageClock
@@ -92,6 +94,21 @@ class Budgets:
 
 
 @dataclass
+class Shot:
+    """One shot of a run cut into shots: frames `first..last` (inclusive, the video's frame numbers)."""
+
+    first: int
+    last: int
+    depth_min: float  # the shot's merged depth range, mapped onto [-1, 1] (its own normalization)
+    depth_max: float
+    dilations: list[int]  # its effective dilations (capped for its own length)
+
+    @property
+    def frames(self) -> int:
+        return self.last - self.first + 1
+
+
+@dataclass
 class Prediction:
     """What a run computed for one video. `depth` may be memory-mapped: call `close()`."""
 
@@ -109,6 +126,11 @@ class Prediction:
     stage_seconds: dict[str, float] = field(default_factory=dict)
     peak_device_bytes: int = 0
     store_tiers: dict[str, int] = field(default_factory=dict)
+    # [N, H, W] float32 per-pixel confidence in [0, 1] (coalign.merge.CONFIDENCE_SPREAD), on request
+    confidence: np.ndarray | None = None
+    metric: MetricVideo | None = None  # the metric fit to anchors (pipeline.metric), on request
+    norm: tuple[float, float] | None = None  # min and max of the merged depth, mapped onto [-1, 1]
+    shots: list[Shot] | None = None  # the shot table of a run cut into shots (`pipeline.shots`)
     _temp_files: list[Path] = field(default_factory=list)
 
     @property
@@ -119,6 +141,7 @@ class Prediction:
         """Release memory-mapped arrays and delete their temporary files."""
         self.depth = np.empty((0, *self.depth.shape[1:]), np.float32)
         self.coaligned = None
+        self.confidence = None
         _unlink(self._temp_files)
 
 
@@ -184,27 +207,81 @@ class Pipeline:
         settings: Settings,
         keep_snippets: bool = False,
         keep_coaligned: bool = False,
+        confidence: bool = False,
+        anchors: Anchors | None = None,
+        anchor_window: float = 0.0,
         noise: torch.Tensor | None = None,
     ) -> Prediction:
         """Run RollingDepth on one video file (offline: all snippets, global co-alignment).
 
-        `noise` (`[1, 4, h, w]`, any device and dtype) replaces the initial noise the seed draws on the
-        backend's device, as the reference draws it: devices' generators differ, so a comparison across
-        devices supplies the same noise to both.
+        Args:
+            path: The video.
+            settings: The method's settings.
+            keep_snippets: Keep the decoded snippets in the prediction.
+            keep_coaligned: Keep the co-aligned depth before refinement.
+            confidence: Compute the per-pixel confidence (`Prediction.confidence`).
+            anchors: Sparse metric depth (`io.anchors.Anchors`): fit metric depth (`Prediction.metric`).
+                The relative depth is the same with or without them.
+            anchor_window: Frames of the optional slowly varying metric correction (0 = one fit).
+            noise: `[1, 4, h, w]` (any device and dtype) in place of the initial noise the seed draws on
+                the backend's device, as the reference draws it: devices' generators differ, so a
+                comparison across devices supplies the same noise to both.
         """
         s = settings
-        be = self.backend
-        clock = StageClock(self.progress, be.device)
-        if be.device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(be.device)
+        info, size = self.check_video(path, s)
+        total = s.frame_count or (max(0, info.num_frames - s.start_frame) if info.num_frames else None)
+        frames = iter_frames(path, s.start_frame, s.frame_count)
+        return self.predict_frames(
+            frames,
+            info,
+            size,
+            s,
+            pick_seed(s.seed),
+            total,
+            keep_snippets,
+            keep_coaligned,
+            self.progress,
+            confidence=confidence,
+            anchors=anchors,
+            anchor_window=anchor_window,
+            noise=noise,
+        )
+
+    def check_video(self, path, s: Settings) -> tuple[VideoInfo, tuple[int, int]]:
+        """The video's info and processed size, checked against the backend."""
         info = probe(path)
         size = processed_size(info.width, info.height, s.res)
         if min(size) < 8:
             raise UserError(f"{path}: processed size {size[0]}x{size[1]} is too small (at least 8x8 pixels)")
+        self.backend.check_size(size)  # engines built for a resolution range refuse others, saying how to rebuild
+        return info, size
+
+    def predict_frames(
+        self,
+        frames: Iterable,
+        info: VideoInfo,
+        size: tuple[int, int],
+        s: Settings,
+        seed: int,
+        total: int | None,
+        keep_snippets: bool = False,
+        keep_coaligned: bool = False,
+        progress: bool = True,
+        confidence: bool = False,
+        anchors: Anchors | None = None,
+        anchor_window: float = 0.0,
+        noise: torch.Tensor | None = None,
+    ) -> Prediction:
+        """The method on decoded frames (`DecodedFrame`s of `info`'s video, in order), as `predict` runs it
+        on the frames of `s`'s window; `seed` draws the initial noise; `confidence`, `anchors` and
+        `anchor_window` and `noise` as in `predict`.
+        """
+        be = self.backend
+        clock = StageClock(progress, be.device)
+        if be.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(be.device)
         padded = padded_size(size)
-        be.check_size(size)  # engines built for a resolution range refuse others, saying how to rebuild
         w, h = size
-        seed = pick_seed(s.seed)
         temp_files: list[Path] = []
         sched = RollingScheduler(s.dilations, s.snippet_len, s.cap_dilation)
         steps = be.ddim.schedule(s.init_steps)
@@ -216,7 +293,6 @@ class Pipeline:
             gmin = torch.tensor(float("inf"))
             pending: deque[Snippet] = deque()
             given, noise = noise, None
-            total = s.frame_count or (max(0, info.num_frames - s.start_frame) if info.num_frames else None)
 
             def run_batches(final: bool) -> None:
                 nonlocal gmin
@@ -242,7 +318,7 @@ class Pipeline:
             snippet_seconds = [0.0]
             # one bar for the interleaved decode/encode/snippet work; the seconds are split afterwards
             with clock.stage("encode", total=total) as tick_enc:
-                for fr in iter_frames(path, s.start_frame, s.frame_count):
+                for fr in frames:
                     buf.append(torch.from_numpy(fr.rgb))
                     timestamps.append(fr.timestamp)
                     if len(buf) < s.vae_batch:
@@ -278,9 +354,14 @@ class Pipeline:
 
             # 4. merge at full resolution over chunks of frames, then re-normalize
             out = OutputBuffer((n, h, w), self.budgets.host_output, self.budgets.spill_dir, temp_files)
+            conf = None
+            if confidence:
+                conf = OutputBuffer((n, h, w), self.budgets.host_output, self.budgets.spill_dir, temp_files).array
             with clock.stage("merge", total=n):
-                lo, hi = merge_into(out.array, store, plan, params, gmin, be.device, delta)
+                lo, hi = merge_into(out.array, store, plan, params, gmin, be.device, delta, spread_out=conf)
                 renormalize_inplace(out.array, lo, hi)
+                if conf is not None:
+                    spread_to_confidence(conf, [g.indices for g in plan], lo, hi)
             snippets_kept = []
             if keep_snippets:
                 for g in plan:
@@ -305,6 +386,11 @@ class Pipeline:
             elif keep_coaligned:
                 coaligned = out.array
             peak = torch.cuda.max_memory_allocated(be.device) if be.device.type == "cuda" else peak_store
+            metric = None
+            if anchors is not None:
+                anchors.check(info.width, info.height, n, source="anchors")
+                with clock.stage("metric", total=None):
+                    metric = fit_video(out.array, anchors, (info.width, info.height), size, window=anchor_window)
             return Prediction(
                 depth=out.array,
                 coaligned=coaligned,
@@ -320,6 +406,9 @@ class Pipeline:
                 stage_seconds=dict(clock.seconds),
                 peak_device_bytes=peak,
                 store_tiers=tiers,
+                confidence=conf,
+                metric=metric,
+                norm=(lo, hi),
                 _temp_files=temp_files,
             )
         except BaseException:
@@ -371,12 +460,15 @@ def merge_into(
     delta: torch.Tensor | None = None,
     chunk: int = MERGE_CHUNK,
     first: int = 0,
+    spread_out: np.ndarray | None = None,
 ) -> tuple[float, float]:
     """Per frame, the (robust) mean of aligned snippet frames (full resolution), chunk by chunk
     (`merge.merge_frames`; `delta`: per-frame Cauchy scales of the whole video for the robust mean).
 
     `out` holds frames `[first, first + len(out))` of the video; `store` must hold every snippet that
     covers one of them.
+
+    `spread_out`: like `out`, receives each pixel's spread of the aligned entries (merge units).
 
     Returns the min and max of the merged frames (for re-normalization).
     """
@@ -400,11 +492,27 @@ def merge_into(
             (h, w),
             device,
             None if delta is None else delta[f0:f1],
+            spread=spread_out is not None,
         )
+        if spread_out is not None:
+            merged, spread = merged
+            spread_out[c0:c1] = spread.cpu().numpy()
         lo, hi = min(lo, float(merged.min())), max(hi, float(merged.max()))
         out[c0:c1] = merged.cpu().numpy()
         trim_host_memory()
     return lo, hi
+
+
+def spread_to_confidence(
+    spread: np.ndarray, indices: list[torch.Tensor], lo: float, hi: float, first: int = 0, chunk: int = 64
+) -> None:
+    """Turn the merge's spread (in place) into confidence (`coalign.merge.confidence_from_spread`): the
+    spread in the units of the re-normalized output (x 2 / (hi - lo)), frames `[first, first + len)`.
+    """
+    k = 2.0 / (hi - lo) if hi > lo else 1.0
+    for a, b in chunks(spread.shape[0], chunk):
+        x = torch.from_numpy(np.ascontiguousarray(spread[a:b])) * k
+        spread[a:b] = confidence_from_spread(x, entries_per_frame(indices, first + a, first + b)).numpy()
 
 
 def renormalize_inplace(out: np.ndarray, lo: float, hi: float, chunk: int = 64) -> None:

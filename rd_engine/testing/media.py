@@ -254,3 +254,63 @@ def write_truncated_video(path: str | os.PathLike, keep_frames: int = 4, n_frame
             packets = [(p.pos, p.size) for p in container.demux(video=0) if p.size]
         pos, size = packets[keep_frames]
         path.write_bytes(full.read_bytes()[: pos + size // 2])
+
+
+def write_frames_video(path: str | os.PathLike, frames, fps: float = 24, pix_fmt: str = "yuv420p") -> int:
+    """Write RGB frames (`[H, W, 3]` uint8, an iterable) as a video; returns the frame count."""
+    codec = "libx264" if "libx264" in av.codecs_available else "mpeg4"
+    rate = Fraction(fps).limit_denominator(1001)
+    n = 0
+    with av.open(str(path), "w") as container:
+        stream = None
+        for rgb in frames:
+            if stream is None:
+                stream = container.add_stream(codec, rate=rate)
+                stream.height, stream.width = rgb.shape[:2]
+                stream.pix_fmt = pix_fmt
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")))
+            n += 1
+        if stream is not None:
+            container.mux(stream.encode())
+    return n
+
+
+def shot_frame(index: int, n_frames: int, width: int, height: int, scene: int) -> np.ndarray:
+    """One frame of scene `scene`: the synthetic scene with its own layout and colours (the colour
+    channels permuted and scaled per scene, and a few large blocks of the scene's own colours), as
+    unrelated shots of an edited video look.
+    """
+    rgb = synthetic_frame(index, n_frames, width, height, seed=scene).astype(np.float32)
+    rng = np.random.default_rng(1000 + scene)
+    rgb = rgb[..., rng.permutation(3)] * rng.uniform(0.5, 1.0)
+    for _ in range(3):
+        w, h = int(rng.integers(width // 4, width // 2 + 1)), int(rng.integers(height // 4, height // 2 + 1))
+        x, y = int(rng.integers(0, width - w + 1)), int(rng.integers(0, height - h + 1))
+        rgb[y : y + h, x : x + w] = rng.uniform(20, 235, 3)
+    return np.clip(rgb, 0, 255).astype(np.uint8)
+
+
+def multishot_frames(shot_lengths: list[int], width: int, height: int, fade: int = 0):
+    """Frames of an edited clip: shot `k` shows scene `k` for `shot_lengths[k]` frames. With `fade > 0`
+    each shot after the first fades in from black over `fade` frames and each shot before the last
+    fades out to black over `fade` frames (its last frames darkened), around `fade` black frames.
+
+    Yields RGB frames; the cuts (first frames of shots after the first) are `multishot_cuts`.
+    """
+    for k, n in enumerate(shot_lengths):
+        for i in range(n):
+            rgb = shot_frame(i, n, width, height, k).astype(np.float32)
+            if fade:
+                if k > 0 and i < fade:
+                    rgb *= (i + 1) / (fade + 1)
+                if k < len(shot_lengths) - 1 and i >= n - fade:
+                    rgb *= (n - i) / (fade + 1)
+            yield np.ascontiguousarray(rgb.astype(np.uint8))
+        if fade and k < len(shot_lengths) - 1:
+            for _ in range(fade):
+                yield np.zeros((height, width, 3), np.uint8)
+
+
+def multishot_cuts(shot_lengths: list[int]) -> list[int]:
+    """First frame of each shot after the first in `multishot_frames` without fades."""
+    return [int(c) for c in np.cumsum(shot_lengths)[:-1]]

@@ -173,3 +173,36 @@ def test_sigterm_stops_a_cluster_run_and_leaves_no_partial_output(tmp_path, vide
     assert "interrupted; no partial outputs were left behind" in err and "Traceback" not in err
     names = sorted(p.name for p in out.iterdir())
     assert names == sorted(["short.npz", "short_pred.npy", "short_Spectral_r.mp4", "short_rgbd.mp4"]), names
+
+
+def test_an_exr_sequence_with_exr_and_stereo_outputs_on_the_cluster(tmp_path, ray_cluster, tiny_ckpt, capsys):
+    import av
+    import numpy as np
+    import OpenEXR
+
+    from rd_engine.testing.media import synthetic_frame
+
+    seq = tmp_path / "plate"
+    seq.mkdir()
+    for i in range(8):
+        rgb = (synthetic_frame(i, 8, 64, 48) / 255.0).astype(np.float32)
+        with OpenEXR.File({"compression": OpenEXR.ZIP_COMPRESSION, "type": OpenEXR.scanlineimage}, {"RGB": rgb}) as f:
+            f.write(str(seq / f"plate.{1001 + i}.exr"))
+    args = [str(seq / "plate.%d.exr"), "-c", str(tiny_ckpt), *CLI_SETTINGS, "--exr", "--stereo", "sbs", "--fps", "12"]
+    assert cli.main(["run", *args, "-o", str(tmp_path / "one")]) == 0
+    assert cli.main(["run", *args, "-o", str(tmp_path / "ray"), "--cluster", "ray"]) == 0, capsys.readouterr().err
+    exrs = sorted(p.name for p in (tmp_path / "ray" / "plate_exr").iterdir())
+    assert exrs[0] == "plate_001001.exr" and exrs[-1] == "plate_exr.json" and len(exrs) == 9
+    for name in exrs:
+        assert (tmp_path / "ray" / "plate_exr" / name).read_bytes() == (
+            tmp_path / "one" / "plate_exr" / name
+        ).read_bytes()
+    side = json.loads((tmp_path / "ray" / "plate_stereo.json").read_text())
+    assert side["fps"] == 12.0 and side["num_frames"] == 8  # the sequence's options reached the workers
+
+    def frames(p):
+        with av.open(str(p)) as c:
+            return [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+
+    a, b = frames(tmp_path / "ray" / "plate_stereo_sbs.mp4"), frames(tmp_path / "one" / "plate_stereo_sbs.mp4")
+    assert len(a) == len(b) == 8 and all(np.array_equal(x, y) for x, y in zip(a, b))

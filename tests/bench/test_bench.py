@@ -62,7 +62,7 @@ E2E_KEYS = {
     "tflops",
     "fraction_of_peak",
 }
-NO_FLOP_STAGES = {"decode", "resize", "align", "merge", "write"}
+NO_FLOP_STAGES = {"decode", "detect", "resize", "align", "merge", "write"}
 
 
 def parse(argv):

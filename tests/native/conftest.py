@@ -61,3 +61,15 @@ def native_sanitized(aoti_engine_dir, tmp_path_factory) -> Path:
         "-DCMAKE_BUILD_TYPE=RelWithDebInfo",
         f"-DRD_TEST_ENGINE_DIR={aoti_engine_dir}",
     )
+
+
+@pytest.fixture(scope="session")
+def native_tsan(aoti_engine_dir, tmp_path_factory) -> Path:
+    """The library and the thread test only, built with ThreadSanitizer."""
+    return cmake_build(
+        tmp_path_factory.mktemp("native-tsan") / "build",
+        "-DRD_TSAN=ON",
+        "-DRD_BUILD_EXAMPLES=OFF",
+        "-DCMAKE_BUILD_TYPE=RelWithDebInfo",
+        f"-DRD_TEST_ENGINE_DIR={aoti_engine_dir}",
+    )

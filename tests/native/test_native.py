@@ -4,6 +4,7 @@ against `rd-engine run --stream` on the same AOTInductor engine and frames, bad 
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from PIL import Image
 from rd_engine.cli.main import main as rd_main
 from rd_engine.io.video import iter_frames
 from rd_engine.testing.media import write_test_video
-from tests.native.conftest import ROOT, cmake_build
+from tests.native.conftest import ROOT
 
 # C++ and Python run the same packages on the same inputs with the same op sequence: the
 # depth agrees to float rounding (in practice it is bitwise equal); the issue's bound is 1e-4.
@@ -52,7 +53,7 @@ def test_ctest(native_build):
     r = subprocess.run(["ctest", "--output-on-failure"], cwd=native_build, capture_output=True, text=True)
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]
     assert "100% tests passed" in r.stdout
-    assert "c_api.with_engine" in r.stdout  # the cases that need a model ran too
+    assert "c_api.with_engine" in r.stdout and "c_api.threads" in r.stdout  # the cases that need a model ran too
 
 
 def test_ctest_under_sanitizers(native_sanitized):
@@ -60,6 +61,13 @@ def test_ctest_under_sanitizers(native_sanitized):
     out = r.stdout + r.stderr
     assert r.returncode == 0, out[-4000:]
     assert not [s for s in SANITIZER_REPORTS if s in out], out[-4000:]
+
+
+def test_thread_test_under_tsan(native_tsan):
+    r = subprocess.run(["ctest", "--output-on-failure"], cwd=native_tsan, capture_output=True, text=True)
+    out = r.stdout + r.stderr
+    assert r.returncode == 0, out[-4000:]
+    assert "c_api.threads" in r.stdout and "WARNING: ThreadSanitizer" not in out, out[-4000:]
 
 
 @pytest.mark.parametrize("lag", [0, 4])
@@ -85,6 +93,15 @@ def test_rd_stream_equals_python_online_mode(native_build, aoti_engine_dir, clip
     )
     assert c.returncode == 0, c.stderr.decode()
     assert np.array_equal(np.frombuffer(c.stdout, np.float32).reshape(expected.shape), got)
+    # the same C program as written against ABI 1's header (a copy in native/tests/abi1): this library runs it
+    old = subprocess.run(
+        [str(native_build / "rd_minimal_c_abi1"), str(aoti_engine_dir), *map(str, size), str(RES), str(lag), str(SEED)]
+        + list(DILATIONS),
+        input=raw,
+        capture_output=True,
+    )
+    assert old.returncode == 0, old.stderr.decode()
+    assert np.array_equal(np.frombuffer(old.stdout, np.float32).reshape(expected.shape), got)
 
 
 def test_rd_stream_restore_and_png16(native_build, aoti_engine_dir, clip60, tmp_path):
@@ -128,16 +145,67 @@ def test_rd_stream_bad_input(native_build, aoti_engine_dir, clip60, tmp_path):
     assert r.returncode == 2 and b"--lag takes an integer >= 0" in r.stderr
 
 
-def test_find_package_consumer(native_build, aoti_engine_dir, tmp_path):
+def _readelf_dynamic(lib: Path) -> dict[str, list[str]]:
+    out = subprocess.run(["readelf", "-d", str(lib)], capture_output=True, text=True, check=True).stdout
+    tags: dict[str, list[str]] = {}
+    for line in out.splitlines():
+        if "(" in line and "[" in line:
+            tag = line.split("(", 1)[1].split(")", 1)[0]
+            tags.setdefault(tag, []).append(line.split("[", 1)[1].rsplit("]", 1)[0])
+    return tags
+
+
+def test_shared_library_abi(native_build):
+    """A versioned SONAME, only rd_* exported, and run paths without stray or empty entries."""
+    lib = native_build / "librd_engine.so.2"
+    assert lib.is_file() and (native_build / "librd_engine.so").resolve() == (native_build / "librd_engine.so.0.2.0")
+    tags = _readelf_dynamic(lib)
+    assert tags["SONAME"] == ["librd_engine.so.2"]
+    runpath = ":".join(tags.get("RUNPATH", []) + tags.get("RPATH", []))
+    # CMake ends a build-tree run path it rewrites at install with one empty entry (the installed one is
+    # checked in the consumer test); every other entry is a folder that exists (no stray MKL/Windows ones)
+    entries = runpath.removesuffix(":").split(":")
+    assert all(Path(e).is_dir() for e in entries), runpath
+    nm = subprocess.run(["nm", "-D", "--defined-only", str(lib)], capture_output=True, text=True, check=True)
+    names = [line.split()[-1].split("@")[0] for line in nm.stdout.splitlines() if line.strip()]
+    exported = [n for n in names if n != "RD_ENGINE_2"]
+    assert exported and all(n.startswith("rd_") for n in exported), [n for n in exported if not n.startswith("rd_")]
+    assert {"rd_session_cut", "rd_abi_version", "rd_build_info", "rd_session_push_frame"} <= set(exported)
+
+
+def test_find_package_consumer_relocated(native_build, aoti_engine_dir, tmp_path):
+    """Install, move the installed tree elsewhere, build a consumer against the moved copy, run it."""
+    import shutil
+
+    import torch
+
     prefix = tmp_path / "prefix"
     install = ["cmake", "--install", str(native_build), "--prefix", str(prefix)]
     r = subprocess.run(install, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert (prefix / "include" / "rd_engine" / "rd_engine.h").is_file()
-    consumer = cmake_build(
-        tmp_path / "consumer", f"-DCMAKE_PREFIX_PATH={prefix}", source=ROOT / "native" / "examples" / "consumer"
-    )
-    r = subprocess.run([str(consumer / "depth_consumer"), str(aoti_engine_dir)], capture_output=True, text=True)
+    moved = tmp_path / "elsewhere" / "rd-engine"
+    shutil.copytree(prefix, moved, symlinks=True)
+    shutil.rmtree(prefix)
+    lib = moved / "lib" / "librd_engine.so.2"
+    tags = _readelf_dynamic(lib)
+    assert tags.get("RUNPATH") == ["$ORIGIN"], tags.get("RUNPATH")  # nothing of the build machine
+    cmake_dir = moved / "lib" / "cmake" / "rd_engine"
+    text = "".join(p.read_text() for p in cmake_dir.iterdir())
+    for machine_path in (str(ROOT), str(native_build), str(Path(torch.__file__).parent), str(prefix)):
+        assert machine_path not in text, machine_path
+    torch_lib = Path(torch.__file__).parent / "lib"  # libtorch on the loader's path, as an embedder ships it
+    env = {**os.environ, "LD_LIBRARY_PATH": str(torch_lib)}
+    consumer = tmp_path / "consumer"
+    configure = ["cmake", "-S", str(ROOT / "native" / "examples" / "consumer"), "-B", str(consumer)]
+    r = subprocess.run(configure + [f"-DCMAKE_PREFIX_PATH={moved}"], capture_output=True, text=True, env=env)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    r = subprocess.run(["cmake", "--build", str(consumer)], capture_output=True, text=True, env=env)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    flags = "".join(p.read_text() for p in consumer.rglob("flags.make"))
+    assert "torch" not in flags and str(moved / "include") in flags  # the C API's include folder only
+    run = [str(consumer / "depth_consumer"), str(aoti_engine_dir)]
+    r = subprocess.run(run, capture_output=True, text=True, env=env)
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
     assert len(lines) == 8 and lines[-1] == "frame 7 (flush)"

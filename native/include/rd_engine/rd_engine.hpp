@@ -1,5 +1,5 @@
 // rd-engine C++ wrapper: RAII handles over the C API (rd_engine.h), errors as rd::Exception.
-// Header-only: the library's ABI stays the C one.
+// Header-only and torch-free: the library's ABI stays the C one.
 #pragma once
 
 #include <cstdint>
@@ -31,6 +31,7 @@ struct EngineConfig {
   std::string expected_weights_hash;
   bool verify_files = true;
   std::string backend = "aoti";  // or "tensorrt"
+  int intra_op_threads = 0;      // > 0: libtorch's CPU threads (process-wide)
 };
 
 struct StreamConfig {
@@ -45,6 +46,8 @@ struct StreamConfig {
 struct Frame {
   int64_t index = 0;
   double timestamp = 0;
+  int64_t timestamp_ns = 0;  // exactly as pushed with push_ns
+  bool starts_shot = false;  // first frame of the stream or of a shot after cut()
   double latency_s = 0;
   int width = 0, height = 0;
   std::vector<float> depth;  // height * width, row-major
@@ -60,11 +63,14 @@ class EngineHandle {
     o.expected_weights_hash = config.expected_weights_hash.empty() ? nullptr : config.expected_weights_hash.c_str();
     o.verify_files = config.verify_files ? 1 : 0;
     o.backend = config.backend.c_str();
+    o.intra_op_threads = config.intra_op_threads;
     rd_engine_t* e = nullptr;
     check(rd_engine_open(folder.c_str(), &o, &e));
     handle_.reset(e, [](rd_engine_t* p) { rd_engine_close(p); });
   }
   rd_engine_t* get() const { return handle_.get(); }
+  // Run each model once at this processed size (before the first stream).
+  void warmup(int width, int height) { check(rd_engine_warmup(handle_.get(), width, height)); }
 
  private:
   std::shared_ptr<rd_engine_t> handle_;
@@ -97,34 +103,64 @@ class Stream {
     return finished;
   }
 
+  // Push with an int64 stamp (e.g. ROS nanoseconds), returned exactly in Frame::timestamp_ns.
+  int push_ns(const uint8_t* rgb, int width, int height, int64_t timestamp_ns, int64_t row_stride = 0) {
+    rd_frame_input_t f;
+    rd_frame_input_init(&f);
+    f.rgb = rgb;
+    f.width = width;
+    f.height = height;
+    f.row_stride = row_stride;
+    f.timestamp_ns = timestamp_ns;
+    int32_t finished = 0;
+    check(rd_session_push_frame(handle_.get(), &f, &finished));
+    return finished;
+  }
+
   int flush() {
     int32_t finished = 0;
     check(rd_session_flush(handle_.get(), &finished));
     return finished;
   }
 
+  // A shot boundary (before the first frame of the new shot); returns how many frames finished.
+  int cut() {
+    int32_t finished = 0;
+    check(rd_session_cut(handle_.get(), &finished));
+    return finished;
+  }
+
+  void reset() { check(rd_session_reset(handle_.get())); }
+  void cancel() { check(rd_session_cancel(handle_.get())); }
+
   // The oldest finished frame not yet taken, or false when none waits.
   bool poll(Frame& frame) {
     int32_t w = 0, h = 0;
     if (rd_session_output_size(handle_.get(), &w, &h) == RD_ERR_STATE) return false;  // nothing pushed yet
     frame.depth.resize(static_cast<size_t>(w) * static_cast<size_t>(h));
-    rd_frame_info_t info{};
+    rd_frame_t info;
+    rd_frame_init(&info);
     int32_t available = 0;
-    check(rd_session_poll(handle_.get(), frame.depth.data(), frame.depth.size(), &info, &available));
+    check(rd_session_poll_frame(handle_.get(), frame.depth.data(), frame.depth.size(), &info, &available));
     if (!available) return false;
     frame.index = info.index;
     frame.timestamp = info.timestamp;
+    frame.timestamp_ns = info.timestamp_ns;
+    frame.starts_shot = info.starts_shot != 0;
     frame.latency_s = info.latency_s;
     frame.width = info.width;
     frame.height = info.height;
     return true;
   }
 
-  // All finished frames waiting now.
+  // All finished frames waiting now (each frame's depth moved, not copied).
   std::vector<Frame> take() {
     std::vector<Frame> out;
-    Frame f;
-    while (poll(f)) out.push_back(f);
+    for (;;) {
+      Frame f;
+      if (!poll(f)) break;
+      out.push_back(std::move(f));
+    }
     return out;
   }
 

@@ -1,0 +1,250 @@
+"""An edited video, shot by shot: each shot is a frame range run by the unchanged offline method.
+
+The video is decoded once. Each decoded frame goes to the cut detector (`io.shots.ShotDetector`,
+no look-ahead) or is checked against the editor's cut list, then to the run of its shot
+(`Pipeline.predict_frames`): a shot is exactly what `rd-engine run --start-frame A --frame-count N`
+computes for its frames, with the same settings and seed, so no snippet crosses a cut and the
+dilation cap, co-alignment, merge, normalization and refinement are the shot's own.
+
+Each finished shot goes to `on_shot` (to be written on its own, `--split-shots`) and/or is appended
+to the video's output: its depth is streamed into one raw file (memory-mapped at the end, or read
+back when small), so memory stays that of one shot however many shots the video has.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tempfile
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from rd_engine.errors import UserError
+from rd_engine.io.shots import DEFAULT_MIN_SHOT_LEN, DEFAULT_THRESHOLD, FLASH_FRAMES, ShotDetector, read_cut_list
+from rd_engine.io.video import iter_frames
+from rd_engine.pipeline.inference import pick_seed
+from rd_engine.pipeline.offline import Pipeline, Prediction, Shot
+from rd_engine.settings import Settings
+
+
+@dataclass
+class ShotOptions:
+    """How a run finds its shots: `mode` "auto" (detect), "off" (one shot: today's run) or "list"."""
+
+    mode: str = "auto"
+    cuts: list[int] = field(default_factory=list)  # "list": first frames of shots (the video's frame numbers)
+    threshold: float = DEFAULT_THRESHOLD
+    min_shot_len: int = DEFAULT_MIN_SHOT_LEN
+    fades: bool = True
+
+    @classmethod
+    def parse(cls, spec: str | None, **kw) -> ShotOptions:
+        """`auto`, `off`, or the path of a cut list (`io.shots.read_cut_list`)."""
+        if spec is None or spec == "auto":
+            return cls("auto", **kw)
+        if spec == "off":
+            return cls("off", **kw)
+        return cls("list", read_cut_list(spec), **kw)
+
+    @property
+    def off(self) -> bool:
+        return self.mode == "off"
+
+    def cutter(self, start_frame: int, fps: float, online: bool = False) -> Cutter:
+        """The cut finder of one video or stream (`Cutter`); `start_frame` is the window's first frame."""
+        if self.mode == "list":
+            return Cutter(cuts=[c - start_frame for c in self.cuts if c > start_frame])
+        return Cutter(ShotDetector(self.threshold, self.min_shot_len, self.fades, 0 if online else FLASH_FRAMES, fps))
+
+
+class Cutter:
+    """Cuts of frames fed in order: from a detector (`io.shots.ShotDetector`) or a fixed list."""
+
+    def __init__(self, detector: ShotDetector | None = None, cuts: list[int] | None = None):
+        self.detector = detector
+        self.fixed = set(cuts or [])
+        self.delay = 0 if detector is None else detector.delay
+        self.n = 0
+
+    def push(self, rgb: np.ndarray) -> list[int]:
+        """The next frame; returns cuts now known (frame positions, at most `delay` frames back)."""
+        i = self.n
+        self.n += 1
+        if self.detector is None:
+            return [i] if i in self.fixed else []
+        return self.detector.push(rgb)
+
+    def finish(self) -> list[int]:
+        return [] if self.detector is None else self.detector.finish()
+
+
+class _ShotFrames:
+    """One decoder, cut into one frame iterator per shot (each ends where the next shot starts).
+
+    Frames are held back `cutter.delay` frames (a detector's look-ahead), so a frame goes to its shot
+    only once it is known whether a cut comes before it.
+    """
+
+    def __init__(self, frames: Iterator, cutter: Cutter):
+        self.frames = iter(frames)
+        self.cutter = cutter
+        self.held: deque = deque()  # (position, frame) decoded but not handed out yet
+        self.cuts: set[int] = set()
+        self.i = 0  # position of the next frame decoded
+        self.decoded_all = False
+        self.started = False
+
+    def _fill(self) -> None:
+        """Decode until the first held frame's shot is known (or the video ended)."""
+        while not self.decoded_all and len(self.held) <= self.cutter.delay:
+            fr = next(self.frames, None)
+            if fr is None:
+                self.decoded_all = True
+                self.cuts.update(self.cutter.finish())
+                break
+            self.cuts.update(self.cutter.push(fr.rgb))
+            self.held.append((self.i, fr))
+            self.i += 1
+
+    def next_shot(self) -> Iterator | None:
+        self._fill()
+        if not self.held:
+            return None
+
+        def shot():
+            first = True
+            while True:
+                self._fill()
+                if not self.held:
+                    return
+                pos, fr = self.held[0]
+                if pos in self.cuts and not first:
+                    return
+                self.held.popleft()
+                first = False
+                yield fr
+
+        return shot()
+
+    def close(self) -> None:
+        close = getattr(self.frames, "close", None)
+        if close is not None:
+            close()
+
+
+def predict_shots(
+    pipe: Pipeline,
+    path,
+    settings: Settings,
+    shots: ShotOptions,
+    on_shot: Callable[[Prediction, int], None] | None = None,
+    keep: bool = True,
+    keep_snippets: bool = False,
+) -> Prediction:
+    """Run the method shot by shot over one video (see the module doc).
+
+    Args:
+        pipe: The pipeline (its progress flag shows each shot's stage bars).
+        path: The video file.
+        settings: The run's settings (its frame window is the one cut into shots).
+        shots: How cuts are found (not "off": that is `Pipeline.predict`).
+        on_shot: Called with each shot's own prediction and its number (0-based) as soon as it is done
+            (its settings' window is the shot's frames); the prediction is closed after the call.
+        keep: Keep the video's depth (all shots, in order) in the result; without it the result
+            has an empty depth and only the shot table.
+        keep_snippets: Keep each shot's snippets in the prediction `on_shot` gets.
+
+    Returns:
+        The whole video's prediction: depth of every frame in order (each shot normalized on its
+        own), timestamps, and the shot table `shots`. A video without a cut gives the plain run's
+        prediction (`shots` None, its snippets kept on request): today's result exactly.
+    """
+    s = settings
+    info, size = pipe.check_video(path, s)
+    seed = pick_seed(s.seed)  # one seed: each shot draws its noise as a fresh run with it would
+    cutter = shots.cutter(s.start_frame, info.fps)
+    source = _ShotFrames(iter_frames(path, s.start_frame, s.frame_count), cutter)
+    table: list[Shot] = []
+    timestamps: list[float] = []
+    seconds: dict[str, float] = {}
+    peak = 0
+    w, h = size
+    raw_path = None
+    mapped = False  # the raw file became the result's memory-mapped depth (deleted by its close())
+    first = 0
+    try:
+        frames = source.next_shot()
+        if frames is None:
+            raise UserError(f"{path}: no frames to process")
+        fd, raw_name = tempfile.mkstemp(prefix=".rd-shots-", suffix=".raw", dir=pipe.budgets.spill_dir)
+        raw_path = Path(raw_name)
+        with os.fdopen(fd, "wb") as raw:
+            while frames is not None:
+                # the shot's window: what `rd-engine run --start-frame A --frame-count N` would run
+                # (its length is known once it ended, so its settings are completed afterwards)
+                pred = pipe.predict_frames(frames, info, size, s, seed, None, keep_snippets, progress=pipe.progress)
+                frames = source.next_shot()
+                if not table and frames is None:
+                    # no cut: the plain run of the whole window, today's result exactly
+                    _detect_seconds(pred.stage_seconds, cutter)
+                    return pred
+                n = pred.num_frames
+                pred.settings = dataclasses.replace(s, start_frame=s.start_frame + first, frame_count=n)
+                lo, hi = pred.norm
+                table.append(Shot(s.start_frame + first, s.start_frame + first + n - 1, lo, hi, list(pred.dilations)))
+                timestamps.extend(pred.timestamps)
+                for k, v in pred.stage_seconds.items():
+                    seconds[k] = seconds.get(k, 0.0) + v
+                peak = max(peak, pred.peak_device_bytes)
+                try:
+                    if keep:
+                        for a in range(0, n, 64):
+                            raw.write(np.ascontiguousarray(pred.depth[a : a + 64], np.float32).tobytes())
+                    if on_shot is not None:
+                        on_shot(pred, len(table) - 1)
+                finally:
+                    pred.close()
+                first += n
+        _detect_seconds(seconds, cutter)
+        temp: list[Path] = []
+        if not keep:
+            depth = np.empty((0, h, w), np.float32)
+        elif first * h * w * 4 <= pipe.budgets.host_output:
+            depth = np.fromfile(raw_path, np.float32).reshape(first, h, w)
+        else:
+            depth = np.memmap(raw_path, dtype=np.float32, mode="r+", shape=(first, h, w))
+            temp.append(raw_path)
+            mapped = True
+        return Prediction(
+            depth=depth,
+            coaligned=None,
+            snippets=[],
+            params=[],
+            dilations=list(s.dilations),
+            groups=[],
+            timestamps=timestamps,
+            info=info,
+            size=size,
+            seed=seed,
+            settings=s,
+            stage_seconds=seconds,
+            peak_device_bytes=peak,
+            shots=table,
+            _temp_files=temp,
+        )
+    finally:
+        source.close()
+        if raw_path is not None and not mapped:
+            raw_path.unlink(missing_ok=True)
+
+
+def _detect_seconds(seconds: dict[str, float], cutter: Cutter) -> None:
+    """Detection runs inside the shots' decode loop: its time becomes its own stage, out of "encode"."""
+    det = cutter.detector
+    if det is not None:
+        seconds["detect"] = det.seconds
+        seconds["encode"] = max(0.0, seconds.get("encode", 0.0) - det.seconds)
