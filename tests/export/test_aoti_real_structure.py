@@ -54,8 +54,9 @@ def test_the_smallest_package_side_of_the_real_unet_is_72_px(small_models):
 def test_build_with_no_size_options_builds_and_runs(small_ckpt, clip, tmp_path):
     """The documented command as users run it: `rd-engine build -c CKPT --backend aoti --device cpu -o DIR`.
     Its default profile (768 px, batches 8) gets the smallest side the packages serve, 72 px; the engine
-    then runs a clip (processed at 96x64: latent 12x8, whose odd bottom sizes take the explicit-size
-    upsampling) and matches the PyTorch backend on the same checkpoint.
+    then runs a clip (processed at 144x96: latent 18x12, which the three downsamplings take to 9x6, 5x3 and
+    3x2, so the odd sizes take the explicit-size upsampling; both sides stay above the 72 px minimum) and
+    matches the PyTorch backend on the same checkpoint.
     """
     engine = tmp_path / "engine"
     r = subprocess.run(
@@ -78,7 +79,7 @@ def test_build_with_no_size_options_builds_and_runs(small_ckpt, clip, tmp_path):
     for name, extra in runs:
         r = subprocess.run(
             [sys.executable, "-m", "rd_engine.cli", "run", str(clip), "-o", str(tmp_path / name), "--device", "cpu"]
-            + ["--res", "96", "--dtype", "fp32", "--refine-step", "0", "--seed", "3", "--no-npz", "--cmap"]
+            + ["--res", "144", "--dtype", "fp32", "--refine-step", "0", "--seed", "3", "--no-npz", "--cmap"]
             + ["--no-sbs", "-q", *extra],
             capture_output=True,
             text=True,
