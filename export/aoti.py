@@ -38,6 +38,15 @@ def dynamic_ranges(profile: Profile) -> dict[str, list[int]]:
     return {"B": [1, profile.max_vae_batch], "S": [1, profile.max_batch], "h": [lo, hi], "w": [lo, hi]}
 
 
+def smallest_min_res(models: Models) -> int:
+    """The smallest frame side (px) whose AOTInductor packages this checkpoint's UNet can serve: each of
+    its downsamplings halves the latent side (rounding up), and the bottom must keep 2 or more cells (72 px
+    for the real UNet's three downsamplings, 24 px for the tiny one's one).
+    """
+    downsamplings = len(models.unet.config.down_block_types) - 1
+    return VAE_FACTOR * (2**downsamplings + 1)
+
+
 def check_profile(models: Models, profile: Profile) -> None:
     """Refuse a profile whose smallest latent side the UNet's downsamplings bring to 1.
 
@@ -51,7 +60,7 @@ def check_profile(models: Models, profile: Profile) -> None:
     from rd_engine.errors import SettingError
 
     downsamplings = len(models.unet.config.down_block_types) - 1
-    need = 2**downsamplings + 1  # ceil(side / 2**n) >= 2
+    need = smallest_min_res(models) // VAE_FACTOR  # ceil(side / 2**n) >= 2
     lo, _ = profile.latent_range()
     if lo < need:
         raise SettingError(

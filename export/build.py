@@ -14,7 +14,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -73,6 +73,9 @@ class BuildOptions:
     device: str = "auto"  # auto: TensorRT on cuda; AOTInductor on cuda where there is one, else cpu
     force: bool = False
     check: bool = True  # ORT-vs-PyTorch self-check of every fp32 graph on a small random input
+    # the profile's min_res was not chosen: with AOTInductor packages it is raised, once the checkpoint is
+    # loaded, to the smallest side the packages of its UNet serve (72 px for the real UNet)
+    auto_min_res: bool = False
 
 
 def _echo(msg: str) -> None:
@@ -186,8 +189,16 @@ def build_engine(opts: BuildOptions, echo: Callable[[str], None] = _echo) -> Pat
         timings["load"] = time.perf_counter() - t0
         echo(f"      loaded in {timings['load']:.1f} s")
         if with_aoti:
-            from rd_engine.export.aoti import check_profile
+            from rd_engine.export.aoti import check_profile, smallest_min_res
 
+            need = smallest_min_res(models)
+            if opts.auto_min_res and profile.min_res < need <= profile.opt_res:
+                profile = replace(profile, min_res=need).validated()
+                echo(
+                    f"      smallest frame side {need} px: the least the AOTInductor packages of this UNet serve "
+                    f"({len(models.unet.config.down_block_types) - 1} downsamplings must leave 2 latent cells); "
+                    "--min-res sets it"
+                )
             check_profile(models, profile)
 
         stage("hashing the weights, saving the empty-prompt embedding")

@@ -2,10 +2,11 @@
 
 from rd_engine.version import __version__
 
-__all__ = ["Engine", "OutputOptions", "SequenceOptions", "StereoOptions", "render_stereo", "__version__"]
+__all__ = ["Engine", "FastPaths", "OutputOptions", "SequenceOptions", "StereoOptions", "render_stereo", "__version__"]
 
 _LAZY = {
     "Engine": ("rd_engine.api", "Engine"),
+    "FastPaths": ("rd_engine.backends.fast", "FastPaths"),
     "render_stereo": ("rd_engine.api", "render_stereo"),
     "OutputOptions": ("rd_engine.outputs.offline", "OutputOptions"),
     "SequenceOptions": ("rd_engine.io.sequence", "SequenceOptions"),

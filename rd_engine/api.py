@@ -4,6 +4,7 @@ Example:
     from rd_engine import Engine
     engine = Engine("path/to/rollingdepth-v1-0")          # or Engine.demo() for the tiny random model
     engine = Engine(engine="engines/rd")                   # or an engine folder (compiled components)
+    engine = Engine(ckpt, fast=FastPaths(channels_last=True, compile="default"))  # fast paths (PyTorch)
     pred = engine.run("video.mp4", preset="fast")          # offline, the reference method
     session = engine.open_stream(preset="fast", lag=0)     # online
     for frame, ts in camera:
@@ -24,6 +25,7 @@ import json
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+from rd_engine.backends.fast import FastPaths
 from rd_engine.errors import UserError
 from rd_engine.io.sequence import DEFAULT_SEQUENCE_FPS, SequenceOptions
 from rd_engine.io.sources import open_source
@@ -50,6 +52,9 @@ class Engine:
         engine: an engine folder made by `rd-engine build` (its backend is picked from its manifest).
         backend: "auto" (TensorRT, then AOTInductor, then ONNX Runtime, then PyTorch: the first that
             can run here), or one of "pytorch", "onnxruntime", "aoti", "tensorrt".
+        fast: execution options of the PyTorch backend (`rd_engine.backends.fast.FastPaths`: channels_last,
+            cudnn_benchmark, compile, attention); all off by default.
+        align_threads: CPU threads of the host co-alignment solve (None: torch's setting).
     """
 
     def __init__(
@@ -62,6 +67,8 @@ class Engine:
         models=None,
         engine: str | Path | None = None,
         backend: str = "auto",
+        fast: FastPaths | None = None,
+        align_threads: int | None = None,
     ):
         from rd_engine.backends.select import open_backend
         from rd_engine.model.checkpoint import load_checkpoint
@@ -73,8 +80,10 @@ class Engine:
         if models is None and engine is None:
             raise UserError("Engine needs a checkpoint or an engine folder")
         torch_dtype = Settings(dtype=self.dtype).validate().torch_dtype()
-        self.backend = open_backend(None if engine is None else Path(engine), models, backend, self.device, torch_dtype)
-        self.pipeline = Pipeline(self.backend, progress=progress, budgets=budgets)
+        self.backend = open_backend(
+            None if engine is None else Path(engine), models, backend, self.device, torch_dtype, fast=fast
+        )
+        self.pipeline = Pipeline(self.backend, progress=progress, budgets=budgets, align_threads=align_threads)
         self.model_name = models.name if models is not None else str(engine)
 
     @classmethod

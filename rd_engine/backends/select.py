@@ -64,6 +64,7 @@ def open_backend(
     processed_size: tuple[int, int] | None = None,
     *,
     snippet_lens: Sequence[int] | None = None,
+    fast=None,
 ) -> Backend:
     """Pick and open the backend of a run.
 
@@ -80,6 +81,7 @@ def open_backend(
             CPU, see OrtBackend).
         processed_size: (width, height) of the processed frames, to check against the engine's profile.
         snippet_lens: Snippet lengths the run needs (snippet_len, refine_snippet_len).
+        fast: `rd_engine.backends.fast.FastPaths` of the PyTorch backend (the compiled backends ignore them).
 
     Returns:
         The opened backend.
@@ -102,7 +104,7 @@ def open_backend(
                 "backend auto -> pytorch (no engine folder given; build one with rd-engine build for "
                 "ONNX Runtime or TensorRT)"
             )
-        return TorchBackend(models, device, dtype)
+        return TorchBackend(models, device, dtype, fast)
     if engine_dir is None:
         raise SettingError(
             "backend",
@@ -118,7 +120,7 @@ def open_backend(
     for name in order:
         why = _why_not(name, engine, models, device)
         if why is None:
-            be = _construct(name, engine, models, device, dtype)
+            be = _construct(name, engine, models, device, dtype, fast)
             if backend == "auto":
                 log.info("backend auto -> %s%s", name, f" ({'; '.join(skipped)})" if skipped else "")
             return be
@@ -159,7 +161,7 @@ def _why_not(name: str, engine: EngineFolder, models, device: torch.device) -> s
     return None
 
 
-def _construct(name: str, engine: EngineFolder, models, device: torch.device, dtype: torch.dtype):
+def _construct(name: str, engine: EngineFolder, models, device: torch.device, dtype: torch.dtype, fast=None):
     if name in ("tensorrt", "aoti"):  # compiled in one precision: run in it, and say so if another was asked
         if name == "tensorrt":
             from rd_engine.backends.tensorrt_backend import TrtBackend
@@ -178,4 +180,4 @@ def _construct(name: str, engine: EngineFolder, models, device: torch.device, dt
         return OrtBackend(None, device, dtype, engine=engine)
     from rd_engine.backends.torch_backend import TorchBackend
 
-    return TorchBackend(models, device, dtype)
+    return TorchBackend(models, device, dtype, fast)

@@ -94,5 +94,5 @@ def is_complete(
         and meta.get("backend") == backend
         and meta.get("settings") == settings.to_dict()
         # as the metadata stores them: through JSON (tuples become lists, infinity a float)
-        and meta.get("outputs") == json.loads(json.dumps(dataclasses.asdict(opts)))
+        and meta.get("outputs") == json.loads(json.dumps(opts.recorded()))
     )

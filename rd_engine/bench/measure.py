@@ -65,7 +65,7 @@ def _time_resize(path, settings, size, device, dtype, timer: StageTimer) -> None
         flush()
 
 
-def _one_run(pipe, timed: TimedBackend, path, settings, write: bool, model_name: str) -> dict:
+def _one_run(pipe, timed: TimedBackend, path, settings, write: bool, model_name: str, write_threads: int = 1) -> dict:
     """Predict (+ write) once; returns the wall times and the timer's per-key seconds."""
     from rd_engine.outputs.offline import OutputOptions, write_outputs
     from rd_engine.pipeline.shots import ShotOptions, predict_shots
@@ -87,7 +87,15 @@ def _one_run(pipe, timed: TimedBackend, path, settings, write: bool, model_name:
         if write:
             with tempfile.TemporaryDirectory(prefix="rd-bench-out-") as tmp, nvtx(device, "rd:write"):
                 w0 = time.perf_counter()
-                write_outputs(pred, Path(tmp), "bench", OutputOptions(), model_name, timed.name, StageClock(False))
+                write_outputs(
+                    pred,
+                    Path(tmp),
+                    "bench",
+                    OutputOptions(write_threads=write_threads),
+                    model_name,
+                    timed.name,
+                    StageClock(False),
+                )
                 write_s = time.perf_counter() - w0
         t2 = time.perf_counter()
         device_peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
@@ -122,6 +130,10 @@ def measure(
     flops: FlopTable,
     peak: dict,
     mode: str,
+    align_threads: int | None = None,
+    write_threads: int = 1,
+    budgets=None,
+    on_repeat=None,
 ) -> dict:
     """Warm up, then time `repeats` runs of one configuration; returns the result's measured part.
 
@@ -136,6 +148,11 @@ def measure(
         flops: FLOP counts per shape (shared between configurations).
         peak: `measure_peak_tflops` result for the run's device and precision.
         mode: "optimized" or "baseline".
+        align_threads: CPU threads of the host co-alignment (`Pipeline(align_threads=...)`).
+        write_threads: Outputs written in parallel (`OutputOptions.write_threads`).
+        budgets: The pipeline's memory budgets (default `Budgets()`).
+        on_repeat: Called with the summary so far after every timed repeat (the caller writes it, so a run
+            cut short still leaves what it measured).
 
     Returns:
         The measured part of a result, with the last run's shapes under "_shapes" (for `flop_summary`).
@@ -143,7 +160,9 @@ def measure(
     device = backend.device
     timer = StageTimer(device)
     timed = TimedBackend(backend, timer)
-    pipe = Pipeline(timed, progress=False, on_phase=timed.set_phase)  # refinement's backend calls are tagged
+    pipe = Pipeline(  # refinement's backend calls are tagged
+        timed, progress=False, on_phase=timed.set_phase, align_threads=align_threads, budgets=budgets
+    )
     from rd_engine.io.video import probe, processed_size
 
     info = probe(path)
@@ -152,7 +171,7 @@ def measure(
     # warm-up: same size, fewer frames, few solver iterations (imports, allocations, kernel choice)
     t0 = time.perf_counter()
     warm = dataclasses.replace(settings, frame_count=warmup_frames, align_iters=min(settings.align_iters, 20))
-    _one_run(pipe, timed, path, warm, write, model_name)
+    _one_run(pipe, timed, path, warm, write, model_name, write_threads)
     _time_decode(path, warm)
     _time_resize(path, warm, size, device, backend.dtype, StageTimer(device))
     if device.type == "cuda":
@@ -167,11 +186,17 @@ def measure(
         _time_resize(path, settings, size, device, backend.dtype, timer)
         resize_s = timer.collect().get("resize", 0.0)
         resize_calls = timer.calls["resize"]
-        run = _one_run(pipe, timed, path, settings, write, model_name)
+        run = _one_run(pipe, timed, path, settings, write, model_name, write_threads)
         run.update(decode=dec_s, decode_frames=n_dec, resize=resize_s, resize_calls=resize_calls)
         runs.append(run)
         log.info("%s: run %d/%d: %.3f s end to end (%d frames)", mode, r + 1, repeats, run["end_to_end"], run["frames"])
+        if on_repeat is not None and r + 1 < repeats:
+            on_repeat(_summary(runs, settings, flops, peak, mode, warmup_seconds, warmup_frames, size))
 
+    return _summary(runs, settings, flops, peak, mode, warmup_seconds, warmup_frames, size)
+
+
+def _summary(runs, settings, flops, peak, mode, warmup_seconds, warmup_frames, size) -> dict:
     host_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
     return _summarize(runs, settings, flops, peak, mode, warmup_seconds, warmup_frames, host_peak, size)
 
@@ -320,8 +345,36 @@ def _summarize(
     }
 
 
+class _ShapeLog:
+    """A backend proxy that records the input shape of every `encode`, `denoise` and `decode` call."""
+
+    def __init__(self, backend):
+        self.inner = backend
+        self.shapes: set[tuple[str, tuple[int, ...]]] = set()
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def encode(self, frames: torch.Tensor) -> torch.Tensor:
+        self.shapes.add(("encode", tuple(frames.shape)))
+        return self.inner.encode(frames)
+
+    def denoise(self, rgb: torch.Tensor, depth: torch.Tensor, step) -> torch.Tensor:
+        self.shapes.add(("denoise", tuple(depth.shape)))
+        return self.inner.denoise(rgb, depth, step)
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        self.shapes.add(("decode", tuple(latents.shape)))
+        return self.inner.decode(latents)
+
+
 def measure_online(backend, path: Path, settings, lag: int) -> dict:
     """Push every frame of `path` through one online session: push-to-finished latency percentiles.
+
+    The warm-up is one whole session over the same frames first, so that every call shape of the timed
+    session (batches of 1 and 2 snippets as dilations come due, the first frames' shapes) has run once:
+    allocations, kernel choice and any compilation stay out of the timed loop. The result says whether
+    the warm-up's shapes covered the timed ones.
 
     Args:
         backend: The un-timed backend.
@@ -335,17 +388,21 @@ def measure_online(backend, path: Path, settings, lag: int) -> dict:
     from rd_engine.io.video import iter_frames
     from rd_engine.online.session import StreamSession
 
-    session = StreamSession(Pipeline(backend, progress=False), settings, lag)
     frames = [(f.rgb, f.timestamp) for f in iter_frames(path, settings.start_frame, settings.frame_count)]
-    warm = StreamSession(Pipeline(backend, progress=False), settings, lag)  # allocations, kernel choice
-    for rgb, ts in frames[: min(len(frames), 6)]:
+    warm_log = _ShapeLog(backend)
+    warm = StreamSession(Pipeline(warm_log, progress=False), settings, lag)
+    for rgb, ts in frames:
         warm.push(rgb, ts)
     warm.flush()
+    sync(backend.device)
+    timed_log = _ShapeLog(backend)
+    session = StreamSession(Pipeline(timed_log, progress=False), settings, lag)
     t0 = time.perf_counter()
     done = 0
     for rgb, ts in frames:
         done += len(session.push(rgb, ts))
     done += len(session.flush())
+    sync(backend.device)
     seconds = time.perf_counter() - t0
     lat = session.latency.percentiles()
     return {
@@ -357,4 +414,6 @@ def measure_online(backend, path: Path, settings, lag: int) -> dict:
         "latency_p95": lat["p95"],
         "latency_p99": lat["p99"],
         "latency_max": lat["max"],
+        "warmup": {"frames": len(frames), "call_shapes": len(warm_log.shapes)},
+        "warmup_covered_every_call_shape": timed_log.shapes <= warm_log.shapes,
     }

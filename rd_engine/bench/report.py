@@ -69,6 +69,16 @@ def format_table(result: dict) -> str:
         f"({len(e2e['runs'])} runs; predict only {e2e['predict_seconds']:.4f} s; "
         f"{e2e['ms_per_frame']:.2f} ms/frame)"
     )
+    if base:
+        sp = base["speedup"]
+
+        def ratio(v):
+            return "-" if v is None else f"{v:.2f}x"
+
+        lines.append(
+            f"speedup over the baseline: model stages {ratio(sp.get('model_stages'))} | pipeline without writing "
+            f"{ratio(sp.get('pipeline'))} | end to end {ratio(sp.get('end_to_end'))}"
+        )
     mem = result["memory"]
     dev_peak = mem["device_peak_bytes"]  # null on the CPU
     lines.append(

@@ -26,6 +26,7 @@ from rd_engine.bench.schema import (
     BASELINE_VAE_BATCH,
     DEFAULT_FRAMES,
     DEFAULT_TINY_RES,
+    MODEL_STAGES,
     NULLABLE,
     SCHEMA_VERSION,
     STAGES,
@@ -35,8 +36,10 @@ from rd_engine.errors import UserError
 log = logging.getLogger("rd_engine")
 
 
-def load_models(args, device="cpu"):
-    """(models, kind, name) for --model / --checkpoint (the full-size random weights made on `device`)."""
+def load_models(args, device: torch.device | None = None):
+    """(models, kind, name) for --model / --checkpoint; the full-size random model is made on `device`
+    in the run's precision (`--dtype`, else fp16 on a GPU and fp32 on the CPU).
+    """
     from rd_engine.model.checkpoint import load_checkpoint, quiet_libraries
     from rd_engine.model.factory import full_size_random, tiny_checkpoint_cached
 
@@ -46,13 +49,18 @@ def load_models(args, device="cpu"):
         return models, "checkpoint", slug(Path(str(args.checkpoint)).name)
     if args.model == "tiny":
         return load_checkpoint(tiny_checkpoint_cached()), "tiny", "tiny"
-    return full_size_random(device=device), "full", "full"
+    dev = device or torch.device("cpu")
+    names = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
+    dtype = (
+        names[args.dtype] if getattr(args, "dtype", None) else (torch.float16 if dev.type == "cuda" else torch.float32)
+    )
+    return full_size_random(device=dev, dtype=dtype), "full", "full"
 
 
 EXECUTION = {"pytorch": "eager", "onnxruntime": "onnxruntime", "aoti": "aot-compiled", "tensorrt": "tensorrt"}
 
 
-def make_backend(kind: str, models, device: torch.device, dtype: torch.dtype, engine: Path | None = None):
+def make_backend(kind: str, models, device: torch.device, dtype: torch.dtype, engine: Path | None = None, fast=None):
     """The `kind` backend on `device` and `dtype`: PyTorch on `models`, or an engine folder's backend.
 
     Raises:
@@ -61,12 +69,42 @@ def make_backend(kind: str, models, device: torch.device, dtype: torch.dtype, en
     from rd_engine.backends.torch_backend import TorchBackend
 
     if kind == "pytorch":
-        return TorchBackend(models, device, dtype)
+        return TorchBackend(models, device, dtype, fast)
     if engine is None:
         raise UserError(f"--backend {kind} runs an engine folder: give it with --engine (build: rd-engine build)")
     from rd_engine.backends.select import open_backend
 
     return open_backend(engine, models, kind, device, dtype)
+
+
+class EmptyingCache:
+    """The baseline's backend: empties PyTorch's CUDA cache after every VAE call, as the reference does
+    after each VAE batch (its emptying after each dilation has no counterpart: this pipeline interleaves
+    the dilations). A no-op on other devices; everything else is forwarded.
+    """
+
+    def __init__(self, backend):
+        self.inner = backend
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def _empty(self) -> None:
+        if self.inner.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    def encode(self, frames: torch.Tensor) -> torch.Tensor:
+        out = self.inner.encode(frames)
+        self._empty()
+        return out
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        out = self.inner.decode(latents)
+        self._empty()
+        return out
+
+    def denoise(self, rgb: torch.Tensor, depth: torch.Tensor, step) -> torch.Tensor:
+        return self.inner.denoise(rgb, depth, step)
 
 
 def parse_aspect(text: str) -> tuple[int, int]:
@@ -136,6 +174,11 @@ def run_bench(args) -> list[tuple[Path, dict]]:
         log.warning("the full-size model on a CPU is very slow; the full-size benchmark is meant for a GPU")
     load_seconds = time.perf_counter() - t_start
 
+    from rd_engine.backends.fast import FastPaths
+    from rd_engine.pipeline.offline import Budgets
+
+    fast = FastPaths.from_args(args)
+    budgets = Budgets(device_snippets=Budgets.device_value(args.device_snippet_budget))
     res_list = args.res or [DEFAULT_TINY_RES if model_kind == "tiny" and not args.checkpoint else None]
     frames = args.frames or DEFAULT_FRAMES[model_kind]
     machine, libs = machine_info(device), library_versions()
@@ -177,13 +220,28 @@ def run_bench(args) -> list[tuple[Path, dict]]:
                 primary_settings = baseline_settings(settings, device, args.baseline_align_iters)
                 mode = "baseline"
             dtype = primary_settings.torch_dtype()
-            backend = make_backend(args.backend, models, device, dtype, args.engine)
-            # FLOPs are the model's: counted on the PyTorch modules whatever runs them
-            reference = backend if args.backend == "pytorch" else make_backend("pytorch", models, device, dtype)
+            backend = make_backend(args.backend, models, device, dtype, args.engine, fast)
+            # FLOPs are the model's: counted on the eager PyTorch modules whatever runs them
+            eager = args.backend == "pytorch" and not fast.any
+            reference = backend if eager else make_backend("pytorch", models, device, dtype)
             flops = FlopTable(reference)
             if dtype not in peaks:
                 peaks[dtype] = measure_peak_tflops(device, dtype, args.peak_n)
             peak = peaks[dtype]
+            if args.out is not None:
+                target = (
+                    args.out
+                    if len(res_list) == 1
+                    else args.out.with_name(f"{args.out.stem}_{settings.res}{args.out.suffix or '.json'}")
+                )
+            else:
+                target = default_out_path(model_name, settings.res, args.preset, args.backend, device, mode)
+
+            def partial(what: str, summary: dict, target=target) -> None:
+                """What is measured so far, under the result's name (replaced by the full result)."""
+                done = {k: v for k, v in summary.items() if not k.startswith("_")}
+                write_json({"schema_version": SCHEMA_VERSION, "partial": True, "measuring": what, what: done}, target)
+
             res_out = measure(
                 backend,
                 path,
@@ -195,7 +253,12 @@ def run_bench(args) -> list[tuple[Path, dict]]:
                 flops=flops,
                 peak=peak,
                 mode=mode,
+                align_threads=args.align_threads,
+                write_threads=args.write_threads,
+                budgets=budgets,
+                on_repeat=lambda summary, mode=mode: partial(mode, summary),
             )
+            partial(mode, res_out)
             flop_counts = flop_summary(flops, res_out.pop("_shapes"))
             online = measure_online(backend, path, primary_settings, args.lag)
 
@@ -203,7 +266,7 @@ def run_bench(args) -> list[tuple[Path, dict]]:
             if args.with_baseline:
                 bs = baseline_settings(settings, device, args.baseline_align_iters)
                 bdtype = bs.torch_dtype()
-                if bdtype == dtype:  # the baseline is the reference strategy on the PyTorch backend
+                if bdtype == dtype:  # the baseline is the reference strategy on the eager PyTorch backend
                     bbackend, bflops = reference, flops
                 else:  # re-casts the shared modules: the optimized run is finished by now
                     bbackend = make_backend("pytorch", models, device, bdtype)
@@ -211,7 +274,7 @@ def run_bench(args) -> list[tuple[Path, dict]]:
                 if bdtype not in peaks:
                     peaks[bdtype] = measure_peak_tflops(device, bdtype, args.peak_n)
                 baseline = measure(
-                    bbackend,
+                    EmptyingCache(bbackend),
                     path,
                     bs,
                     repeats=args.repeats,
@@ -221,6 +284,7 @@ def run_bench(args) -> list[tuple[Path, dict]]:
                     flops=bflops,
                     peak=peaks[bdtype],
                     mode="baseline",
+                    on_repeat=lambda summary: partial("baseline", summary),
                 )
                 baseline["peak_tflops"] = peaks[bdtype]["tflops"]
                 baseline["strategy"] = _baseline_strategy(device, args.baseline_align_iters)
@@ -238,7 +302,11 @@ def run_bench(args) -> list[tuple[Path, dict]]:
                     "dtype": primary_settings.dtype,
                     "execution": EXECUTION[backend.name],
                     "engine": None if args.engine is None else str(args.engine),
-                    "cudnn_benchmark": bool(torch.backends.cudnn.benchmark),
+                    "fast_paths": fast.to_dict() if args.backend == "pytorch" else None,
+                    "align_threads": args.align_threads,
+                    "write_threads": args.write_threads,
+                    "device_snippet_budget": args.device_snippet_budget,
+                    "cudnn_benchmark": bool(fast.cudnn_benchmark and device.type == "cuda"),
                     "tf32_matmul": bool(torch.backends.cuda.matmul.allow_tf32),
                     "tf32_cudnn": bool(torch.backends.cudnn.allow_tf32),
                 },
@@ -266,14 +334,6 @@ def run_bench(args) -> list[tuple[Path, dict]]:
                 baseline["settings"] = {"preset": args.preset, **baseline["settings"]}
                 baseline.pop("_shapes", None)
             check_finite_json(result)
-            if args.out is not None:
-                target = (
-                    args.out
-                    if len(res_list) == 1
-                    else args.out.with_name(f"{args.out.stem}_{settings.res}{args.out.suffix or '.json'}")
-                )
-            else:
-                target = default_out_path(model_name, settings.res, args.preset, args.backend, device, mode)
             write_json(result, target)
             print(format_table(result), flush=True)
             print(f"result: {target}", flush=True)
@@ -302,7 +362,8 @@ def _baseline_strategy(device: torch.device, align_iters: int) -> dict:
     return {
         "description": "reference execution strategy: one snippet per UNet call, eager PyTorch, VAE batch "
         f"{BASELINE_VAE_BATCH}, {'fp16' if device.type == 'cuda' else 'fp32'}, "
-        "Adam co-alignment (lr 1e-3)",
+        "Adam co-alignment (lr 1e-3), the CUDA cache emptied after every VAE call",
+        "empty_cache_after_vae_calls": True,
         "snippet_batch": 1,
         "vae_batch": BASELINE_VAE_BATCH,
         "execution": "eager",
@@ -326,7 +387,19 @@ def _speedups(baseline: dict, primary: dict) -> dict:
         b, p = baseline["stages"][name], primary["stages"][name]
         if b["ran"] and p["ran"] and b["seconds"] and p["seconds"]:
             stages[name] = b["seconds"] / p["seconds"]
-    return {"end_to_end": baseline["end_to_end"]["seconds"] / primary["end_to_end"]["seconds"], "stages": stages}
+
+    def model_seconds(r: dict) -> float | None:
+        parts = [r["stages"][k] for k in MODEL_STAGES if r["stages"][k]["ran"]]
+        return sum(p["seconds"] for p in parts) if parts else None
+
+    bm, pm = model_seconds(baseline), model_seconds(primary)
+    return {
+        # three ratios, each baseline / optimized: what they measure differs (docs/gpu-check.md)
+        "model_stages": bm / pm if bm and pm else None,  # VAE encode + UNet + VAE decode, as timed per call
+        "pipeline": baseline["end_to_end"]["predict_seconds"] / primary["end_to_end"]["predict_seconds"],
+        "end_to_end": baseline["end_to_end"]["seconds"] / primary["end_to_end"]["seconds"],  # writing included
+        "stages": stages,
+    }
 
 
 def _model_info(models, kind: str, name: str, load_seconds: float) -> dict:

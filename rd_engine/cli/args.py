@@ -91,7 +91,82 @@ def output_options(args: argparse.Namespace):
         fov=getattr(args, "fov", None),
         depth_range=(getattr(args, "min_depth", 0.0), getattr(args, "max_depth", float("inf"))),
         voxel=getattr(args, "voxel_size", 0.0),
+        write_threads=getattr(args, "write_threads", 1),
     )
+
+
+def add_fast_arguments(parser: argparse.ArgumentParser) -> None:
+    """The fast-path options of the PyTorch backend and of the host side (`run` and `bench` share them)."""
+    from rd_engine.backends.fast import ATTENTION_BACKENDS, COMPILE_MODES
+
+    g = parser.add_argument_group(
+        "fast paths (PyTorch backend and host; all off by default: docs/performance.md says what each does)"
+    )
+    g.add_argument(
+        "--channels-last", action="store_true", help="UNet and VAE in NHWC memory layout (faster convolutions)"
+    )
+    g.add_argument(
+        "--cudnn-benchmark", action="store_true", help="let cuDNN time its convolution algorithms per shape (CUDA)"
+    )
+    g.add_argument(
+        "--compile",
+        choices=COMPILE_MODES,
+        default="off",
+        help="torch.compile the VAE and the UNet step in this mode (reduce-overhead: CUDA graphs, for the online "
+        "mode's per-frame calls)",
+    )
+    g.add_argument(
+        "--attention",
+        choices=ATTENTION_BACKENDS,
+        default="auto",
+        help="scaled-dot-product-attention kernel of the cross-frame attention (auto: PyTorch's choice)",
+    )
+    g.add_argument(
+        "--align-threads",
+        type=int_at_least(1),
+        default=None,
+        help="CPU threads of the co-alignment solve on the host (default: torch's; 1 avoids oversubscription on "
+        "a busy machine)",
+    )
+    g.add_argument(
+        "--device-snippet-budget",
+        type=device_budget_value,
+        default=4.0,
+        help="GiB of snippet depth kept on the GPU before host memory ('auto': half the free device memory)",
+    )
+    g.add_argument(
+        "--write-threads",
+        type=int_at_least(1),
+        default=1,
+        help="outputs written in parallel (each file colorized and encoded on its own thread)",
+    )
+
+
+def fast_paths(args: argparse.Namespace):
+    """The `FastPaths` of parsed `add_fast_arguments` options."""
+    from rd_engine.backends.fast import FastPaths
+
+    return FastPaths.from_args(args)
+
+
+def device_budget_value(text: str):
+    """`--device-snippet-budget`: "auto" or GiB >= 0."""
+    if text == "auto":
+        return text
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of GiB or 'auto': {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0: {text}")
+    return v
+
+
+def device_snippet_bytes(value) -> int | str:
+    """The `Budgets.device_snippets` of a parsed `--device-snippet-budget`."""
+    from rd_engine.pipeline.offline import Budgets
+
+    return Budgets.device_value(value)
 
 
 def shot_list(text: str) -> list[tuple[int, int]]:

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from rd_engine.bench.schema import BASELINE_ALIGN_ITERS, DEFAULT_FRAMES, DEFAULT_TINY_RES
-from rd_engine.cli.args import check_output_dir, int_at_least, worded
+from rd_engine.cli.args import add_fast_arguments, check_output_dir, int_at_least, worded
 from rd_engine.errors import UserError
 
 log = logging.getLogger("rd_engine")
@@ -24,7 +24,7 @@ def add_bench_parser(subparsers) -> argparse.ArgumentParser:
     """Add the `bench` command to an argparse subparsers object; returns its parser."""
     p = subparsers.add_parser(
         "bench",
-        help="latency and throughput benchmark (per stage, end to end, FLOPs, baseline ratio)",
+        help="latency and throughput benchmark (per stage, end to end, FLOPs, baseline ratios, fast paths)",
         description="Time the offline pipeline per stage and end to end, count FLOPs, measure the device's "
         "peak, and optionally the reference execution strategy in the same run. Results are "
         "printed as a table and written as JSON (see benchmarks/README.md).",
@@ -126,6 +126,8 @@ def add_bench_parser(subparsers) -> argparse.ArgumentParser:
         default=None,
         help="matrix size of the peak matmul (default 8192 on GPU, 1024 on CPU)",
     )
+
+    add_fast_arguments(p)
 
     o = p.add_argument_group("output")
     o.add_argument(

@@ -70,7 +70,11 @@ def add_build_parser(subparsers) -> argparse.ArgumentParser:
         "--res", type=int_at_least(8), default=768, help="longer frame edge the plans are tuned for (the run's --res)"
     )
     g.add_argument(
-        "--min-res", type=int_at_least(8), default=None, help="smallest frame side served (default: min(64, --res))"
+        "--min-res",
+        type=int_at_least(8),
+        default=None,
+        help="smallest frame side served (default: min(64, --res); with --backend aoti the smallest side the "
+        "checkpoint's UNet packages serve, 72 px for the real UNet's three downsamplings)",
     )
     g.add_argument("--max-res", type=int_at_least(8), default=None, help="largest frame side served (default: --res)")
     g.add_argument(
@@ -163,6 +167,7 @@ def build_options(args) -> BuildOptions:
         device=args.device,
         force=args.force,
         check=args.check,
+        auto_min_res=args.min_res is None,
     )
 
 

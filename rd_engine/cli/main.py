@@ -11,9 +11,12 @@ import traceback
 from pathlib import Path
 
 from rd_engine.cli.args import (
+    add_fast_arguments,
     add_sequence_arguments,
     add_stereo_arguments,
     check_output_dir,
+    device_snippet_bytes,
+    fast_paths,
     fps_value,
     int_at_least,
     output_options,
@@ -150,6 +153,8 @@ def _add_run_parser(sub) -> argparse.ArgumentParser:
         default=None,
         help="GiB of host memory for snippet depth before it spills to disk (offline)",
     )
+
+    add_fast_arguments(p)
 
     o = p.add_argument_group("outputs")
     o.add_argument("--npy", action=argparse.BooleanOptionalAction, default=True, help="<stem>_pred.npy [N,H,W] float32")
@@ -382,6 +387,7 @@ def cmd_run(args) -> int:
         device,
         settings.torch_dtype(),
         snippet_lens=sorted({settings.snippet_len, settings.refine_snippet_len}),
+        fast=fast_paths(args),
     )
     model_name = models.name if models is not None else str(args.engine)
     log.info(
@@ -392,10 +398,10 @@ def cmd_run(args) -> int:
         model_name,
         time.perf_counter() - t0,
     )
-    budgets = Budgets()
+    budgets = Budgets(device_snippets=device_snippet_bytes(args.device_snippet_budget))
     if args.max_memory is not None:
         budgets.host_snippets = int(args.max_memory * (1 << 30))
-    pipe = Pipeline(backend, progress=not args.quiet, budgets=budgets)
+    pipe = Pipeline(backend, progress=not args.quiet, budgets=budgets, align_threads=args.align_threads)
 
     from rd_engine.io.video import as_sequence, input_stem
 

@@ -152,12 +152,16 @@ def tiny_checkpoint_cached(seed: int = 0) -> Path:
     return folder
 
 
-def full_size_random(seed: int = 0, device: torch.device | str = "cpu") -> Models:
+def full_size_random(
+    seed: int = 0, device: torch.device | str | None = None, dtype: torch.dtype | None = None
+) -> Models:
     """The full-size RollingDepth architecture (SD2 UNet with 8 input channels, SD2 VAE)
     with random weights, for speed work: speed does not depend on the weights.
 
-    The weights are made on `device`: the CPU's generator spends most of the build drawing the
-    950M random weights (about 30 s on a 2-core CPU), a GPU's draws them at once and needs no copy.
+    The weights are made on `device` (default the CPU: its generator spends most of the build drawing
+    the 948 M random weights, about 30 s on a 2-core CPU; a GPU's draws them at once and needs no copy),
+    then cast to `dtype`. The values come from that device's generator: the same seed gives other
+    weights on another device.
     """
     from rd_engine.model.checkpoint import LoadClock
 
@@ -165,7 +169,7 @@ def full_size_random(seed: int = 0, device: torch.device | str = "cpu") -> Model
     from diffusers import AutoencoderKL, UNet2DConditionModel
 
     clock.lap("imports")
-    device = torch.device(device)
+    device = torch.device(device) if device is not None else torch.device("cpu")
     unet_cfg, vae_cfg = _sd2_configs()
     clock.lap("config")
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), device:
@@ -175,6 +179,9 @@ def full_size_random(seed: int = 0, device: torch.device | str = "cpu") -> Model
         vae = AutoencoderKL(**vae_cfg)
         clock.lap("vae init")
         embed = torch.randn(1, 2, unet_cfg["cross_attention_dim"])
+    if dtype is not None:
+        unet.to(dtype)
+        vae.to(dtype)
     models = Models(
         unet=unet,
         vae=vae,
@@ -185,6 +192,38 @@ def full_size_random(seed: int = 0, device: torch.device | str = "cpu") -> Model
     prepare_models(models)
     models.info["load_seconds"] = clock.seconds
     return models
+
+
+# The real UNet and VAE structure at a small width, for tests where the structure matters (export, AOTInductor
+# profiles): the RollingDepth/SD2 UNet's four down blocks (three with transformers, three downsamplings), two
+# layers per block, linear-projection transformers, the mirrored up blocks; the SD2 VAE's four blocks of two
+# layers. Only widths, head counts, group-norm groups and the cross-attention width are reduced.
+SMALL_UNET_OVERRIDES = dict(
+    block_out_channels=[32, 64, 128, 128],
+    attention_head_dim=[2, 4, 8, 8],
+    norm_num_groups=8,
+    cross_attention_dim=32,
+)
+SMALL_VAE_OVERRIDES = dict(block_out_channels=[16, 32, 64, 64], norm_num_groups=8)
+
+
+def small_configs() -> tuple[dict, dict]:
+    """The UNet and VAE configs of `make_small_checkpoint` (the reference configs with the overrides)."""
+    unet_cfg, vae_cfg = _sd2_configs()
+    unet_cfg.update(SMALL_UNET_OVERRIDES)
+    vae_cfg.update(SMALL_VAE_OVERRIDES)
+    return unet_cfg, vae_cfg
+
+
+def make_small_checkpoint(folder: str | os.PathLike, seed: int = 0) -> Path:
+    """Write a seeded random-weight checkpoint with the real UNet and VAE structure at a small width
+    (a few MB): the tiny checkpoint downsamples once, this one three times, as the real UNet does, so
+    what depends on the structure (AOTInductor's smallest size, the skip connections at odd latent sizes)
+    is exercised as users meet it.
+    """
+    unet_cfg, vae_cfg = small_configs()
+    text_cfg = dict(TINY_TEXT, hidden_size=32, projection_dim=32, intermediate_size=64, num_hidden_layers=1)
+    return _write_checkpoint(folder, unet_cfg, vae_cfg, text_cfg, seed)
 
 
 def make_random_checkpoint(folder: str | os.PathLike, size: str = "mid", seed: int = 0) -> Path:

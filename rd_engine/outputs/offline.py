@@ -5,6 +5,9 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -64,6 +67,14 @@ class OutputOptions:
     @property
     def needs_confidence(self) -> bool:
         return self.confidence or self.confidence_min > 0
+
+    # outputs written at once, each on its own thread (colorizing and PyAV's encoding release the GIL); the
+    # files are the same whatever the number
+    write_threads: int = 1
+
+    def recorded(self) -> dict:
+        """What the outputs' metadata records (and a rerun compares): which files and how, not how fast."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if k != "write_threads"}
 
 
 def output_depth(pred: Prediction, restore_res: bool, array: np.ndarray | None = None) -> np.ndarray:
@@ -154,7 +165,7 @@ def metadata(pred: Prediction, model_name: str, backend: str, depth_shape, opts:
         meta["shots"] = [dataclasses.asdict(sh) for sh in pred.shots]
         meta["depth_kind"] += ", each shot on its own (see shots)"
     if opts is not None:  # which files were written and how: with the settings, what a rerun compares
-        meta["outputs"] = dataclasses.asdict(opts)
+        meta["outputs"] = opts.recorded()
     return meta
 
 
@@ -343,20 +354,41 @@ def write_outputs(
                 for fo in frame_outs(pred, depth, conf, opts, sources, k):
                     for sk in sinks:
                         sk.emit(fo)
+        lock = threading.Lock()
+
+        def tick_safe(k: int) -> None:
+            with lock:
+                tick(k)
+
+        tasks: list[tuple[Path, Callable[[], None]]] = []  # each video: its path and the call that writes it
         for i, cmap in enumerate(opts.cmaps):
-            p = out_dir / f"{stem}_{cmap}.mp4"
-            with VideoWriter(p, fps, audio_from=audio, audio_start=audio_start) as vw:
-                for a, b, lo, hi in ranges:
-                    for f in range(a, b):
-                        vw.write(colorize(depth[f], lo, hi, cmap), None if times is None else times[f])
-                        tick(1)
-            written.append(p)
+
+            def video(p=out_dir / f"{stem}_{cmap}.mp4", cmap=cmap):
+                with VideoWriter(p, fps, audio_from=audio, audio_start=audio_start) as vw:
+                    for a, b, lo, hi in ranges:
+                        for f in range(a, b):
+                            vw.write(colorize(depth[f], lo, hi, cmap), None if times is None else times[f])
+                            tick_safe(1)
+
+            tasks.append((out_dir / f"{stem}_{cmap}.mp4", video))
             if i == 0 and opts.sbs:
                 p = out_dir / f"{stem}_rgbd.mp4"
-                _write_side_by_side(
-                    pred, p, depth, ranges, cmap, fps, opts.restore_res, tick, audio, audio_start, times
+                tasks.append(
+                    (
+                        p,
+                        lambda p=p, cmap=cmap: _write_side_by_side(
+                            pred, p, depth, ranges, cmap, fps, opts.restore_res, tick_safe, audio, audio_start, times
+                        ),
+                    )
                 )
-                written.append(p)
+        if opts.write_threads <= 1 or len(tasks) <= 1:
+            for _, write in tasks:
+                write()
+        else:
+            with ThreadPoolExecutor(max_workers=opts.write_threads, thread_name_prefix="rd-write") as pool:
+                for future in [pool.submit(write) for _, write in tasks]:
+                    future.result()  # the first failure propagates; the others' temporary files are removed
+        written.extend(path for path, _ in tasks)
         if opts.stereo is not None:
             s = pred.settings
             frames = (fr.rgb for fr in iter_frames(pred.info.path, s.start_frame, n))

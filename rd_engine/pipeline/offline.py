@@ -14,6 +14,7 @@ memory-mapped when large.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections import deque
@@ -51,19 +52,42 @@ from rd_engine.snippets.scheduler import RollingScheduler, Snippet, batches
 log = logging.getLogger("rd_engine")
 
 
+AUTO_DEVICE_SHARE = 0.5  # of the free device memory, for Budgets(device_snippets="auto")
+
+
 @dataclass
 class Budgets:
     """Memory budgets of one run (bytes). Defaults suit a 24 GiB host and any GPU."""
 
-    device_snippets: int = 4 * GiB  # full-resolution snippet depth kept on the GPU
+    # full-resolution snippet depth kept on the GPU; "auto": a share of the device memory free when the run
+    # starts (AUTO_DEVICE_SHARE of it: the rest stays for the models' activations and other processes)
+    device_snippets: int | str = 4 * GiB
     host_snippets: int = 6 * GiB  # ... then in host memory, then spilled to disk
     host_output: int = 2 * GiB  # output depth larger than this is memory-mapped from disk
     spill_dir: str | None = None
 
+    @staticmethod
+    def device_value(value: float | str) -> int | str:
+        """`device_snippets` of a number of GiB or "auto"."""
+        return value if value == "auto" else int(float(value) * GiB)
+
+    def device_budget(self, device: torch.device) -> int:
+        """Bytes of snippet depth kept on `device` (0 on the CPU; "auto" sized from its free memory)."""
+        if device.type == "cpu":
+            return 0
+        if self.device_snippets == "auto":
+            if device.type != "cuda":
+                return 4 * GiB
+            free, _ = torch.cuda.mem_get_info(device)
+            return int(free * AUTO_DEVICE_SHARE)
+        if not isinstance(self.device_snippets, int) or self.device_snippets < 0:
+            raise UserError(f"the device snippet budget must be bytes >= 0 or 'auto', got {self.device_snippets!r}")
+        return self.device_snippets
+
     def snippet_store(self, backend: Backend, snippet_len: int, h: int, w: int) -> SnippetStore:
         """The store of a run's decoded snippets `[L, h, w]` under these budgets."""
         # on a CPU device the "device" tier would just be host memory under another name
-        device_budget = self.device_snippets if backend.device.type != "cpu" else 0
+        device_budget = self.device_budget(backend.device)
         return SnippetStore(
             (snippet_len, h, w), backend.dtype, backend.device, device_budget, self.host_snippets, self.spill_dir
         )
@@ -121,6 +145,20 @@ class Prediction:
         _unlink(self._temp_files)
 
 
+@contextlib.contextmanager
+def cpu_threads(n: int | None):
+    """Set the torch CPU thread count to `n` inside the block (unchanged for None)."""
+    if n is None:
+        yield
+        return
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
 def _unlink(paths: list[Path]) -> None:
     for p in paths:
         p.unlink(missing_ok=True)
@@ -136,6 +174,8 @@ class Pipeline:
         budgets: Memory budgets (defaults: `Budgets()`).
         on_phase: Called with "refine" when refinement starts and "main" when it ends (the
             benchmark tags backend calls with it).
+        align_threads: torch CPU threads of the co-alignment solve when it runs on the host (None:
+            torch's setting; a solver of many small ops slows down when its threads outnumber free cores).
     """
 
     def __init__(
@@ -144,11 +184,21 @@ class Pipeline:
         progress: bool = True,
         budgets: Budgets | None = None,
         on_phase: Callable[[str], None] | None = None,
+        align_threads: int | None = None,
     ):
         self.backend = backend
         self.progress = progress
         self.budgets = budgets or Budgets()
         self.on_phase = on_phase
+        self.align_threads = align_threads
+
+    def _initial_noise(self, seed: int, latent: torch.Tensor, given: torch.Tensor | None) -> torch.Tensor:
+        if given is None:
+            return initial_noise(self.backend, seed, latent)
+        want = (1, *latent.shape[1:])
+        if tuple(given.shape) != want:
+            raise UserError(f"the supplied initial noise is {list(given.shape)}, the run's latents need {list(want)}")
+        return given.to(self.backend.device, self.backend.dtype)
 
     # -- the method ----------------------------------------------------------
     def predict(
@@ -160,6 +210,7 @@ class Pipeline:
         confidence: bool = False,
         anchors: Anchors | None = None,
         anchor_window: float = 0.0,
+        noise: torch.Tensor | None = None,
     ) -> Prediction:
         """Run RollingDepth on one video file (offline: all snippets, global co-alignment).
 
@@ -172,6 +223,9 @@ class Pipeline:
             anchors: Sparse metric depth (`io.anchors.Anchors`): fit metric depth (`Prediction.metric`).
                 The relative depth is the same with or without them.
             anchor_window: Frames of the optional slowly varying metric correction (0 = one fit).
+            noise: `[1, 4, h, w]` (any device and dtype) in place of the initial noise the seed draws on
+                the backend's device, as the reference draws it: devices' generators differ, so a
+                comparison across devices supplies the same noise to both.
         """
         s = settings
         info, size = self.check_video(path, s)
@@ -190,6 +244,7 @@ class Pipeline:
             confidence=confidence,
             anchors=anchors,
             anchor_window=anchor_window,
+            noise=noise,
         )
 
     def check_video(self, path, s: Settings) -> tuple[VideoInfo, tuple[int, int]]:
@@ -215,10 +270,11 @@ class Pipeline:
         confidence: bool = False,
         anchors: Anchors | None = None,
         anchor_window: float = 0.0,
+        noise: torch.Tensor | None = None,
     ) -> Prediction:
         """The method on decoded frames (`DecodedFrame`s of `info`'s video, in order), as `predict` runs it
         on the frames of `s`'s window; `seed` draws the initial noise; `confidence`, `anchors` and
-        `anchor_window` as in `predict`.
+        `anchor_window` and `noise` as in `predict`.
         """
         be = self.backend
         clock = StageClock(progress, be.device)
@@ -236,7 +292,7 @@ class Pipeline:
             copies: dict[tuple[int, int], torch.Tensor] = {}  # the aligner's solver copy of each snippet
             gmin = torch.tensor(float("inf"))
             pending: deque[Snippet] = deque()
-            noise = None
+            given, noise = noise, None
 
             def run_batches(final: bool) -> None:
                 nonlocal gmin
@@ -270,7 +326,7 @@ class Pipeline:
                     latents.append(encode_frames(be, torch.stack(buf), size, padded))
                     tick_enc(len(buf))
                     if noise is None:  # the generator's first use in the run, as in the reference
-                        noise = initial_noise(be, seed, latents.view())
+                        noise = self._initial_noise(seed, latents.view(), given)
                     pending.extend(sched.push(len(buf)))
                     buf = []
                     run_batches(final=False)
@@ -278,7 +334,7 @@ class Pipeline:
                     latents.append(encode_frames(be, torch.stack(buf), size, padded))
                     tick_enc(len(buf))
                     if noise is None:
-                        noise = initial_noise(be, seed, latents.view())
+                        noise = self._initial_noise(seed, latents.view(), given)
                     pending.extend(sched.push(len(buf)))
                 pending.extend(sched.finish())
                 run_batches(final=True)
@@ -293,7 +349,8 @@ class Pipeline:
 
             # 3. co-alignment on the small copies; the global minimum is subtracted in the run dtype
             with clock.stage("align", total=s.align_iters if s.align == "reference" else None, unit="it") as tick:
-                params, delta = coalign(plan, copies, gmin, s, be.device, tick, n)
+                with cpu_threads(self.align_threads):
+                    params, delta = coalign(plan, copies, gmin, s, be.device, tick, n)
 
             # 4. merge at full resolution over chunks of frames, then re-normalize
             out = OutputBuffer((n, h, w), self.budgets.host_output, self.budgets.spill_dir, temp_files)
