@@ -26,12 +26,12 @@ params for the stored (unshifted) snippets; convert them with
 from __future__ import annotations
 
 import math
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from rd_engine.pipeline.offline import cpu_threads
 from rd_engine.snippets.plan import SnippetGroup, plan_snippets
 
 __all__ = [
@@ -138,7 +138,7 @@ def make_scene_depth(
     out = torch.empty(n_frames, P, dtype=torch.float32)
     fb = max(1, chunk_pixels // P)  # frames per step (small frames)
     pb = min(P, chunk_pixels)  # pixels per step (large frames): keeps temporaries cache-sized
-    with _num_threads(threads):
+    with cpu_threads(threads):
         for a in range(0, n_frames, fb):
             b = min(n_frames, a + fb)
             R = rot[a:b].float()  # [B, 3, 3]
@@ -255,7 +255,7 @@ def make_snippets(
         raise ValueError("gt_depth must be [N, H, W]")
     N, H, W = gt_depth.shape
     effective, plan = plan_snippets(N, snippet_len, list(dilations), cap)
-    with _num_threads(threads):
+    with cpu_threads(threads):
         return _make_snippets(
             1.0 / gt_depth.float(),
             plan,
@@ -328,19 +328,3 @@ def true_params_after_min_shift(
     """
     gm = float(global_min)
     return [(s.float().clone(), (t.double() + s.double() * gm).float()) for s, t in true_params]
-
-
-@contextmanager
-def _num_threads(n: int | None):
-    """Temporarily set torch's intra-op threads. These elementwise loops gain little from
-    threads and slow down badly (OpenMP barriers) when the cores are shared with other work.
-    """
-    if n is None:
-        yield
-        return
-    old = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
