@@ -385,7 +385,14 @@ def write_outputs(
             for _, write in tasks:
                 write()
         else:
-            with ThreadPoolExecutor(max_workers=opts.write_threads, thread_name_prefix="rd-write") as pool:
+            # the writers resize frames with torch: with the caller's thread count, as a serial write does
+            # (a new thread starts with OpenMP's default count, and some resizes round differently with it)
+            with ThreadPoolExecutor(
+                max_workers=opts.write_threads,
+                thread_name_prefix="rd-write",
+                initializer=torch.set_num_threads,
+                initargs=(torch.get_num_threads(),),
+            ) as pool:
                 for future in [pool.submit(write) for _, write in tasks]:
                     future.result()  # the first failure propagates; the others' temporary files are removed
         written.extend(path for path, _ in tasks)

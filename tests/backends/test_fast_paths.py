@@ -121,10 +121,6 @@ def test_host_options_keep_the_result(tiny_models, clip, tmp_path):
         if name.endswith(".npz"):  # its metadata holds no times; the arrays must be equal
             a, b = (np.load(tmp_path / f"w{n}" / name) for n in (1, 3))
             assert all(np.array_equal(a[k], b[k]) for k in a.files)
-        elif name.endswith("_rgbd.mp4"):
-            # the side-by-side video re-decodes and re-resizes the input; its bytes can differ between runs of
-            # the same settings (docs/cluster.md states this exception), so it is checked as present and whole
-            assert len(files[1][name]) > 0 and len(files[3][name]) > 0
         else:
             assert files[1][name] == files[3][name], name
 
