@@ -293,6 +293,8 @@ def cmd_run(args) -> int:
         raise UserError("a ROS 2 bag input needs --topic (the image topic, e.g. /camera/color/image_raw)")
     if not bags and (args.topic is not None or args.anchors_topic is not None):
         raise UserError("--topic and --anchors-topic belong to ROS 2 bag inputs (rosbag2 folders)")
+    if args.split_shots and args.rerun is not None:
+        raise UserError("--rerun writes one recording of the whole video: leave out --split-shots")
     if bags:
         inputs = [bag_folder(p) for p in bags]
     elif args.stream:
@@ -477,26 +479,32 @@ def cmd_run(args) -> int:
                 anchors = load_anchors(args.anchors, (info.width, info.height))
                 if info.num_frames:  # a frame past the video's end fails before any work
                     anchors.check(info.width, info.height, max(0, info.num_frames - settings.start_frame))
-            robotics = anchors is not None or opts.needs_confidence or opts.pointcloud or args.rerun is not None
             clock = StageClock(not args.quiet)
-            if robotics and not shots.off:
-                log.warning(
-                    "%s: --anchors, --confidence, --pointcloud and --rerun run the video as one shot "
-                    "(cut detection with them is not built yet; --shots off silences this)",
-                    path,
-                )
-            if robotics or shots.off:
+            confidence = opts.needs_confidence or args.rerun is not None
+            if shots.off:
                 pred = pipe.predict(
                     path,
                     settings,
                     keep_snippets=opts.snippets,
-                    confidence=opts.needs_confidence or args.rerun is not None,
+                    confidence=confidence,
                     anchors=anchors,
                     anchor_window=args.anchor_window,
                 )
             else:
                 pred = run_shots(
-                    pipe, path, settings, shots, out_dir, stem, opts, model_name, backend.name, clock, args
+                    pipe,
+                    path,
+                    settings,
+                    shots,
+                    out_dir,
+                    stem,
+                    opts,
+                    model_name,
+                    backend.name,
+                    clock,
+                    args,
+                    confidence=confidence,
+                    anchors=anchors,
                 )
             n_frames = len(pred.timestamps)
             try:
@@ -547,15 +555,19 @@ def cmd_run(args) -> int:
     return 0
 
 
-def run_shots(pipe, path, settings, shots, out_dir, stem, opts, model_name, backend_name, clock, args):
+def run_shots(
+    pipe, path, settings, shots, out_dir, stem, opts, model_name, backend_name, clock, args, confidence, anchors
+):
     """One video shot by shot (`pipeline.shots`): with --split-shots each shot's outputs are written as soon
-    as it is done and the video's result keeps only the shot table (written as `<stem>_shots.csv`).
+    as it is done and the video's result keeps only the shot table (written as `<stem>_shots.csv`). Each
+    shot has its own metric fit to its anchors.
     """
+    extra = {"confidence": confidence, "anchors": anchors, "anchor_window": args.anchor_window}
     from rd_engine.outputs.offline import write_outputs, write_shot_table
     from rd_engine.pipeline.shots import predict_shots
 
     if not args.split_shots:
-        pred = predict_shots(pipe, path, settings, shots, keep_snippets=opts.snippets)
+        pred = predict_shots(pipe, path, settings, shots, keep_snippets=opts.snippets, **extra)
         if opts.snippets and pred.shots is not None:
             log.warning("%s: cut into shots: --save-snippets writes each shot's with --split-shots", path)
         return pred
@@ -563,7 +575,7 @@ def run_shots(pipe, path, settings, shots, out_dir, stem, opts, model_name, back
     def on_shot(pred, i):
         write_outputs(pred, out_dir, f"{stem}_shot{i:03d}", opts, model_name, backend_name, clock)
 
-    pred = predict_shots(pipe, path, settings, shots, on_shot=on_shot, keep=False, keep_snippets=opts.snippets)
+    pred = predict_shots(pipe, path, settings, shots, on_shot=on_shot, keep=False, keep_snippets=opts.snippets, **extra)
     if pred.shots is not None:  # a video without a cut is written as one set of outputs, as today
         write_shot_table(out_dir / f"{stem}_shots.csv", pred)
     return pred

@@ -300,6 +300,11 @@ def write_outputs(
         for kind, wanted in (("exr", opts.exr), ("tiff16", opts.tiff16), ("png16", opts.png16)):
             if wanted:
                 p = out_dir / f"{stem}_{kind}"
+                channels = {}
+                if kind == "exr" and pred.metric is not None:
+                    channels["depth_m"] = metric_frames(pred, depth, conf, opts.confidence_min)
+                if kind == "exr" and conf is not None:
+                    channels["confidence"] = iter(conf)
                 write_depth_sequence(
                     p,
                     kind,
@@ -312,6 +317,7 @@ def write_outputs(
                     exr_type=opts.exr_type,
                     exr_compression=opts.exr_compression,
                     tick=tick,
+                    exr_channels=channels,
                 )
                 written.append(p)
         if opts.ffv1:

@@ -65,6 +65,7 @@ def write_depth_sequence(
     exr_type: str = "float",
     exr_compression: str = "zip",
     tick=None,
+    exr_channels: dict[str, Iterable[np.ndarray]] | None = None,
 ) -> int:
     """Write one depth sequence (``kind``: ``exr``, ``tiff16`` or ``png16``) into ``folder``, atomically.
 
@@ -80,6 +81,8 @@ def write_depth_sequence(
         exr_type: ``float`` (float32) or ``half``.
         exr_compression: One of `EXR_COMPRESSIONS`.
         tick: Called with 1 after each frame (a progress bar).
+        exr_channels: More channels of each EXR beside ``Z``, by name, one map per frame (``depth_m``:
+            metres, ``confidence``); written float32 (or half) like ``Z``.
 
     Returns:
         Frames written.
@@ -93,11 +96,12 @@ def write_depth_sequence(
     ext = {"exr": "exr", "tiff16": "tif", "png16": "png"}[kind]
     count = 0
     last = None
+    extra = {name: iter(maps) for name, maps in (exr_channels or {}).items()} if kind == "exr" else {}
     with atomic_output(folder, folder=True) as tmp:
         for number, depth in zip(numbers, frames):
             target = tmp / frame_name(stem, int(number), ext)
             if kind == "exr":
-                write_exr_z(target, depth, exr_type, exr_compression)
+                write_exr_z(target, depth, exr_type, exr_compression, {k: next(v) for k, v in extra.items()})
             elif kind == "tiff16":
                 import tifffile
 
@@ -115,8 +119,8 @@ def write_depth_sequence(
             raise RuntimeError(f"{folder}: {count} depth maps for {len(numbers)} frame numbers")
         sidecar = {
             "format": {
-                "exr": f"OpenEXR, one channel 'Z', {'float32' if exr_type == 'float' else 'half (float16)'}, "
-                f"{exr_compression} compression (lossless)",
+                "exr": f"OpenEXR, channel{'s' * bool(extra)} {', '.join(repr(c) for c in ['Z', *extra])}, "
+                f"{'float32' if exr_type == 'float' else 'half (float16)'}, {exr_compression} compression (lossless)",
                 "tiff16": "TIFF, 16-bit unsigned grey, deflate compression",
                 "png16": "PNG, 16-bit grey",
             }[kind],
@@ -128,6 +132,7 @@ def write_depth_sequence(
         }
         if kind == "exr":
             sidecar["decode"] = "depth = Z (the values as written in the run's .npy)"
+            sidecar.update({f"channel_{k}": EXR_CHANNEL_MEANING[k] for k in extra})
         else:
             sidecar.update(
                 vmin=float(vmin),
@@ -143,8 +148,20 @@ def write_depth_sequence(
     return count
 
 
-def write_exr_z(path: Path, depth: np.ndarray, exr_type: str = "float", compression: str = "zip") -> None:
-    """One single-channel ``Z`` EXR (scanline), float32 or half."""
+EXR_CHANNEL_MEANING = {
+    "depth_m": "metric depth in metres along the optical axis (REP 118), NaN where invalid (docs/robotics.md)",
+    "confidence": "per-pixel confidence in [0, 1] from the snippets' spread (docs/robotics.md, Confidence)",
+}
+
+
+def write_exr_z(
+    path: Path,
+    depth: np.ndarray,
+    exr_type: str = "float",
+    compression: str = "zip",
+    extra: dict[str, np.ndarray] | None = None,
+) -> None:
+    """One EXR (scanline), float32 or half: channel ``Z`` and the `extra` ones (name: [H, W] map)."""
     import OpenEXR
 
     dtype = np.float32 if exr_type == "float" else np.float16
@@ -156,8 +173,10 @@ def write_exr_z(path: Path, depth: np.ndarray, exr_type: str = "float", compress
         "none": OpenEXR.NO_COMPRESSION,
     }[compression]
     header = {"compression": comp, "type": OpenEXR.scanlineimage}
-    pixels = np.ascontiguousarray(np.asarray(depth), dtype=dtype)
-    with OpenEXR.File(header, {"Z": pixels}) as f:
+    channels = {"Z": np.ascontiguousarray(np.asarray(depth), dtype=dtype)}
+    for name, m in (extra or {}).items():
+        channels[name] = np.ascontiguousarray(np.asarray(m), dtype=dtype)
+    with OpenEXR.File(header, channels) as f:
         f.write(str(path))
 
 

@@ -13,6 +13,7 @@ back when small), so memory stays that of one shot however many shots the video 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import tempfile
 from collections import deque
@@ -23,9 +24,11 @@ from pathlib import Path
 import numpy as np
 
 from rd_engine.errors import UserError
+from rd_engine.io.anchors import Anchors
 from rd_engine.io.shots import DEFAULT_MIN_SHOT_LEN, DEFAULT_THRESHOLD, FLASH_FRAMES, ShotDetector, read_cut_list
 from rd_engine.io.video import iter_frames
 from rd_engine.pipeline.inference import pick_seed
+from rd_engine.pipeline.metric import MetricVideo, fit_video
 from rd_engine.pipeline.offline import Pipeline, Prediction, Shot
 from rd_engine.pipeline.stores import unlinked_temp_file
 from rd_engine.settings import Settings
@@ -144,6 +147,9 @@ def predict_shots(
     on_shot: Callable[[Prediction, int], None] | None = None,
     keep: bool = True,
     keep_snippets: bool = False,
+    confidence: bool = False,
+    anchors: Anchors | None = None,
+    anchor_window: float = 0.0,
 ) -> Prediction:
     """Run the method shot by shot over one video (see the module doc).
 
@@ -157,6 +163,11 @@ def predict_shots(
         keep: Keep the video's depth (all shots, in order) in the result; without it the result
             has an empty depth and only the shot table.
         keep_snippets: Keep each shot's snippets in the prediction `on_shot` gets.
+        confidence: Compute each shot's per-pixel confidence (kept for the video with `keep`).
+        anchors: Sparse metric depth of the window's frames: one metric fit per shot
+            (`pipeline.metric.fit_video` with the shots as its ranges), in each shot's prediction and the
+            video's.
+        anchor_window: Frames of the metric fit's slowly varying correction (0: off).
 
     Returns:
         The whole video's prediction: depth of every frame in order (each shot normalized on its
@@ -174,23 +185,37 @@ def predict_shots(
     peak = 0
     w, h = size
     first = 0
+    fits: list[MetricVideo] = []  # each shot's metric fit (with anchors)
     try:
         frames = source.next_shot()
         if frames is None:
             raise UserError(f"{path}: no frames to process")
         # nameless from the start (as the snippet spill file): no signal, not even SIGKILL, leaves it on disk
-        raw = unlinked_temp_file(pipe.budgets.spill_dir or tempfile.gettempdir(), ".rd-shots-", ".raw")
-        with raw:
+        spill = pipe.budgets.spill_dir or tempfile.gettempdir()
+        raw = unlinked_temp_file(spill, ".rd-shots-", ".raw")
+        raw_conf = unlinked_temp_file(spill, ".rd-shots-conf-", ".raw") if confidence and keep else None
+        with raw, contextlib.ExitStack() as stack:
+            if raw_conf is not None:
+                stack.enter_context(raw_conf)
             while frames is not None:
                 # the shot's window: what `rd-engine run --start-frame A --frame-count N` would run
                 # (its length is known once it ended, so its settings are completed afterwards)
-                pred = pipe.predict_frames(frames, info, size, s, seed, None, keep_snippets, progress=pipe.progress)
+                pred = pipe.predict_frames(
+                    frames, info, size, s, seed, None, keep_snippets, progress=pipe.progress, confidence=confidence
+                )
+                n = pred.num_frames
+                if anchors is not None:  # the shot's own fit, to its own anchors (frames from its first)
+                    ours = anchors.in_range(first, first + n)
+                    ours.frame = ours.frame - first
+                    pred.metric = fit_video(pred.depth, ours, (info.width, info.height), size, window=anchor_window)
+                    fits.append(pred.metric)
                 frames = source.next_shot()
                 if not table and frames is None:
                     # no cut: the plain run of the whole window, today's result exactly
+                    if anchors is not None:
+                        anchors.check(info.width, info.height, n, source="anchors")
                     _detect_seconds(pred.stage_seconds, cutter)
                     return pred
-                n = pred.num_frames
                 pred.settings = dataclasses.replace(s, start_frame=s.start_frame + first, frame_count=n)
                 lo, hi = pred.norm
                 table.append(Shot(s.start_frame + first, s.start_frame + first + n - 1, lo, hi, list(pred.dilations)))
@@ -202,21 +227,19 @@ def predict_shots(
                     if keep:
                         for a in range(0, n, 64):
                             raw.write(np.ascontiguousarray(pred.depth[a : a + 64], np.float32).tobytes())
+                            if raw_conf is not None:
+                                raw_conf.write(np.ascontiguousarray(pred.confidence[a : a + 64], np.float32).tobytes())
                     if on_shot is not None:
                         on_shot(pred, len(table) - 1)
                 finally:
                     pred.close()
                 first += n
+            if anchors is not None:
+                anchors.check(info.width, info.height, first, source="anchors")
             _detect_seconds(seconds, cutter)
             temp: list[Path] = []
-            raw.flush()
-            if not keep:
-                depth = np.empty((0, h, w), np.float32)
-            elif first * h * w * 4 <= pipe.budgets.host_output:
-                raw.seek(0)
-                depth = np.fromfile(raw, np.float32).reshape(first, h, w)
-            else:  # the map holds its own reference to the (nameless) file: closing it keeps the data
-                depth = np.memmap(raw, dtype=np.float32, mode="r+", shape=(first, h, w))
+            depth = _read_back(raw, keep, first, h, w, pipe.budgets.host_output)
+            conf = None if raw_conf is None else _read_back(raw_conf, keep, first, h, w, pipe.budgets.host_output)
         return Prediction(
             depth=depth,
             coaligned=None,
@@ -232,10 +255,38 @@ def predict_shots(
             stage_seconds=seconds,
             peak_device_bytes=peak,
             shots=table,
+            confidence=conf,
+            metric=_joined(fits, table, s.start_frame) if anchors is not None else None,
             _temp_files=temp,
         )
     finally:
         source.close()
+
+
+def _read_back(raw, keep: bool, n: int, h: int, w: int, budget: int) -> np.ndarray:
+    """The `[n, h, w]` float32 frames streamed into `raw`: in memory when small, else memory-mapped."""
+    raw.flush()
+    if not keep:
+        return np.empty((0, h, w), np.float32)
+    if n * h * w * 4 <= budget:
+        raw.seek(0)
+        return np.fromfile(raw, np.float32).reshape(n, h, w)
+    # the map holds its own reference to the (nameless) file: closing it keeps the data
+    return np.memmap(raw, dtype=np.float32, mode="r+", shape=(n, h, w))
+
+
+def _joined(fits: list[MetricVideo], table: list[Shot], start_frame: int) -> MetricVideo:
+    """The video's metric fit from its shots' (each shot one range, frames counted from the window's first)."""
+    ranges = []
+    for fit, shot in zip(fits, table):
+        f0 = shot.first - start_frame
+        ranges.extend((f0 + a, f0 + b, one) for a, b, one in fit.ranges)
+    return MetricVideo(
+        np.concatenate([f.scale for f in fits]),
+        np.concatenate([f.shift for f in fits]),
+        ranges,
+        fits[0].window if fits else 0.0,
+    )
 
 
 def _detect_seconds(seconds: dict[str, float], cutter: Cutter) -> None:

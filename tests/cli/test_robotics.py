@@ -213,3 +213,22 @@ def test_stream_with_anchors_file(video, tiny_ckpt, tmp_path, capsys):
     assert np.abs(z["depth_m"][valid] / truth - 1).max() < 1e-4
     assert z["confidence"].shape == rel.shape
     assert len(list((out / "v_depth_mm").glob("*.png"))) == 12
+
+
+def test_exr_carries_metric_depth_and_confidence_channels(video, tiny_ckpt, plain, tmp_path, capsys):
+    import OpenEXR
+
+    anchors = _exact_anchors(plain, tmp_path / "a.npz")
+    out = tmp_path / "out"
+    args = [str(video), "-c", str(tiny_ckpt), "-o", str(out), *FAST, "--anchors", str(anchors)]
+    code, cap = run([*args, "--exr", "--confidence"], capsys)
+    assert code == 0, cap.err
+    z = np.load(out / "v.npz")
+    with OpenEXR.File(str(out / "v_exr" / "v_000007.exr"), separate_channels=True) as f:
+        ch = {k: np.array(c.pixels) for k, c in f.channels().items()}
+    assert set(ch) == {"Z", "depth_m", "confidence"}
+    np.testing.assert_array_equal(ch["Z"], z["depth"][7])
+    np.testing.assert_array_equal(ch["depth_m"], z["depth_m"][7])
+    np.testing.assert_array_equal(ch["confidence"], z["confidence"][7])
+    sidecar = json.loads((out / "v_exr" / "v_exr.json").read_text())
+    assert "metres" in sidecar["channel_depth_m"] and "confidence" in sidecar["format"]

@@ -132,3 +132,38 @@ def test_memory_flat_over_many_shots(tiny_ckpt, tmp_path):
     rss = res["rss"]
     growth = max(rss[15:]) - rss[15]  # after the allocator's warm-up
     assert growth < 3 << 20, f"resident memory grew {growth / 2**20:.1f} MiB over {n - 15} shots"
+
+
+def test_each_shot_has_its_own_metric_fit_and_confidence(pipe, edited):
+    """Anchors that follow a different affine in each shot: each shot's metric depth is its own affine
+    (relative error < 1e-4 at every pixel), and the confidence is each shot's run alone with it.
+    """
+    from rd_engine.io.anchors import Anchors
+
+    s = _settings()
+    cuts = multishot_cuts(LENGTHS)
+    shots = ShotOptions("list", cuts)
+    plain = predict_shots(pipe, edited, s, shots)
+    rng = np.random.default_rng(4)
+    truth = {}  # shot number: (a, b) with 1 / z = a d + b
+    rows = []
+    n, h, w = plain.depth.shape
+    for k, sh in enumerate(plain.shots):
+        a, b = 0.2 + 0.1 * k, 0.3 + 0.15 * k  # b > a: positive inverse depth over d in [-1, 1]
+        truth[k] = (a, b)
+        for f in range(sh.first, sh.last + 1):
+            u, v = rng.integers(0, w, 20), rng.integers(0, h, 20)  # res 0: input pixels are processed pixels
+            d = plain.depth[f, v, u].astype(np.float64)
+            rows.append((np.full(20, f), u.astype(float), v.astype(float), 1.0 / (a * d + b)))
+    anchors = Anchors(*(np.concatenate([r[i] for r in rows]) for i in range(4)))
+    pred = predict_shots(pipe, edited, s, shots, confidence=True, anchors=anchors)
+    np.testing.assert_array_equal(pred.depth, plain.depth)  # anchors change nothing of the relative depth
+    assert len(pred.metric.ranges) == len(LENGTHS)
+    for k, sh in enumerate(pred.shots):
+        a, b = truth[k]
+        f0, f1 = sh.first, sh.last + 1
+        assert pred.metric.ranges[k][:2] == (f0, f1)
+        z = np.stack([pred.metric.depth(f, pred.depth[f]) for f in range(f0, f1)])
+        assert np.abs(z * (a * pred.depth[f0:f1].astype(np.float64) + b) - 1).max() < 1e-4, k
+        alone = pipe.predict(edited, dataclasses.replace(s, start_frame=f0, frame_count=f1 - f0), confidence=True)
+        np.testing.assert_allclose(pred.confidence[f0:f1], alone.confidence, rtol=0, atol=1e-6)
