@@ -293,8 +293,6 @@ def cmd_run(args) -> int:
         raise UserError("a ROS 2 bag input needs --topic (the image topic, e.g. /camera/color/image_raw)")
     if not bags and (args.topic is not None or args.anchors_topic is not None):
         raise UserError("--topic and --anchors-topic belong to ROS 2 bag inputs (rosbag2 folders)")
-    if args.split_shots and args.rerun is not None:
-        raise UserError("--rerun writes one recording of the whole video: leave out --split-shots")
     if bags:
         inputs = [bag_folder(p) for p in bags]
     elif args.stream:

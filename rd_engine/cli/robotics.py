@@ -116,6 +116,8 @@ def check_robotics_arguments(args) -> None:
         raise UserError(f"--min-depth {args.min_depth} must be below --max-depth {args.max_depth}")
     if args.rerun is not None and len(args.inputs) > 1:
         raise UserError("--rerun records one input: give exactly one")
+    if args.rerun is not None and getattr(args, "split_shots", False):
+        raise UserError("--rerun writes one recording of the whole video: leave out --split-shots")
     if args.anchors is not None and len(args.inputs) != 1:
         raise UserError("--anchors belongs to one video: give exactly one input")
     if args.anchors_topic is not None and args.anchors is not None:

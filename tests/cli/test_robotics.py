@@ -188,6 +188,7 @@ def test_flag_errors(video, tiny_ckpt, tmp_path, capsys):
         (["--fov", "60", "--intrinsics", "1", "1", "1", "1"], "both given"),
         (["--min-depth", "5", "--max-depth", "2"], "below"),
         (["--anchors", str(tmp_path / "missing.npz")], "no such anchors"),
+        (["--split-shots", "--rerun", str(tmp_path / "r.rrd")], "leave out --split-shots"),
     ]:
         code, cap = run([*base, *extra], capsys)
         assert code == 1 and needle in cap.err, (extra, cap.err)
