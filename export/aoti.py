@@ -79,8 +79,8 @@ def explicit_upsample_sizes(module: torch.nn.Module):
     that a program with a dynamic size cannot keep. Nearest-neighbour upsampling by exactly 2 gives
     the same values either way, so the exported program takes the explicit-size path, which is
     right at every size: with an up factor of 2**62 no latent side is a multiple of it, the branch
-    is decided while tracing, and no guard on the size remains. The checkpoint's UNet is restored
-    on exit.
+    is decided while tracing. The upsamplers themselves run `_traceable_upsample` (their own size
+    branches, see there). The checkpoint's UNet is restored on exit.
     """
     unet = getattr(module, "unet", None)
     if unet is None:
@@ -88,15 +88,56 @@ def explicit_upsample_sizes(module: torch.nn.Module):
         return
     old = unet.num_upsamplers
     unet.num_upsamplers = _NO_SIZE_IS_A_MULTIPLE
+    patched = [m for m in unet.modules() if _plain_upsampler(m)]
+    for m in patched:
+        m.forward = _traceable_upsample.__get__(m)  # the instance's, so the class stays untouched
     try:
         yield
     finally:
         unet.num_upsamplers = old
+        for m in patched:
+            del m.forward
+
+
+def _plain_upsampler(m: torch.nn.Module) -> bool:
+    """A diffusers `Upsample2D` as Stable Diffusion's UNet has them: nearest x2 (or to a size), then a conv."""
+    from diffusers.models.upsampling import Upsample2D
+
+    return (
+        isinstance(m, Upsample2D)
+        and m.interpolate
+        and m.norm is None
+        and not m.use_conv_transpose
+        and (not m.use_conv or m.name == "conv")
+    )
+
+
+def _traceable_upsample(self, hidden_states: torch.Tensor, output_size=None, *args, **kwargs) -> torch.Tensor:
+    """`Upsample2D.forward` for these upsamplers, without its branches on the size.
+
+    diffusers decides whether to make the input contiguous (a workaround for NHWC kernels at 64+
+    images or 2**31+ output elements) from the batch, the element count and `max` of the two sides'
+    scale factors: tracing keeps each decision as a guard, and `max` of the two ratios compares
+    height with width (a 22x13 latent failed the guard of a program traced at 11x13). The values are
+    the same either way; here the input is always made contiguous (a no-op for the UNet's tensors).
+    """
+    import torch.nn.functional as F
+
+    hidden_states = hidden_states.contiguous()
+    if output_size is None:
+        hidden_states = F.interpolate(hidden_states, scale_factor=2.0, mode="nearest")
+    else:
+        hidden_states = F.interpolate(hidden_states, size=output_size, mode="nearest")
+    return self.conv(hidden_states) if self.use_conv else hidden_states
 
 
 def _dims(profile: Profile) -> tuple[dict[str, Dim | int], dict[str, int]]:
     """The torch.export dimension of every symbolic name, and a sample size for each (inside the ranges,
     neither 0 nor 1, which torch.export would specialize).
+
+    The latent sides are traced at two different odd sizes: a square sample let tracing record that
+    height and width upsample alike, a guard that latents of other shapes in the profile then failed
+    (22x13 on a UNet that downsamples three times); odd sides take the rounding of every downsampling.
     """
     dims: dict[str, Dim | int] = {}
     sample: dict[str, int] = {}
@@ -107,6 +148,11 @@ def _dims(profile: Profile) -> tuple[dict[str, Dim | int], dict[str, int]]:
         else:
             dims[name] = Dim(name, min=lo, max=hi)
             sample[name] = max(2, min(hi, lo + 1))
+    lo, hi = dynamic_ranges(profile)["h"]
+    first_odd = lo + 1 if lo % 2 == 0 else lo + 2  # the smallest odd side above the minimum
+    for name, side in (("h", first_odd), ("w", first_odd + 2)):
+        if lo < hi and side <= hi:
+            sample[name] = side
     return dims, sample
 
 
