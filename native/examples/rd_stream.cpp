@@ -294,6 +294,8 @@ struct RawOut {
   explicit RawOut(const std::string& p) : path(p) {
     if (p.empty()) return;
     tmp = path.parent_path() / ("." + path.filename().string() + ".partial");
+    std::error_code ec;
+    if (!path.parent_path().empty()) fs::create_directories(path.parent_path(), ec);
     file.open(tmp, std::ios::binary | std::ios::trunc);
     if (!file) usage_error("cannot write " + p);
   }
