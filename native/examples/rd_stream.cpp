@@ -50,6 +50,8 @@ options:
   --seed S            initial noise seed (default: random, printed in the summary)
   --fps F             timestamps are index / F seconds (default 30)
   --restore           depth at the input size instead of the processed size
+  --cuts N...         0-based frame numbers that start a new shot (a cut before each, as an editor's
+                      cut list: rd-engine --shots FILE)
   --png16 DIR         write DIR/frame_NNNNNN.png (16-bit) instead of raw floats; DIR appears when complete
   --latency-log FILE  CSV per frame: index,timestamp,latency_s
   --anchors DIR       sparse metric depth: DIR/*.png, 16-bit grayscale millimetres (0 = no sample), named
@@ -73,6 +75,7 @@ struct Args {
   std::string anchors, depth_m, depth_mm, confidence, confidence_png16, metric_log;
   int width = 0, height = 0, lag = 0, res = -1, warmup = 0;
   std::vector<int> dilations;
+  std::vector<long> cuts;
   int64_t seed = -1;
   double fps = 30.0;
   bool restore = false;
@@ -124,6 +127,9 @@ Args parse(int argc, char** argv) {
     } else if (f == "--dilations") {
       while (i + 1 < argc && argv[i + 1][0] != '-') a.dilations.push_back(static_cast<int>(parse_int(f, argv[++i], 1)));
       if (a.dilations.empty()) usage_error("--dilations needs at least one value");
+    } else if (f == "--cuts") {
+      while (i + 1 < argc && argv[i + 1][0] != '-') a.cuts.push_back(parse_int(f, argv[++i], 1));
+      if (a.cuts.empty()) usage_error("--cuts needs at least one frame number");
     } else if (f == "--seed") {
       a.seed = parse_int(f, value(i, f), 0);
     } else if (f == "--fps") {
@@ -437,6 +443,7 @@ int main(int argc, char** argv) {
   const Args args = parse(argc, argv);
   std::unique_ptr<Output> out;
   try {
+    const std::map<long, fs::path> anchors = anchor_files(args.anchors);  // checked before any work
     rd::EngineHandle engine(args.engine, {args.device, "", true, args.backend});
     const rd::StreamConfig config{args.preset, args.lag, args.res, args.dilations, args.seed, args.restore};
     const size_t frame_bytes = static_cast<size_t>(args.width) * args.height * 3;
@@ -454,7 +461,6 @@ int main(int argc, char** argv) {
       }
       warm.flush();
     }
-    const std::map<long, fs::path> anchors = anchor_files(args.anchors);
     rd::Stream stream(engine, config);
     out = std::make_unique<Output>(args);
     long index = 0;
@@ -471,6 +477,10 @@ int main(int argc, char** argv) {
         throw std::runtime_error("standard input ended mid-frame (" + std::to_string(got) + " of " +
                                  std::to_string(frame_bytes) + " bytes): is --size " + std::to_string(args.width) +
                                  "x" + std::to_string(args.height) + " the frames' size?");
+      if (std::find(args.cuts.begin(), args.cuts.end(), index) != args.cuts.end()) {
+        stream.cut();
+        out->emit(stream);
+      }
       if (anchors.empty()) {
         stream.push(rgb.data(), args.width, args.height, static_cast<double>(index) / args.fps);
       } else {

@@ -818,7 +818,6 @@ void anchors(const fs::path& engine) {
   for (int i = 0; i < n; ++i) {
     RD_CHECK(called[i].info.has_metric == (i >= first_anchored));
     RD_CHECK(called_m[i].empty() == (i < first_anchored));  // depth_m NULL in the callback without a fit
-    if (i >= first_anchored && i < 5) RD_CHECK(max_diff(called_m[i], got[i].depth_m) == 0);  // the same fit
     if (i >= first_anchored) {
       Outputs o{called[i].info, called[i].depth, called_m[i], called_c[i]};
       RD_CHECK(worst_metric_error(o) < 1e-4);

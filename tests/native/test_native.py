@@ -150,32 +150,45 @@ def _sparse_lidar(depth: np.ndarray, size: tuple[int, int], rng: np.random.Gener
     return out
 
 
-@pytest.mark.parametrize("lag", [0, 4])
-def test_rd_stream_metric_equals_python(native_build, aoti_engine_dir, clip60, python_depth, tmp_path, lag):
+@pytest.mark.parametrize(("lag", "frames", "cut"), [(0, 60, 29), (4, 24, None)])
+def test_rd_stream_metric_equals_python(
+    native_build, aoti_engine_dir, clip60, python_depth, tmp_path, lag, frames, cut
+):
     """Anchors from a folder of 16-bit PNGs through rd_stream and through `rd-engine run --stream --anchors`:
     the same frames flagged, depth_m and confidence equal; the relative depth unchanged by the anchors.
-    (Cuts and resets dropping the fit: the C API test, native/tests/c_api_tests.cpp.)
+    Lag 0 over the 60 frames with a cut before frame 29 (a cut list on both sides: the new shot starts
+    without a fit, frame 29 has no anchors, so it is flagged); lag 4 over the first 24 frames (the Python
+    online mode at lag 4 runs at about 1 frame/s here; 24 frames still reach the dilation-10 snippets).
     """
     clip, raw, size = clip60
+    raw = raw[: frames * size[0] * size[1] * 3]
     folder = tmp_path / "sparse"
     folder.mkdir()
-    for f, img in _sparse_lidar(python_depth(0), size, np.random.default_rng(7)).items():
+    for f, img in _sparse_lidar(python_depth(0)[:frames], size, np.random.default_rng(7)).items():
         Image.fromarray(img).save(folder / f"depth_{f:04d}.png")
-    py = python_stream(clip, aoti_engine_dir, lag, tmp_path / "py", "--anchors", str(folder), "--confidence", key=None)
-    assert np.array_equal(py["depth"], python_depth(lag))  # Python: anchors never change the relative depth
+    extra = ["--anchors", str(folder), "--confidence", "--frame-count", str(frames)]
+    cuts = []
+    if cut is not None:
+        (tmp_path / "cuts.txt").write_text(f"{cut}\n")
+        extra += ["--shots", str(tmp_path / "cuts.txt")]
+        cuts = ["--cuts", str(cut)]
+    py = python_stream(clip, aoti_engine_dir, lag, tmp_path / "py", *extra, key=None)
     out = tmp_path / "native"
-    r = rd_stream(native_build, aoti_engine_dir, raw, size, lag, "--anchors", str(folder),
+    r = rd_stream(native_build, aoti_engine_dir, raw, size, lag, "--anchors", str(folder), *cuts,
                   "--depth-m", str(out / "depth_m.f32"), "--confidence", str(out / "conf.f32"),
                   "--metric-log", str(out / "metric.csv"), "--depth-mm", str(out / "mm"))  # fmt: skip
     assert r.returncode == 0, r.stderr.decode()
-    assert f"metric depth on {60 - FIRST_ANCHORED} of 60 frames" in r.stderr.decode()
+    expected_valid = [i >= FIRST_ANCHORED and i != cut for i in range(frames)]
+    assert f"metric depth on {sum(expected_valid)} of {frames} frames" in r.stderr.decode()
     shape = py["depth"].shape
+    assert shape == (frames, 60, 96)
     depth = np.frombuffer(r.stdout, np.float32).reshape(shape)
-    plain = rd_stream(native_build, aoti_engine_dir, raw, size, lag)  # no anchors
+    assert np.abs(depth - py["depth"]).max() < PARITY_TOL
+    plain = rd_stream(native_build, aoti_engine_dir, raw, size, lag, *cuts)  # no anchors
     assert np.array_equal(depth, np.frombuffer(plain.stdout, np.float32).reshape(shape))  # bit for bit
     log = np.genfromtxt(out / "metric.csv", delimiter=",", names=True)
     valid = log["has_metric"].astype(bool)
-    assert valid.tolist() == py["metric_valid"].tolist() == [i >= FIRST_ANCHORED for i in range(60)]
+    assert valid.tolist() == py["metric_valid"].tolist() == expected_valid
     assert log["inliers"][-1] < log["samples"][-1]  # the outliers were weighed out
     depth_m = np.fromfile(out / "depth_m.f32", np.float32).reshape(shape)
     conf = np.fromfile(out / "conf.f32", np.float32).reshape(shape)
@@ -191,7 +204,7 @@ def test_rd_stream_metric_equals_python(native_build, aoti_engine_dir, clip60, p
     # 16UC1 PNGs: round(depth_m * 1000) mm, 0 where invalid (frames before the fit: all 0)
     from rd_engine.outputs.render import depth_to_mm
 
-    for f in (0, 30):
+    for f in (0, frames - 1):
         png = np.asarray(Image.open(out / "mm" / f"frame_{f:06d}.png"))
         assert png.dtype == np.uint16 and np.array_equal(png, depth_to_mm(depth_m[f]))
     assert not (png == 0).all()
