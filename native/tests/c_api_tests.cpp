@@ -684,6 +684,21 @@ void anchors(const fs::path& engine) {
   check_all_refused(0);
   int32_t w = 0, h = 0;
   EXPECT_STATUS(rd_session_output_size(s, &w, &h), RD_ERR_STATE);  // no frame went in
+  // an ABI 2.0 caller's smaller rd_frame_input_t: the anchors field beyond its size is never read
+  {
+    auto p = frame(96, 64, 96 * 3, 0);
+    rd_frame_input_t in;
+    rd_frame_input_init(&in);
+    in.struct_size = offsetof(rd_frame_input_t, anchors);
+    in.rgb = p.data();
+    in.width = 96;
+    in.height = 64;
+    in.anchors = reinterpret_cast<const rd_anchors_t*>(uintptr_t{8});  // garbage past the struct
+    rd_session_t* old = nullptr;
+    EXPECT_STATUS(rd_session_open(e, &so, &old), RD_OK);
+    EXPECT_STATUS(rd_session_push_frame(old, &in, nullptr), RD_OK);
+    EXPECT_STATUS(rd_session_close(old), RD_OK);
+  }
   // frames 0..2 without anchors (an empty points list, an all-zero image, none), then bad anchors again
   rd_anchors_t empty = rd::anchor_points(nullptr, nullptr, nullptr, 0);
   RD_CHECK(push_anchored(s, 0, &empty).status == RD_OK);
