@@ -805,6 +805,23 @@ void anchors(const fs::path& engine) {
   for (const auto& o : drain_outputs(s)) RD_CHECK(o.info.has_metric == 0);
   EXPECT_STATUS(rd_session_close(s), RD_OK);
 
+  // restore_input_size: depth_m and confidence at the input size, from the fit at the processed size
+  so = small_options(0);
+  so.restore_input_size = 1;
+  EXPECT_STATUS(rd_session_open(e, &so, &s), RD_OK);
+  for (int i = 0; i < 4; ++i) {
+    Points p = exact_points(ref[i].depth, 3);
+    const rd_anchors_t a = rd::anchor_points(p.x.data(), p.y.data(), p.z.data(), static_cast<int64_t>(p.z.size()));
+    RD_CHECK(push_anchored(s, i, i == 2 ? &a : nullptr).status == RD_OK);
+  }
+  EXPECT_STATUS(rd_session_output_size(s, &w, &h), RD_OK);
+  RD_CHECK(w == 96 && h == 64);
+  const auto restored = drain_outputs(s);
+  RD_CHECK(restored.size() == 4 && restored[2].info.has_metric == 1 && restored[2].depth_m.size() == 96 * 64);
+  RD_CHECK(worst_metric_error(restored[2]) < 1e-4);  // the resized relative depth through the same fit
+  for (float c : restored[2].confidence) RD_CHECK(c >= 0.0f && c <= 1.0f);
+  EXPECT_STATUS(rd_session_close(s), RD_OK);
+
   // the frame callback gets depth_m and confidence as the poll does
   std::vector<Polled> called;
   std::vector<std::vector<float>> called_m, called_c;
