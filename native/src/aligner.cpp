@@ -23,6 +23,7 @@ constexpr int kMinEntries = 3;          // fewer entries: a frame keeps the plai
 constexpr int64_t kPerEntryMinElems = 1L << 14;  // robust merge: frames this large go entry by entry
 constexpr int64_t kCoarsePixels = 1L << 17;
 constexpr int64_t kSample = 1L << 18;
+constexpr double kConfidenceSpread = 0.02;  // confidence 0.5 where the entries' spread is 1 % of [-1, 1]
 
 std::pair<double, double> onto_unit_range(double lo, double hi) {  // the affine mapping [lo, hi] onto [-1, 1]
   const double a = hi > lo ? 2.0 / (hi - lo) : 1.0;
@@ -398,6 +399,21 @@ at::Tensor OnlineAligner::merge(const std::vector<Entry>& ents, const at::Tensor
   return at::where(den > 0, num / den, depth);
 }
 
+at::Tensor OnlineAligner::confidence(const std::vector<Entry>& ents, const at::Tensor& depth) {
+  // per pixel 1 / (1 + spread / kConfidenceSpread), spread the entries' weighted standard deviation around
+  // the merged value; 0 where one entry covers the frame (rd_engine.coalign.merge.confidence_from_spread)
+  double wsum = 0.0;
+  at::Tensor var;
+  for (const auto& e : ents) {
+    wsum += e.sn->weight;
+    at::Tensor v = ((e.depth.to(at::kFloat) * e.sn->s + e.sn->t) - depth).square_() * e.sn->weight;
+    var = var.defined() ? var + v : v;
+  }
+  const at::Tensor spread = (var / wsum).sqrt_();
+  if (ents.size() < 2) return at::zeros_like(spread);
+  return at::reciprocal(spread / kConfidenceSpread + 1.0) * 1.0;
+}
+
 std::vector<FinishedFrame> OnlineAligner::finish(std::optional<int64_t> upto, int64_t max_window) {
   std::vector<int64_t> ready;
   int64_t f = next_to_finish_;
@@ -417,6 +433,7 @@ std::vector<FinishedFrame> OnlineAligner::finish(std::optional<int64_t> upto, in
     std::vector<Entry> ents = std::move(entries_.at(fr));
     entries_.erase(fr);
     at::Tensor depth = merge(ents, cons);
+    at::Tensor conf = confidence(ents, depth);
     for (auto& e : ents) {
       e.sn->open -= 1;
       if (e.sn->open == 0 && e.sn != first_) e.sn->x = at::Tensor();
@@ -430,7 +447,9 @@ std::vector<FinishedFrame> OnlineAligner::finish(std::optional<int64_t> upto, in
       latency = std::chrono::duration<double>(now - m->second.pushed).count();
       meta_.erase(m);
     }
-    out.push_back({fr, ts, ts_ns, depth.to(at::kCPU).contiguous(), latency});
+    FinishedFrame done{fr, ts, ts_ns, depth.to(at::kCPU).contiguous(), latency};
+    done.confidence = conf.to(at::kCPU).contiguous();
+    out.push_back(std::move(done));
     next_to_finish_ = fr + 1;
   }
   for (auto it = frozen_.begin(); it != frozen_.end();) {

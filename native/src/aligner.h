@@ -14,6 +14,8 @@
 #include <utility>
 #include <vector>
 
+#include "metric.h"
+
 namespace rd {
 
 using Clock = std::chrono::steady_clock;
@@ -53,6 +55,11 @@ struct FinishedFrame {
   at::Tensor depth;      // [H, W] float32 on the CPU, contiguous
   double latency;        // seconds from push to finished
   bool starts_shot = false;
+  at::Tensor confidence;  // [H, W] float32 in [0, 1] on the CPU (rd_engine.online.aligner._confidence)
+  // metric depth (Session, from the shot's anchors): the fit current when the frame finished, if any
+  std::optional<MetricFit> fit;
+  at::Tensor depth_m;     // [H, W] float32 metres, NaN where invalid; undefined without a fit
+  int64_t anchors = 0;    // anchors pushed with this frame
 };
 
 class OnlineAligner {
@@ -83,6 +90,7 @@ class OnlineAligner {
   std::pair<double, double> solve(const at::Tensor& x, const std::vector<int64_t>& frames) const;
   void solve_window();
   at::Tensor merge(const std::vector<Entry>& ents, const at::Tensor& consensus) const;
+  static at::Tensor confidence(const std::vector<Entry>& ents, const at::Tensor& depth);
 
   int L_, lag_;
   std::map<int64_t, std::vector<Entry>> entries_;  // unfinished frame -> entries

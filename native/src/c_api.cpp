@@ -10,6 +10,8 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <limits>
+#include <optional>
 #include <mutex>
 #include <new>
 #include <string>
@@ -186,7 +188,7 @@ T read_struct(const T* in, void (*init)(T*, uint32_t), size_t min_size, const ch
 // The first size of each struct (ABI 2.0 adds fields to the ABI 1 options, whose sizes stay accepted).
 constexpr size_t kEngineOptionsV1 = offsetof(rd_engine_options_t, intra_op_threads);
 constexpr size_t kSessionOptionsV1 = offsetof(rd_session_options_t, on_frame);
-constexpr size_t kFrameInputV2 = sizeof(rd_frame_input_t);
+constexpr size_t kFrameInputV2 = offsetof(rd_frame_input_t, anchors);
 constexpr size_t kFrameMin = offsetof(rd_frame_t, index);  // struct_size and starts_shot
 
 rd_frame_t to_c(const rd::FinishedFrame& f) {
@@ -199,7 +201,93 @@ rd_frame_t to_c(const rd::FinishedFrame& f) {
   out.latency_s = f.latency;
   out.width = static_cast<int32_t>(f.depth.size(1));
   out.height = static_cast<int32_t>(f.depth.size(0));
+  out.has_metric = f.fit ? 1 : 0;
+  out.anchors = f.anchors;
+  if (f.fit) {
+    out.metric_samples = f.fit->samples;
+    out.metric_inliers = f.fit->inliers;
+    out.metric_scale = f.fit->scale;
+    out.metric_shift = f.fit->shift;
+    out.metric_sigma = f.fit->sigma;
+  }
   return out;
+}
+
+std::string number(double v) {
+  char buf[32];
+  std::snprintf(buf, sizeof(buf), "%g", v);
+  return buf;
+}
+
+// One frame's anchors as checked points in input-frame pixels (rd_engine.io.anchors.check_points,
+// points_from_image and Anchors.check), or none; every problem is a one-line RD_ERR_INVALID_ARGUMENT.
+std::optional<rd::OnlineMetric::Points> anchor_points(const rd_anchors_t& a, int32_t w, int32_t h) {
+  const std::string where = "rd_session_push_frame: anchors: ";
+  rd::OnlineMetric::Points p;
+  if (a.kind == RD_ANCHORS_NONE) return std::nullopt;
+  if (a.kind == RD_ANCHORS_POINTS) {
+    require(a.count >= 0, where + "count must be >= 0, got " + std::to_string(a.count));
+    if (a.count == 0) return std::nullopt;
+    require(a.x && a.y && a.depth, where + "x, y and depth must be arrays of count = " + std::to_string(a.count) +
+                                       " floats (" + (a.x ? "" : "x ") + (a.y ? "" : "y ") +
+                                       (a.depth ? "" : "depth ") + "NULL)");
+    const size_t n = static_cast<size_t>(a.count);
+    const std::pair<const char*, const float*> arrays[] = {{"x", a.x}, {"y", a.y}, {"depth", a.depth}};
+    for (const auto& [name, values] : arrays)
+      for (size_t i = 0; i < n; ++i)
+        require(std::isfinite(values[i]), where + name + "[" + std::to_string(i) + "] is " + number(values[i]) +
+                                              " (NaN and Inf are refused: leave invalid samples out)");
+    for (size_t i = 0; i < n; ++i)
+      require(a.depth[i] > 0, where + "depth[" + std::to_string(i) + "] is " + number(a.depth[i]) +
+                                  ": depth must be > 0 metres");
+    for (size_t i = 0; i < n; ++i) {
+      const double x = a.x[i], y = a.y[i];
+      require(x >= -0.5 && x <= w - 0.5 && y >= -0.5 && y <= h - 0.5,
+              where + "point " + std::to_string(i) + " (" + number(x) + ", " + number(y) + ") lies outside the " +
+                  std::to_string(w) + "x" + std::to_string(h) + " input frame (pixel centres at integers)");
+    }
+    p.x.assign(a.x, a.x + n);
+    p.y.assign(a.y, a.y + n);
+    p.z.assign(a.depth, a.depth + n);
+    return p;
+  }
+  if (a.kind != RD_ANCHORS_IMAGE_U16_MM && a.kind != RD_ANCHORS_IMAGE_F32_M)
+    rd::fail(RD_ERR_INVALID_ARGUMENT, where + "kind must be RD_ANCHORS_NONE, _POINTS, _IMAGE_U16_MM or _IMAGE_F32_M, got " +
+                                          std::to_string(a.kind));
+  const bool mm = a.kind == RD_ANCHORS_IMAGE_U16_MM;
+  require(a.width == w && a.height == h, where + "the sparse depth image is " + std::to_string(a.width) + "x" +
+                                             std::to_string(a.height) + "; it must have the frame's size " +
+                                             std::to_string(w) + "x" + std::to_string(h));
+  require(a.image != nullptr, where + "image is NULL");
+  const int64_t elem = mm ? 2 : 4;
+  const int64_t stride = a.row_stride ? a.row_stride : elem * w;
+  require(stride >= elem * w, where + "row_stride " + std::to_string(stride) + " is smaller than " +
+                                  std::to_string(elem) + " * width = " + std::to_string(elem * w));
+  const auto* base = static_cast<const unsigned char*>(a.image);
+  for (int32_t v = 0; v < h; ++v) {
+    const unsigned char* row = base + static_cast<int64_t>(v) * stride;
+    for (int32_t u = 0; u < w; ++u) {
+      double metres;
+      if (mm) {
+        uint16_t raw;
+        std::memcpy(&raw, row + 2 * static_cast<int64_t>(u), sizeof(raw));  // rows need not be aligned
+        metres = raw / 1000.0;
+      } else {
+        float raw;
+        std::memcpy(&raw, row + 4 * static_cast<int64_t>(u), sizeof(raw));
+        metres = std::isfinite(raw) ? static_cast<double>(raw) : 0.0;  // NaN: no sample (ROS 32FC1)
+        require(metres >= 0, where + "negative depth " + number(metres) + " at pixel (" + std::to_string(u) + ", " +
+                                 std::to_string(v) + ") of the sparse depth image (0 = no sample)");
+      }
+      if (metres > 0) {
+        p.x.push_back(u);
+        p.y.push_back(v);
+        p.z.push_back(metres);
+      }
+    }
+  }
+  if (p.z.empty()) return std::nullopt;
+  return p;
 }
 
 int64_t seconds_to_ns(double s) {
@@ -224,39 +312,64 @@ rd::SessionOptions session_options(const rd_session_options_t& in) {
     const rd_frame_callback cb = in.on_frame;
     void* user = in.on_frame_user;
     o.on_frame = [cb, user](const rd::FinishedFrame& f) {
-      const rd_frame_t frame = to_c(f);
+      rd_frame_t frame = to_c(f);
+      frame.depth_m = f.depth_m.defined() ? f.depth_m.data_ptr<float>() : nullptr;
+      frame.confidence = f.confidence.data_ptr<float>();
       cb(f.depth.data_ptr<float>(), &frame, user);
     };
   }
   return o;
 }
 
-int push_tensor(SessionHandle& h, const at::Tensor& frame, double seconds, int64_t ns) {
+int push_tensor(SessionHandle& h, const at::Tensor& frame, double seconds, int64_t ns,
+                const rd::OnlineMetric::Points* anchors = nullptr) {
   std::lock_guard<std::mutex> lock(h.op);
-  return h.current()->push(frame, seconds, ns);
+  return h.current()->push(frame, seconds, ns, anchors);
 }
 
 }  // namespace
 
 namespace {
 
-// Shared by both polls: the oldest finished frame into `depth`, or none.
+// An output frame struct's size, checked before a frame is taken from the queue.
+void check_frame_size(const char* call, const rd_frame_t* out) {
+  if (!out) return;
+  if (out->struct_size > sizeof(rd_frame_t))
+    rd::fail(RD_ERR_VERSION, std::string(call) + ": rd_frame_t.struct_size is " + std::to_string(out->struct_size) +
+                                 " bytes; this library knows " + std::to_string(sizeof(rd_frame_t)) +
+                                 ": the caller was built against a newer rd_engine.h");
+  if (out->struct_size < kFrameMin)
+    rd::fail(RD_ERR_VERSION, std::string(call) + ": rd_frame_t.struct_size is " + std::to_string(out->struct_size) +
+                                 ": initialize it with rd_frame_init");
+}
+
+// Shared by the polls: the oldest finished frame into `depth` (and `depth_m`, `confidence`; NULL: not
+// wanted, `depth` too where `optional_depth`), or none.
 std::optional<rd::FinishedFrame> poll_into(const char* call, rd_session_t* session, float* depth, size_t capacity,
-                                           int32_t* available) {
+                                           int32_t* available, float* depth_m = nullptr, float* confidence = nullptr,
+                                           bool optional_depth = false) {
   if (available) *available = 0;
   auto h = session_of(call, session);
   require(available != nullptr, std::string(call) + ": available is NULL");
-  require(depth != nullptr, std::string(call) + ": depth is NULL");
+  require(optional_depth || depth != nullptr, std::string(call) + ": depth is NULL");
   auto s = h->current();
   if (!s->started()) return std::nullopt;  // nothing pushed yet: nothing to poll
   const auto [w, hh] = s->output_size();
   const size_t need = static_cast<size_t>(w) * static_cast<size_t>(hh);
-  require(capacity >= need, std::string(call) + ": the buffer holds " + std::to_string(capacity) +
+  require((!depth && !depth_m && !confidence) || capacity >= need, std::string(call) + ": the buffer holds " + std::to_string(capacity) +
                                 " floats; a frame needs " + std::to_string(need) + " (" + std::to_string(w) + "x" +
                                 std::to_string(hh) + ")");
   auto frame = s->poll();
   if (!frame) return std::nullopt;
-  std::memcpy(depth, frame->depth.data_ptr<float>(), need * sizeof(float));
+  if (depth) std::memcpy(depth, frame->depth.data_ptr<float>(), need * sizeof(float));
+  if (depth_m) {
+    if (frame->depth_m.defined()) {
+      std::memcpy(depth_m, frame->depth_m.data_ptr<float>(), need * sizeof(float));
+    } else {
+      std::fill(depth_m, depth_m + need, std::numeric_limits<float>::quiet_NaN());
+    }
+  }
+  if (confidence) std::memcpy(confidence, frame->confidence.data_ptr<float>(), need * sizeof(float));
   *available = 1;
   return frame;
 }
@@ -310,6 +423,7 @@ void session_defaults(rd_session_options_t* o) {
 
 void frame_input_defaults(rd_frame_input_t* f) { f->memory = RD_MEMORY_HOST; }
 void frame_defaults(rd_frame_t*) {}
+void anchors_defaults(rd_anchors_t* a) { a->kind = RD_ANCHORS_NONE; }
 
 }  // namespace
 
@@ -372,6 +486,7 @@ void rd_engine_options_init_sized(rd_engine_options_t* o, uint32_t size) { init_
 void rd_session_options_init_sized(rd_session_options_t* o, uint32_t size) { init_sized(o, size, session_defaults); }
 void rd_frame_input_init_sized(rd_frame_input_t* f, uint32_t size) { init_sized(f, size, frame_input_defaults); }
 void rd_frame_init_sized(rd_frame_t* f, uint32_t size) { init_sized(f, size, frame_defaults); }
+void rd_anchors_init_sized(rd_anchors_t* a, uint32_t size) { init_sized(a, size, anchors_defaults); }
 void(rd_engine_options_init)(rd_engine_options_t* o) { init_sized(o, kEngineOptionsV1, engine_defaults); }
 void(rd_session_options_init)(rd_session_options_t* o) { init_sized(o, kSessionOptionsV1, session_defaults); }
 
@@ -457,11 +572,19 @@ rd_status rd_session_push_frame(rd_session_t* session, const rd_frame_input_t* i
     require(stride >= 3LL * f.width, "rd_session_push_frame: row_stride " + std::to_string(stride) +
                                          " is smaller than 3 * width = " + std::to_string(3LL * f.width));
     const double seconds = static_cast<double>(f.timestamp_ns) * 1e-9;
+    // anchors are checked before the frame is pushed: refused ones leave the session as it was
+    std::optional<rd::OnlineMetric::Points> points;
+    if (f.anchors) {
+      const rd_anchors_t a = read_struct(f.anchors, rd_anchors_init_sized, sizeof(rd_anchors_t),
+                                         "rd_session_push_frame", "rd_anchors_t");
+      points = anchor_points(a, f.width, f.height);
+    }
+    const rd::OnlineMetric::Points* anchors = points ? &*points : nullptr;
     int n = 0;
     if (f.memory == RD_MEMORY_HOST) {
       const at::Tensor frame = at::from_blob(const_cast<uint8_t*>(f.rgb), {f.height, f.width, 3}, {stride, 3, 1},
                                              at::TensorOptions(at::kByte));
-      n = push_tensor(*h, frame, seconds, f.timestamp_ns);
+      n = push_tensor(*h, frame, seconds, f.timestamp_ns, anchors);
     } else if (f.memory == RD_MEMORY_CUDA) {
       const c10::Device device = h->engine->device();
       if (!device.is_cuda())
@@ -476,7 +599,7 @@ rd_status rd_session_push_frame(rd_session_t* session, const rd_frame_input_t* i
       const c10::cuda::CUDAStreamGuard stream_guard(stream);
       const at::Tensor frame = at::from_blob(const_cast<uint8_t*>(f.rgb), {f.height, f.width, 3}, {stride, 3, 1},
                                              at::TensorOptions(at::kByte).device(device));
-      n = push_tensor(*h, frame, seconds, f.timestamp_ns);
+      n = push_tensor(*h, frame, seconds, f.timestamp_ns, anchors);
       stream.synchronize();  // the caller may reuse the buffer when this returns
 #else
       rd::fail(RD_ERR_UNSUPPORTED, "rd_session_push_frame: this runtime was built without CUDA");
@@ -547,21 +670,28 @@ rd_status rd_session_poll(rd_session_t* session, float* depth, size_t capacity, 
 rd_status rd_session_poll_frame(rd_session_t* session, float* depth, size_t capacity, rd_frame_t* out,
                                 int32_t* available) {
   return guarded([&] {
-    if (out) {  // checked before a frame is taken from the queue
-      if (out->struct_size > sizeof(rd_frame_t))
-        rd::fail(RD_ERR_VERSION, "rd_session_poll_frame: rd_frame_t.struct_size is " +
-                                     std::to_string(out->struct_size) + " bytes; this library knows " +
-                                     std::to_string(sizeof(rd_frame_t)) +
-                                     ": the caller was built against a newer rd_engine.h");
-      if (out->struct_size < kFrameMin)
-        rd::fail(RD_ERR_VERSION, "rd_session_poll_frame: rd_frame_t.struct_size is " +
-                                     std::to_string(out->struct_size) + ": initialize it with rd_frame_init");
-    }
+    check_frame_size("rd_session_poll_frame", out);
     auto frame = poll_into("rd_session_poll_frame", session, depth, capacity, available);
     if (frame && out) {
       const uint32_t size = out->struct_size;
       const rd_frame_t f = to_c(*frame);
       std::memcpy(static_cast<void*>(out), &f, size);  // only the fields the caller's struct has
+      out->struct_size = size;
+    }
+  });
+}
+
+rd_status rd_session_poll_outputs(rd_session_t* session, float* depth, float* depth_m, float* confidence,
+                                  size_t capacity, rd_frame_t* out, int32_t* available) {
+  return guarded([&] {
+    check_frame_size("rd_session_poll_outputs", out);
+    auto frame = poll_into("rd_session_poll_outputs", session, depth, capacity, available, depth_m, confidence, true);
+    if (frame && out) {
+      const uint32_t size = out->struct_size;
+      rd_frame_t f = to_c(*frame);
+      f.depth_m = depth_m;
+      f.confidence = confidence;
+      std::memcpy(static_cast<void*>(out), &f, size);
       out->struct_size = size;
     }
   });

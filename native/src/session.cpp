@@ -101,7 +101,7 @@ auto Session::mutating(F&& body) -> decltype(body()) {
   }
 }
 
-int Session::push(const at::Tensor& rgb, double timestamp, int64_t timestamp_ns) {
+int Session::push(const at::Tensor& rgb, double timestamp, int64_t timestamp_ns, const OnlineMetric::Points* anchors) {
   check_usable("push");
   if (closed_) fail(RD_ERR_STATE, "stream already flushed: no frame can follow");
   const auto t0 = Clock::now();
@@ -128,6 +128,16 @@ int Session::push(const at::Tensor& rgb, double timestamp, int64_t timestamp_ns)
   return mutating([&] {
     check_cancel();
     const int64_t i = n_;  // index in the shot
+    if (anchors) {  // in processed-frame pixels, by stream position (rd_engine.online.session._note_anchors)
+      OnlineMetric::Points p;
+      p.z = anchors->z;
+      p.x.reserve(anchors->x.size());
+      p.y.reserve(anchors->y.size());
+      for (double x : anchors->x) p.x.push_back(to_processed(x, input_size_->first, size_->first));
+      for (double y : anchors->y) p.y.push_back(to_processed(y, input_size_->second, size_->second));
+      if (!metric_) metric_.emplace();
+      metric_->note(shot_start_ + i, std::move(p));
+    }
     at::Tensor x, lat;
     {
       Lap lap(timing_.preprocess);
@@ -244,6 +254,7 @@ int Session::cut() {
     // the next frame starts a shot exactly as the first frame of a fresh session
     aligner_ = OnlineAligner(L_, options_.lag);
     noise_ = at::Tensor();
+    metric_.reset();  // a shot has its own affine frame, so its own metric fit
     shot_start_ += n_;
     n_ = 0;
     return count;
@@ -252,9 +263,20 @@ int Session::cut() {
 
 void Session::emit(std::vector<FinishedFrame> frames) {
   for (auto& f : frames) {
-    if (options_.restore_input_size) f.depth = resize_depth(f.depth, *input_size_).contiguous();
     f.starts_shot = f.index == 0;
     f.index += shot_start_;
+    if (metric_) {  // the fit from the processed-size depth, as the Python session
+      f.fit = metric_->finish(f.index, f.depth.data_ptr<float>(), static_cast<int>(f.depth.size(1)),
+                              static_cast<int>(f.depth.size(0)), &f.anchors);
+    }
+    if (options_.restore_input_size) {
+      f.depth = resize_depth(f.depth, *input_size_).contiguous();
+      f.confidence = resize_depth(f.confidence, *input_size_).contiguous();
+    }
+    if (f.fit) {
+      f.depth_m = at::empty_like(f.depth);
+      to_metric(f.depth.data_ptr<float>(), f.depth.numel(), f.fit->scale, f.fit->shift, f.depth_m.data_ptr<float>());
+    }
     if (options_.on_frame) {
       options_.on_frame(f);
     } else {

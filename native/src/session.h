@@ -17,6 +17,7 @@
 
 #include "aligner.h"
 #include "engine.h"
+#include "metric.h"
 
 namespace rd {
 
@@ -56,7 +57,8 @@ class Session {
 
   // uint8 RGB [H, W, 3] (any strides, CPU or the engine's device); returns the number of frames that
   // finished. A failure after the stream's state began to change marks the session broken.
-  int push(const at::Tensor& rgb, double timestamp, int64_t timestamp_ns);
+  // `anchors`: optional sparse metric depth of the frame, checked (input-frame pixels, metres).
+  int push(const at::Tensor& rgb, double timestamp, int64_t timestamp_ns, const OnlineMetric::Points* anchors = nullptr);
   int flush();
   // A cut (rd_session_cut, CUT_CONTRACT): finish the current shot as flush would, start a fresh one.
   int cut();
@@ -108,6 +110,7 @@ class Session {
   mutable std::mutex ready_mutex_;
   std::deque<FinishedFrame> ready_;
   Timing timing_;
+  std::optional<OnlineMetric> metric_;  // the shot's anchors and fit, from its first anchors on
 };
 
 }  // namespace rd

@@ -9,11 +9,12 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <string>
 #include <vector>
 
 #include "check.h"
-#include "rd_engine/rd_engine.h"
+#include "rd_engine/rd_engine.hpp"
 
 namespace fs = std::filesystem;
 
@@ -85,7 +86,7 @@ void abi() {
   RD_CHECK(rd_abi_version() == RD_ENGINE_ABI_VERSION);
   RD_CHECK((rd_abi_version() >> 16) == 2);
   const std::string info = rd_build_info();
-  RD_CHECK(info.find("abi 2.0") != std::string::npos && info.find(" torch 2.") != std::string::npos);
+  RD_CHECK(info.find("abi 2.1") != std::string::npos && info.find(" torch 2.") != std::string::npos);
   RD_CHECK(info.find(" cuda ") != std::string::npos && info.find(" tensorrt ") != std::string::npos);
   rd_engine_t* e = nullptr;
   rd_engine_options_t o;
@@ -532,6 +533,333 @@ void embedder(const fs::path& engine) {
   EXPECT_STATUS(rd_session_close(s), RD_OK);
   EXPECT_STATUS(rd_engine_close(e), RD_OK);
 }
+
+// Sparse metric anchors (ABI 2.1): every bad input refused with its message and the session unchanged; exact
+// affine anchors reproduced at every pixel; frames before the first fit flagged; a cut and a reset drop the fit.
+constexpr double kA = 0.2, kB = 0.6;  // anchors at 1 / z = kA * d + kB of the relative depth d
+
+struct Pushed {
+  rd_status status;
+  std::string error;
+};
+
+Pushed push_anchored(rd_session_t* s, int i, const rd_anchors_t* a, int32_t* finished = nullptr) {
+  auto p = frame(96, 64, 96 * 3, i);
+  rd_frame_input_t in;
+  rd_frame_input_init(&in);
+  in.rgb = p.data();
+  in.width = 96;
+  in.height = 64;
+  in.timestamp_ns = i * 1000;
+  in.anchors = a;
+  const rd_status st = rd_session_push_frame(s, &in, finished);
+  return {st, rd_last_error()};
+}
+
+void expect_refused_anchors(rd_session_t* s, int i, const rd_anchors_t& a, const std::string& words,
+                            rd_status code = RD_ERR_INVALID_ARGUMENT) {
+  const Pushed r = push_anchored(s, i, &a);
+  if (r.status != code || r.error.find(words) == std::string::npos || r.error.find('\n') != std::string::npos) {
+    std::fprintf(stderr, "anchors: expected %s with '%s', got %s: %s\n", rd_status_name(code), words.c_str(),
+                 rd_status_name(r.status), r.error.c_str());
+    std::exit(1);
+  }
+}
+
+struct Outputs {
+  rd_frame_t info;
+  std::vector<float> depth, depth_m, confidence;
+};
+
+std::vector<Outputs> drain_outputs(rd_session_t* s) {
+  std::vector<Outputs> out;
+  int32_t w = 0, h = 0, available = 0;
+  if (rd_session_output_size(s, &w, &h) != RD_OK) return out;
+  for (;;) {
+    Outputs o;
+    rd_frame_init(&o.info);
+    const size_t n = static_cast<size_t>(w) * h;
+    o.depth.resize(n);
+    o.depth_m.resize(n);
+    o.confidence.resize(n);
+    EXPECT_STATUS(rd_session_poll_outputs(s, o.depth.data(), o.depth_m.data(), o.confidence.data(), n, &o.info,
+                                          &available), RD_OK);
+    if (!available) break;
+    RD_CHECK(o.info.depth_m == o.depth_m.data() && o.info.confidence == o.confidence.data());
+    out.push_back(std::move(o));
+  }
+  return out;
+}
+
+// Points at the centres of processed pixels (64x42 of a 96x64 frame), in input pixels, with exact anchors.
+struct Points {
+  std::vector<float> x, y, z;
+};
+Points exact_points(const std::vector<float>& depth, int step) {
+  Points p;
+  for (int py = 1; py < 42; py += step)
+    for (int px = 2; px < 64; px += step) {
+      p.x.push_back(static_cast<float>((px + 0.5) * 96.0 / 64.0 - 0.5));
+      p.y.push_back(static_cast<float>((py + 0.5) * 64.0 / 42.0 - 0.5));
+      p.z.push_back(static_cast<float>(1.0 / (kA * depth[static_cast<size_t>(py) * 64 + px] + kB)));
+    }
+  return p;
+}
+
+double worst_metric_error(const Outputs& o) {  // relative, over every pixel, against the exact affine
+  double worst = 0;
+  for (size_t k = 0; k < o.depth.size(); ++k) {
+    const double truth = 1.0 / (kA * static_cast<double>(o.depth[k]) + kB);
+    worst = std::max(worst, std::fabs(o.depth_m[k] / truth - 1.0));
+  }
+  return worst;
+}
+
+void anchors(const fs::path& engine) {
+  rd_engine_t* e = nullptr;
+  EXPECT_STATUS(rd_engine_open(engine.c_str(), nullptr, &e), RD_OK);
+  const int n = 8, first_anchored = 3;
+  const auto ref = fresh_run(e, 0, 0, n);  // without anchors
+  rd_session_options_t so = small_options(0);
+  rd_session_t* s = nullptr;
+  EXPECT_STATUS(rd_session_open(e, &so, &s), RD_OK);
+
+  // bad anchors, before and during a stream: each refused with its own message, nothing pushed
+  const float xs[2] = {10, 20}, ys[2] = {5, 6}, zs[2] = {1.5f, 2.5f};
+  const float nan = std::numeric_limits<float>::quiet_NaN(), inf = std::numeric_limits<float>::infinity();
+  std::vector<uint16_t> mm(96 * 64, 0);
+  std::vector<float> metres(96 * 64, 0.0f);
+  auto check_all_refused = [&](int i) {
+    rd_anchors_t a;
+    rd_anchors_init(&a);
+    RD_CHECK(a.struct_size == sizeof(a) && a.kind == RD_ANCHORS_NONE);
+    a.kind = 7;
+    expect_refused_anchors(s, i, a, "kind must be");
+    a = rd_anchors_t{};
+    expect_refused_anchors(s, i, a, "not initialized");  // struct_size 0
+    rd_anchors_init(&a);
+    a.struct_size = sizeof(a) + 8;
+    expect_refused_anchors(s, i, a, "newer rd_engine.h", RD_ERR_VERSION);
+    rd_anchors_init(&a);
+    a.kind = RD_ANCHORS_POINTS;
+    a.count = -1;
+    expect_refused_anchors(s, i, a, "count must be >= 0");
+    a.count = 2;
+    a.x = xs;
+    a.y = ys;
+    expect_refused_anchors(s, i, a, "depth NULL");  // NULL arrays with count > 0
+    float bx[2] = {10, nan}, by[2] = {inf, 6}, bz[2] = {nan, 2};
+    a.depth = zs;
+    a.x = bx;
+    expect_refused_anchors(s, i, a, "x[1] is nan");
+    a.x = xs;
+    a.y = by;
+    expect_refused_anchors(s, i, a, "y[0] is inf");
+    a.y = ys;
+    a.depth = bz;
+    expect_refused_anchors(s, i, a, "depth[0] is nan");
+    float neg[2] = {2, -1}, zero[2] = {0, 2};
+    a.depth = neg;
+    expect_refused_anchors(s, i, a, "depth[1] is -1: depth must be > 0 metres");
+    a.depth = zero;
+    expect_refused_anchors(s, i, a, "depth[0] is 0: depth must be > 0 metres");
+    a.depth = zs;
+    float out_x[2] = {95.5f, 95.6f}, out_y[2] = {-0.5f, -0.6f};
+    a.x = out_x;
+    expect_refused_anchors(s, i, a, "point 1 (95.6, 6) lies outside the 96x64 input frame");
+    a.x = xs;
+    a.y = out_y;
+    expect_refused_anchors(s, i, a, "point 1 (20, -0.6) lies outside");
+    a = rd::anchor_image_mm(mm.data(), 95, 64);
+    expect_refused_anchors(s, i, a, "the sparse depth image is 95x64; it must have the frame's size 96x64");
+    a = rd::anchor_image_mm(nullptr, 96, 64);
+    expect_refused_anchors(s, i, a, "image is NULL");
+    a = rd::anchor_image_mm(mm.data(), 96, 64, 96 * 2 - 2);
+    expect_refused_anchors(s, i, a, "row_stride 190 is smaller than 2 * width = 192");
+    metres[5 * 96 + 7] = -0.5f;
+    a = rd::anchor_image_m(metres.data(), 96, 64);
+    expect_refused_anchors(s, i, a, "negative depth -0.5 at pixel (7, 5)");
+    metres[5 * 96 + 7] = 0.0f;
+  };
+  check_all_refused(0);
+  int32_t w = 0, h = 0;
+  EXPECT_STATUS(rd_session_output_size(s, &w, &h), RD_ERR_STATE);  // no frame went in
+  // an ABI 2.0 caller's smaller rd_frame_input_t: the anchors field beyond its size is never read
+  {
+    auto p = frame(96, 64, 96 * 3, 0);
+    rd_frame_input_t in;
+    rd_frame_input_init(&in);
+    in.struct_size = offsetof(rd_frame_input_t, anchors);
+    in.rgb = p.data();
+    in.width = 96;
+    in.height = 64;
+    in.anchors = reinterpret_cast<const rd_anchors_t*>(uintptr_t{8});  // garbage past the struct
+    rd_session_t* old = nullptr;
+    EXPECT_STATUS(rd_session_open(e, &so, &old), RD_OK);
+    EXPECT_STATUS(rd_session_push_frame(old, &in, nullptr), RD_OK);
+    EXPECT_STATUS(rd_session_close(old), RD_OK);
+  }
+  // frames 0..2 without anchors (an empty points list, an all-zero image, none), then bad anchors again
+  rd_anchors_t empty = rd::anchor_points(nullptr, nullptr, nullptr, 0);
+  RD_CHECK(push_anchored(s, 0, &empty).status == RD_OK);
+  rd_anchors_t zeros = rd::anchor_image_mm(mm.data(), 96, 64);
+  RD_CHECK(push_anchored(s, 1, &zeros).status == RD_OK);
+  RD_CHECK(push_anchored(s, 2, nullptr).status == RD_OK);
+  check_all_refused(3);
+  rd_session_timing_t t{};
+  EXPECT_STATUS(rd_session_timing(s, &t), RD_OK);
+  RD_CHECK(t.frames == 3);
+  // frames 3.. with exact affine anchors (points on frame 3, a float32 metres image on frame 5, nothing on
+  // the others; the edges x = -0.5 and x = 95.5 are inside)
+  int64_t n_points = 0, n_image = 0;
+  for (int i = first_anchored; i < n; ++i) {
+    Points p = exact_points(ref[i].depth, 3);
+    if (i == first_anchored) {
+      p.x.push_back(-0.5f);
+      p.y.push_back(63.5f);
+      p.z.push_back(static_cast<float>(1.0 / (kA * ref[i].depth[41 * 64 + 0] + kB)));
+      p.x.push_back(95.5f);
+      p.y.push_back(-0.5f);
+      p.z.push_back(static_cast<float>(1.0 / (kA * ref[i].depth[63] + kB)));
+    }
+    if (i == 5) {
+      // the image's pixel (u, v) is the point (u, v), sampled at the processed pixel containing it
+      std::vector<float> kept(96 * 64, 0.0f);
+      for (int py = 1; py < 42; py += 3)
+        for (int px = 2; px < 64; px += 3) {
+          const int u = static_cast<int>(std::lround((px + 0.5) * 1.5 - 0.5)),
+                    v = static_cast<int>(std::lround((py + 0.5) * 64.0 / 42.0 - 0.5));
+          const double xp = (u + 0.5) * (64.0 / 96.0) - 0.5, yp = (v + 0.5) * (42.0 / 64.0) - 0.5;
+          const size_t q = static_cast<size_t>(std::nearbyint(yp)) * 64 + static_cast<size_t>(std::nearbyint(xp));
+          kept[static_cast<size_t>(v) * 96 + u] = static_cast<float>(1.0 / (kA * ref[i].depth[q] + kB));
+        }
+      kept[0] = nan;  // NaN: no sample (ROS 32FC1)
+      kept[1] = inf;
+      for (float z : kept) n_image += z > 0 && std::isfinite(z) ? 1 : 0;
+      const rd_anchors_t a = rd::anchor_image_m(kept.data(), 96, 64);
+      RD_CHECK(push_anchored(s, i, &a).status == RD_OK);
+    } else if (i == first_anchored) {
+      n_points = static_cast<int64_t>(p.z.size());
+      const rd_anchors_t a = rd::anchor_points(p.x.data(), p.y.data(), p.z.data(), static_cast<int64_t>(p.z.size()));
+      RD_CHECK(push_anchored(s, i, &a).status == RD_OK);
+    } else {
+      RD_CHECK(push_anchored(s, i, nullptr).status == RD_OK);
+    }
+  }
+  EXPECT_STATUS(rd_session_flush(s, nullptr), RD_OK);
+  const auto got = drain_outputs(s);
+  RD_CHECK(static_cast<int>(got.size()) == n);
+  for (int i = 0; i < n; ++i) {
+    const Outputs& o = got[i];
+    RD_CHECK(max_diff(o.depth, ref[i].depth) == 0);  // anchors never change the relative depth
+    for (float c : o.confidence) RD_CHECK(c >= 0.0f && c <= 1.0f);
+    if (i < first_anchored) {  // finished before any anchor: flagged, no metric depth
+      RD_CHECK(o.info.has_metric == 0 && o.info.metric_samples == 0 && o.info.anchors == 0);
+      for (float z : o.depth_m) RD_CHECK(std::isnan(z));
+    } else {
+      const double worst = worst_metric_error(o);
+      std::printf("anchors: frame %d: %lld anchors, fit of %lld (%lld inliers), scale %.9g shift %.9g, worst "
+                  "relative depth error %.3g\n", i, static_cast<long long>(o.info.anchors),
+                  static_cast<long long>(o.info.metric_samples), static_cast<long long>(o.info.metric_inliers),
+                  o.info.metric_scale, o.info.metric_shift, worst);
+      RD_CHECK(o.info.has_metric == 1);
+      RD_CHECK(worst < 1e-4);  // exact affine anchors reproduced at every pixel (the bound)
+      RD_CHECK(std::fabs(o.info.metric_scale / kA - 1) < 1e-5 && std::fabs(o.info.metric_shift / kB - 1) < 1e-5);
+      RD_CHECK(o.info.anchors == (i == first_anchored ? n_points : i == 5 ? n_image : 0));
+      RD_CHECK(o.info.metric_samples == (i < 5 ? n_points : n_points + n_image));
+    }
+  }
+  // confidence: 0 where one entry covers the frame, else 1 / (1 + spread / 0.02) > 0 somewhere
+  double cmax = 0;
+  for (float c : got[4].confidence) cmax = std::max<double>(cmax, c);
+  RD_CHECK(cmax > 0.0);
+  // the old poll on a full-size struct gets the fit too, without the buffer pointers
+  EXPECT_STATUS(rd_session_reset(s), RD_OK);
+  for (int i = 0; i < 4; ++i) {
+    Points p = exact_points(ref[i].depth, 4);
+    const rd_anchors_t a = rd::anchor_points(p.x.data(), p.y.data(), p.z.data(), static_cast<int64_t>(p.z.size()));
+    RD_CHECK(push_anchored(s, i, i == 2 ? &a : nullptr).status == RD_OK);
+  }
+  std::vector<float> depth(64 * 42);
+  rd_frame_t f;
+  int32_t available = 0;
+  for (int i = 0; i < 3; ++i) {  // frames 0, 1 before the fit; frame 2 brings it
+    rd_frame_init(&f);
+    f.depth_m = depth.data();  // overwritten with NULL
+    EXPECT_STATUS(rd_session_poll_frame(s, depth.data(), depth.size(), &f, &available), RD_OK);
+    RD_CHECK(available == 1 && f.index == i && f.has_metric == (i == 2) && f.depth_m == nullptr);
+  }
+  RD_CHECK(std::fabs(f.metric_scale / kA - 1) < 1e-5);
+  // a cut: the new shot starts without a fit (frames flagged until its own anchors)
+  EXPECT_STATUS(rd_session_cut(s, nullptr), RD_OK);
+  RD_CHECK(push_anchored(s, 4, nullptr).status == RD_OK);
+  RD_CHECK(push_anchored(s, 5, nullptr).status == RD_OK);
+  RD_CHECK(push_anchored(s, 6, nullptr).status == RD_OK);
+  auto after = drain_outputs(s);
+  RD_CHECK(after.size() == 4);  // frame 3 (finished by the cut, with shot 1's fit), then 4, 5, 6
+  RD_CHECK(after[0].info.index == 3 && after[0].info.has_metric == 1);
+  for (size_t k = 1; k < after.size(); ++k) RD_CHECK(after[k].info.has_metric == 0 && after[k].info.starts_shot == (k == 1));
+  // a reset drops the fit as well
+  EXPECT_STATUS(rd_session_reset(s), RD_OK);
+  for (int i = 0; i < 3; ++i) RD_CHECK(push_anchored(s, i, nullptr).status == RD_OK);
+  for (const auto& o : drain_outputs(s)) RD_CHECK(o.info.has_metric == 0);
+  EXPECT_STATUS(rd_session_close(s), RD_OK);
+
+  // restore_input_size: depth_m and confidence at the input size, from the fit at the processed size
+  so = small_options(0);
+  so.restore_input_size = 1;
+  EXPECT_STATUS(rd_session_open(e, &so, &s), RD_OK);
+  for (int i = 0; i < 4; ++i) {
+    Points p = exact_points(ref[i].depth, 3);
+    const rd_anchors_t a = rd::anchor_points(p.x.data(), p.y.data(), p.z.data(), static_cast<int64_t>(p.z.size()));
+    RD_CHECK(push_anchored(s, i, i == 2 ? &a : nullptr).status == RD_OK);
+  }
+  EXPECT_STATUS(rd_session_output_size(s, &w, &h), RD_OK);
+  RD_CHECK(w == 96 && h == 64);
+  const auto restored = drain_outputs(s);
+  RD_CHECK(restored.size() == 4 && restored[2].info.has_metric == 1 && restored[2].depth_m.size() == 96 * 64);
+  RD_CHECK(worst_metric_error(restored[2]) < 1e-4);  // the resized relative depth through the same fit
+  for (float c : restored[2].confidence) RD_CHECK(c >= 0.0f && c <= 1.0f);
+  EXPECT_STATUS(rd_session_close(s), RD_OK);
+
+  // the frame callback gets depth_m and confidence as the poll does
+  std::vector<Polled> called;
+  std::vector<std::vector<float>> called_m, called_c;
+  struct Sink {
+    std::vector<Polled>* frames;
+    std::vector<std::vector<float>>* m;
+    std::vector<std::vector<float>>* c;
+  } sink{&called, &called_m, &called_c};
+  so = small_options(0);
+  so.on_frame = [](const float* d, const rd_frame_t* fr, void* user) {
+    auto* k = static_cast<Sink*>(user);
+    on_frame_collect(d, fr, k->frames);
+    const size_t m = static_cast<size_t>(fr->width) * fr->height;
+    k->m->push_back(fr->depth_m ? std::vector<float>(fr->depth_m, fr->depth_m + m) : std::vector<float>());
+    k->c->push_back(std::vector<float>(fr->confidence, fr->confidence + m));
+  };
+  so.on_frame_user = &sink;
+  EXPECT_STATUS(rd_session_open(e, &so, &s), RD_OK);
+  for (int i = 0; i < n; ++i) {
+    Points p = exact_points(ref[i].depth, 3);
+    const rd_anchors_t a = rd::anchor_points(p.x.data(), p.y.data(), p.z.data(), static_cast<int64_t>(p.z.size()));
+    RD_CHECK(push_anchored(s, i, i == first_anchored ? &a : nullptr).status == RD_OK);
+  }
+  EXPECT_STATUS(rd_session_flush(s, nullptr), RD_OK);
+  RD_CHECK(static_cast<int>(called.size()) == n);
+  for (int i = 0; i < n; ++i) {
+    RD_CHECK(called[i].info.has_metric == (i >= first_anchored));
+    RD_CHECK(called_m[i].empty() == (i < first_anchored));  // depth_m NULL in the callback without a fit
+    if (i >= first_anchored) {
+      Outputs o{called[i].info, called[i].depth, called_m[i], called_c[i]};
+      RD_CHECK(worst_metric_error(o) < 1e-4);
+    }
+    RD_CHECK(max_diff(called_c[i], got[i].confidence) == 0);
+  }
+  EXPECT_STATUS(rd_session_close(s), RD_OK);
+  EXPECT_STATUS(rd_engine_close(e), RD_OK);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -540,6 +868,7 @@ int main(int argc, char** argv) {
   if (argc > 1) {
     with_engine(argv[1]);
     embedder(argv[1]);
+    anchors(argv[1]);
   }
   std::printf("c_api: ok%s\n", argc > 1 ? " (with engine)" : "");
   return 0;

@@ -4,6 +4,7 @@
 #include <atomic>
 #include <cstdint>
 #include <cstring>
+#include <cstdio>
 #include <thread>
 #include <vector>
 
@@ -76,7 +77,8 @@ void close_during_open(const char* dir) {
   }
 }
 
-// One producer pushes, one consumer polls at the same time: the frames equal a one-thread run.
+// One producer pushes (with sparse metric anchors from frame 2 on), one consumer polls the outputs at the
+// same time: the relative depth equals a one-thread run without anchors; frames 2.. carry metric depth.
 void producer_consumer(rd_engine_t* e) {
   const int n = 10;
   const rd_session_options_t so = options();
@@ -104,17 +106,20 @@ void producer_consumer(rd_engine_t* e) {
   std::atomic<bool> done{false};
   std::vector<std::vector<float>> polled;
   std::vector<int64_t> indices;
+  std::vector<int> metric;
   std::thread consumer([&] {
-    std::vector<float> d(64 * 42);
+    std::vector<float> d(64 * 42), m(64 * 42), c(64 * 42);
     rd_frame_t f;
     for (;;) {
       const bool finished = done.load();
       int32_t available = 0;
       rd_frame_init(&f);
-      RD_CHECK(rd_session_poll_frame(s, d.data(), d.size(), &f, &available) == RD_OK);
+      RD_CHECK(rd_session_poll_outputs(s, d.data(), m.data(), c.data(), d.size(), &f, &available) == RD_OK);
       if (available) {
         polled.push_back(d);
         indices.push_back(f.index);
+        metric.push_back(f.has_metric);
+        for (float v : c) RD_CHECK(v >= 0.0f && v <= 1.0f);
       } else if (finished) {
         break;
       } else {
@@ -122,9 +127,25 @@ void producer_consumer(rd_engine_t* e) {
       }
     }
   });
+  std::vector<uint16_t> sparse(96 * 64, 0);
+  for (int y = 2; y < 64; y += 8)
+    for (int x = 1; x < 96; x += 4) sparse[y * 96 + x] = static_cast<uint16_t>(1500 + 20 * x + 7 * y);
   for (int i = 0; i < n; ++i) {
     const auto px = frame(96, 64, i);
-    RD_CHECK(rd_session_push(s, px.data(), 96, 64, 96 * 3, i, nullptr) == RD_OK);
+    rd_anchors_t a;
+    rd_anchors_init(&a);
+    a.kind = RD_ANCHORS_IMAGE_U16_MM;
+    a.image = sparse.data();
+    a.width = 96;
+    a.height = 64;
+    rd_frame_input_t in;
+    rd_frame_input_init(&in);
+    in.rgb = px.data();
+    in.width = 96;
+    in.height = 64;
+    in.timestamp_ns = i;
+    in.anchors = i >= 2 ? &a : nullptr;
+    RD_CHECK(rd_session_push_frame(s, &in, nullptr) == RD_OK);
   }
   RD_CHECK(rd_session_flush(s, nullptr) == RD_OK);
   done.store(true);
@@ -132,6 +153,7 @@ void producer_consumer(rd_engine_t* e) {
   RD_CHECK(static_cast<int>(polled.size()) == n);
   for (int i = 0; i < n; ++i) {
     RD_CHECK(indices[i] == i);
+    RD_CHECK(metric[i] == (i >= 2 ? 1 : 0));
     RD_CHECK(std::memcmp(polled[i].data(), sequential[i].data(), polled[i].size() * sizeof(float)) == 0);
   }
   RD_CHECK(rd_session_close(s) == RD_OK);

@@ -34,13 +34,27 @@ def clip60(tmp_path_factory) -> tuple[Path, bytes, tuple[int, int]]:
     return path, b"".join(np.ascontiguousarray(f).tobytes() for f in frames), (128, 80)
 
 
-def python_stream(clip: Path, engine: Path, lag: int, out: Path) -> np.ndarray:
-    """Depth of `rd-engine run --stream` (the Python online mode) on the AOTInductor engine."""
+def python_stream(clip: Path, engine: Path, lag: int, out: Path, *extra: str, key: str | None = "depth"):
+    """Depth of `rd-engine run --stream` (the Python online mode) on the AOTInductor engine (key None: the .npz)."""
     args = ["run", str(clip), "--engine", str(engine), "--backend", "aoti", "--stream", "--lag", str(lag)]
     args += ["--res", str(RES), "--dilations", *DILATIONS, "--seed", str(SEED), "--dtype", "fp32"]
-    args += ["-o", str(out), "--no-sbs", "--cmap", "-q"]
+    args += ["-o", str(out), "--no-sbs", "--cmap", "-q", *extra]
     assert rd_main(args) == 0
-    return np.load(out / f"{clip.stem}.npz")["depth"]
+    with np.load(out / f"{clip.stem}.npz") as z:
+        return z[key] if key else {k: z[k] for k in z.files}
+
+
+@pytest.fixture(scope="module")
+def python_depth(clip60, aoti_engine_dir, tmp_path_factory):
+    """`python_depth(lag)`: the Python online mode's depth on clip60, computed once per lag."""
+    done: dict[int, np.ndarray] = {}
+
+    def get(lag: int) -> np.ndarray:
+        if lag not in done:
+            done[lag] = python_stream(clip60[0], aoti_engine_dir, lag, tmp_path_factory.mktemp(f"py-lag{lag}"))
+        return done[lag]
+
+    return get
 
 
 def rd_stream(build: Path, engine: Path, raw: bytes, size: tuple[int, int], lag: int, *extra: str):
@@ -71,9 +85,9 @@ def test_thread_test_under_tsan(native_tsan):
 
 
 @pytest.mark.parametrize("lag", [0, 4])
-def test_rd_stream_equals_python_online_mode(native_build, aoti_engine_dir, clip60, tmp_path, lag):
+def test_rd_stream_equals_python_online_mode(native_build, aoti_engine_dir, clip60, python_depth, tmp_path, lag):
     clip, raw, size = clip60
-    expected = python_stream(clip, aoti_engine_dir, lag, tmp_path / "py")
+    expected = python_depth(lag)
     r = rd_stream(native_build, aoti_engine_dir, raw, size, lag, "--latency-log", str(tmp_path / "lat.csv"))
     assert r.returncode == 0, r.stderr.decode()
     got = np.frombuffer(r.stdout, np.float32)
@@ -102,6 +116,119 @@ def test_rd_stream_equals_python_online_mode(native_build, aoti_engine_dir, clip
     )
     assert old.returncode == 0, old.stderr.decode()
     assert np.array_equal(np.frombuffer(old.stdout, np.float32).reshape(expected.shape), got)
+
+
+# Metric depth: the same fit semantics on both sides (coalign.metric.fit_metric, online.metric.OnlineMetric;
+# native/src/metric.cpp) on the same relative depth. The starts differ (numpy's generator, splitmix64) but the
+# IRLS converges to one fixed point (to ~1e-10), so depth_m agrees to float32 rounding and confidence (the
+# same ops on the same entries) to float rounding; the bounds asked here are those of the relative depth.
+METRIC_TOL = 1e-4  # relative, on depth_m (metres)
+CONFIDENCE_TOL = 1e-5  # absolute, confidence in [0, 1]
+FIRST_ANCHORED = 6  # frames before it finish before any anchor: flagged on both sides
+
+
+def _sparse_lidar(depth: np.ndarray, size: tuple[int, int], rng: np.random.Generator) -> dict[int, np.ndarray]:
+    """16-bit PNG sparse depth (mm) per frame from relative depth [N, h, w]: scan lines every 6th row, every
+    3rd column, `1 / z = 0.25 d + 0.5` with 1 % noise and 20 % outliers; from FIRST_ANCHORED on, every
+    third frame without anchors, frame 10 at half the input size (its pixels map proportionally).
+    """
+    n, h, w = depth.shape
+    out = {}
+    for f in range(FIRST_ANCHORED, n):
+        if f % 3 == 2:
+            continue
+        W, H = (size[0] // 2, size[1] // 2) if f == 10 else size
+        img = np.zeros((H, W), np.uint16)
+        v, u = np.mgrid[1:H:6, 0:W:3]
+        xp = np.clip(np.rint((u + 0.5) * w / W - 0.5), 0, w - 1).astype(int)
+        yp = np.clip(np.rint((v + 0.5) * h / H - 0.5), 0, h - 1).astype(int)
+        z = 1.0 / (0.25 * depth[f][yp, xp] + 0.5) * (1 + 0.01 * rng.standard_normal(u.shape))
+        bad = rng.random(u.shape) < 0.2
+        z[bad] *= rng.uniform(1.3, 3.0, int(bad.sum()))
+        img[v, u] = np.clip(np.rint(z * 1000), 1, 65535).astype(np.uint16)
+        out[f] = img
+    return out
+
+
+@pytest.mark.parametrize(("lag", "frames", "cut"), [(0, 60, 29), (4, 24, None)])
+def test_rd_stream_metric_equals_python(
+    native_build, aoti_engine_dir, clip60, python_depth, tmp_path, lag, frames, cut
+):
+    """Anchors from a folder of 16-bit PNGs through rd_stream and through `rd-engine run --stream --anchors`:
+    the same frames flagged, depth_m and confidence equal; the relative depth unchanged by the anchors.
+    Lag 0 over the 60 frames with a cut before frame 29 (a cut list on both sides: the new shot starts
+    without a fit, frame 29 has no anchors, so it is flagged); lag 4 over the first 24 frames (the Python
+    online mode at lag 4 runs at about 1 frame/s here; 24 frames still reach the dilation-10 snippets).
+    """
+    clip, raw, size = clip60
+    raw = raw[: frames * size[0] * size[1] * 3]
+    folder = tmp_path / "sparse"
+    folder.mkdir()
+    for f, img in _sparse_lidar(python_depth(0)[:frames], size, np.random.default_rng(7)).items():
+        Image.fromarray(img).save(folder / f"depth_{f:04d}.png")
+    extra = ["--anchors", str(folder), "--confidence", "--frame-count", str(frames)]
+    cuts = []
+    if cut is not None:
+        (tmp_path / "cuts.txt").write_text(f"{cut}\n")
+        extra += ["--shots", str(tmp_path / "cuts.txt")]
+        cuts = ["--cuts", str(cut)]
+    py = python_stream(clip, aoti_engine_dir, lag, tmp_path / "py", *extra, key=None)
+    out = tmp_path / "native"
+    r = rd_stream(native_build, aoti_engine_dir, raw, size, lag, "--anchors", str(folder), *cuts,
+                  "--depth-m", str(out / "depth_m.f32"), "--confidence", str(out / "conf.f32"),
+                  "--metric-log", str(out / "metric.csv"), "--depth-mm", str(out / "mm"))  # fmt: skip
+    assert r.returncode == 0, r.stderr.decode()
+    expected_valid = [i >= FIRST_ANCHORED and i != cut for i in range(frames)]
+    assert f"metric depth on {sum(expected_valid)} of {frames} frames" in r.stderr.decode()
+    shape = py["depth"].shape
+    assert shape == (frames, 60, 96)
+    depth = np.frombuffer(r.stdout, np.float32).reshape(shape)
+    assert np.abs(depth - py["depth"]).max() < PARITY_TOL
+    plain = rd_stream(native_build, aoti_engine_dir, raw, size, lag, *cuts)  # no anchors
+    assert np.array_equal(depth, np.frombuffer(plain.stdout, np.float32).reshape(shape))  # bit for bit
+    log = np.genfromtxt(out / "metric.csv", delimiter=",", names=True)
+    valid = log["has_metric"].astype(bool)
+    assert valid.tolist() == py["metric_valid"].tolist() == expected_valid
+    assert log["inliers"][-1] < log["samples"][-1]  # the outliers were weighed out
+    depth_m = np.fromfile(out / "depth_m.f32", np.float32).reshape(shape)
+    conf = np.fromfile(out / "conf.f32", np.float32).reshape(shape)
+    assert np.isnan(depth_m[~valid]).all() and np.isnan(py["depth_m"][~valid]).all()
+    assert np.array_equal(np.isnan(depth_m), np.isnan(py["depth_m"]))
+    ok = ~np.isnan(depth_m)
+    rel = np.abs(depth_m[ok].astype(np.float64) / py["depth_m"][ok] - 1)
+    c_diff = np.abs(conf - py["confidence"]).max()
+    print(f"lag {lag}: depth_m max relative diff {rel.max():.3g}, confidence max abs diff {c_diff:.3g}")
+    assert ok.sum() > 0.9 * valid.sum() * shape[1] * shape[2]
+    assert rel.max() < METRIC_TOL
+    assert c_diff < CONFIDENCE_TOL and conf.min() >= 0 and conf.max() <= 1
+    # 16UC1 PNGs: round(depth_m * 1000) mm, 0 where invalid (frames before the fit: all 0)
+    from rd_engine.outputs.render import depth_to_mm
+
+    for f in (0, frames - 1):
+        png = np.asarray(Image.open(out / "mm" / f"frame_{f:06d}.png"))
+        assert png.dtype == np.uint16 and np.array_equal(png, depth_to_mm(depth_m[f]))
+    assert not (png == 0).all()
+
+
+def test_rd_stream_anchors_bad_input(native_build, aoti_engine_dir, clip60, tmp_path):
+    _, raw, size = clip60
+    frame = size[0] * size[1] * 3
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(bad / "000003.png")  # 8-bit
+    out = tmp_path / "m.f32"
+    r = rd_stream(
+        native_build, aoti_engine_dir, raw[: 4 * frame], size, 0, "--anchors", str(bad), "--depth-m", str(out)
+    )
+    err = r.stderr.decode()
+    assert r.returncode == 1 and "16-bit grayscale millimetres" in err and len(err.strip().splitlines()) == 1
+    assert not out.exists() and not [p for p in tmp_path.iterdir() if "partial" in p.name]
+    (bad / "000003.png").unlink()
+    Image.fromarray(np.zeros((8, 8), np.uint16)).save(bad / "depth.png")
+    r = rd_stream(native_build, aoti_engine_dir, raw[:frame], size, 0, "--anchors", str(bad))
+    assert r.returncode == 1 and "named by its frame number" in r.stderr.decode()
+    r = rd_stream(native_build, aoti_engine_dir, raw[:frame], size, 0, "--anchors", str(tmp_path / "none"))
+    assert r.returncode == 1 and "no such anchors folder" in r.stderr.decode()
 
 
 def test_rd_stream_restore_and_png16(native_build, aoti_engine_dir, clip60, tmp_path):
@@ -171,6 +298,7 @@ def test_shared_library_abi(native_build):
     exported = [n for n in names if n != "RD_ENGINE_2"]
     assert exported and all(n.startswith("rd_") for n in exported), [n for n in exported if not n.startswith("rd_")]
     assert {"rd_session_cut", "rd_abi_version", "rd_build_info", "rd_session_push_frame"} <= set(exported)
+    assert {"rd_session_poll_outputs", "rd_anchors_init_sized"} <= set(exported)  # ABI 2.1
 
 
 def test_find_package_consumer_relocated(native_build, aoti_engine_dir, tmp_path):

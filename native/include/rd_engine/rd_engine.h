@@ -6,6 +6,12 @@
  * frames, poll the frames that finished (relative inverse depth, float32), flush at the end.
  * It computes what the Python `rd_engine.online.session.StreamSession` computes.
  *
+ * Metric depth (ABI 2.1): frames may carry sparse metric anchors (`rd_anchors_t`: points or a sparse
+ * depth image); the session fits `1 / depth_m = scale * depth + shift` to them robustly as they arrive
+ * and gives each finished frame its metric depth (float32 metres along the optical axis, ROS REP 118;
+ * NaN where invalid) and a per-pixel confidence (float32 in [0, 1]) through `rd_session_poll_outputs`
+ * or the on_frame callback (docs/native.md, "Metric depth and confidence").
+ *
  * Conventions
  * - Every function returns an `rd_status`; RD_OK is 0. On failure, `rd_last_error()` returns a
  *   one-line message for the calling thread (valid until that thread's next rd_* call).
@@ -61,7 +67,7 @@ extern "C" {
 #endif
 
 #define RD_ENGINE_ABI_MAJOR 2
-#define RD_ENGINE_ABI_MINOR 0
+#define RD_ENGINE_ABI_MINOR 1
 /* (major << 16) | minor: compare with rd_abi_version() at run time */
 #define RD_ENGINE_ABI_VERSION ((RD_ENGINE_ABI_MAJOR << 16) | RD_ENGINE_ABI_MINOR)
 
@@ -102,8 +108,8 @@ typedef struct rd_engine_options {
 } rd_engine_options_t;
 
 /* Called once for each finished frame, on the thread that pushes (inside push, flush or cut), instead
- * of queueing the frame for rd_session_poll*. `depth` (width * height floats) and `frame` are valid
- * only during the call. */
+ * of queueing the frame for rd_session_poll*. `depth` (width * height floats) and `frame` (with
+ * frame->depth_m and frame->confidence, ABI 2.1) are valid only during the call. */
 struct rd_frame;
 typedef void (*rd_frame_callback)(const float* depth, const struct rd_frame* frame, void* user);
 
@@ -125,6 +131,34 @@ typedef struct rd_session_options {
 /* Where an input frame's pixels are. */
 typedef enum rd_memory { RD_MEMORY_HOST = 0, RD_MEMORY_CUDA = 1 } rd_memory;
 
+/* What an rd_anchors_t holds (ABI 2.1). */
+typedef enum rd_anchors_kind {
+    RD_ANCHORS_NONE = 0,        /* no anchors (the default) */
+    RD_ANCHORS_POINTS = 1,      /* `count` points: x[i], y[i] (input-frame pixels), depth[i] (metres) */
+    RD_ANCHORS_IMAGE_U16_MM = 2, /* a sparse depth image, uint16 millimetres (RealSense, Kinect, ROS 16UC1) */
+    RD_ANCHORS_IMAGE_F32_M = 3  /* a sparse depth image, float32 metres (ROS 32FC1) */
+} rd_anchors_kind;
+
+/* Sparse metric depth of one frame (ABI 2.1), referenced by rd_frame_input_t.anchors. Initialize with
+ * `rd_anchors_init`. Depth is z-depth along the optical axis in metres (REP 118), not the ray length.
+ * - Points: x right, y down, in the pixels of the input frame (as pushed, before any resize), pixel
+ *   centres at integers: -0.5 <= x <= width - 0.5, -0.5 <= y <= height - 0.5. Every value finite,
+ *   every depth > 0 (leave invalid samples out). count 0: no anchors (the arrays may then be NULL).
+ * - Image: width x height pixels, the input frame's size; pixel (u, v) is the point (u, v). 0 means
+ *   "no sample"; so do NaN and Inf in a float image (ROS 32FC1); a negative value is refused.
+ * Refused input (RD_ERR_INVALID_ARGUMENT, one line in rd_last_error()) leaves the session unchanged. */
+typedef struct rd_anchors {
+    uint32_t struct_size;  /* sizeof(rd_anchors_t) (set by rd_anchors_init) */
+    int32_t kind;          /* rd_anchors_kind */
+    int64_t count;         /* RD_ANCHORS_POINTS: the number of points (>= 0) */
+    const float* x;        /* RD_ANCHORS_POINTS: count floats each */
+    const float* y;
+    const float* depth;    /* metres */
+    int32_t width, height; /* RD_ANCHORS_IMAGE_*: the image's size, equal to the frame's */
+    int64_t row_stride;    /* RD_ANCHORS_IMAGE_*: bytes between rows (0: packed) */
+    const void* image;     /* RD_ANCHORS_IMAGE_*: uint16_t or float pixels */
+} rd_anchors_t;
+
 /* One input frame for `rd_session_push_frame`. Initialize with `rd_frame_input_init`. */
 typedef struct rd_frame_input {
     uint32_t struct_size;  /* sizeof(rd_frame_input_t) */
@@ -134,6 +168,8 @@ typedef struct rd_frame_input {
     int64_t timestamp_ns;  /* any int64 (e.g. a ROS stamp in nanoseconds), returned exactly with the frame */
     int32_t memory;        /* rd_memory: RD_MEMORY_HOST (default) or RD_MEMORY_CUDA */
     void* cuda_stream;     /* RD_MEMORY_CUDA: the cudaStream_t the pixels are ready on (NULL: the default stream) */
+    /* -- ABI 2.1 -- */
+    const rd_anchors_t* anchors; /* optional sparse metric depth of this frame (NULL: none); host memory */
 } rd_frame_input_t;
 
 /* One finished frame, as written by `rd_session_poll_frame` (and given to an rd_frame_callback).
@@ -147,6 +183,20 @@ typedef struct rd_frame {
     double latency_s;      /* seconds from the push of this frame to its finishing */
     int32_t width;         /* width and height of the depth written */
     int32_t height;
+    /* -- ABI 2.1: metric depth and confidence (all 0 / NULL for a stream without anchors) -- */
+    int32_t has_metric;    /* 1: a fit existed when this frame finished, depth_m holds metres; 0: the
+                              frame is flagged (no fit yet in this shot), depth_m is all NaN */
+    int32_t reserved;      /* 0 */
+    int64_t anchors;       /* anchors pushed with this frame (they joined the fit when it finished) */
+    int64_t metric_samples; /* the fit: anchors it saw (the shot's most recent, at most 20000 + a frame's) */
+    int64_t metric_inliers; /* ... of them with a nonzero robust weight */
+    double metric_scale;   /* 1 / depth_m = metric_scale * depth + metric_shift (1 / metres) */
+    double metric_shift;
+    double metric_sigma;   /* robust sigma of the inliers' relative depth error (0.01: 1 %) */
+    const float* depth_m;  /* on_frame only: metric depth (width * height floats, metres, NaN where
+                              invalid), valid during the call; NULL when has_metric is 0 */
+    const float* confidence; /* on_frame only: confidence (width * height floats in [0, 1]), valid during
+                                the call (rd_session_poll_outputs: the caller's buffers, or NULL) */
 } rd_frame_t;
 
 /* One finished frame, as written by `rd_session_poll` (ABI 1; frozen, see rd_frame_t). */
@@ -190,6 +240,7 @@ RD_API void rd_engine_options_init_sized(rd_engine_options_t* options, uint32_t 
 RD_API void rd_session_options_init_sized(rd_session_options_t* options, uint32_t struct_size);
 RD_API void rd_frame_input_init_sized(rd_frame_input_t* frame, uint32_t struct_size);
 RD_API void rd_frame_init_sized(rd_frame_t* frame, uint32_t struct_size);
+RD_API void rd_anchors_init_sized(rd_anchors_t* anchors, uint32_t struct_size); /* ABI 2.1 */
 /* ABI 1's init functions (they write the ABI 1 struct sizes), kept for callers built against ABI 1. */
 RD_API void(rd_engine_options_init)(rd_engine_options_t* options);
 RD_API void(rd_session_options_init)(rd_session_options_t* options);
@@ -197,6 +248,7 @@ RD_API void(rd_session_options_init)(rd_session_options_t* options);
 #define rd_session_options_init(o) rd_session_options_init_sized((o), (uint32_t)sizeof(*(o)))
 #define rd_frame_input_init(f) rd_frame_input_init_sized((f), (uint32_t)sizeof(*(f)))
 #define rd_frame_init(f) rd_frame_init_sized((f), (uint32_t)sizeof(*(f)))
+#define rd_anchors_init(a) rd_anchors_init_sized((a), (uint32_t)sizeof(*(a)))
 
 /* Load an engine folder (checks its manifest, files, torch version and device) and load every package
  * it needs: a package that will not load fails here (RD_ERR_ENGINE), not at the first push. */
@@ -216,7 +268,12 @@ RD_API rd_status rd_session_open(rd_engine_t* engine, const rd_session_options_t
  * flushes get RD_ERR_SESSION_BROKEN until rd_session_reset. */
 RD_API rd_status rd_session_push(rd_session_t* session, const uint8_t* rgb, int32_t width, int32_t height,
                                  int64_t row_stride, double timestamp, int32_t* finished);
-/* rd_session_push with an int64 timestamp (returned exactly) and device-memory input. */
+/* rd_session_push with an int64 timestamp (returned exactly), device-memory input and (ABI 2.1) sparse
+ * metric anchors (`frame->anchors`). A frame's anchors join the shot's fit when the frame finishes (its
+ * relative depth is final then); each anchor takes the relative depth of the processed pixel containing
+ * it. Bad anchors are refused before anything changes (RD_ERR_INVALID_ARGUMENT): a wrong kind, count < 0,
+ * NULL arrays with count > 0, NaN or Inf in x, y or depth, depth <= 0, a point outside the frame, an image
+ * whose size differs from the frame's, a NULL image, a row_stride too small, a negative image value. */
 RD_API rd_status rd_session_push_frame(rd_session_t* session, const rd_frame_input_t* frame, int32_t* finished);
 
 /* End of stream: finish every remaining frame (they wait in `rd_session_poll*`). Pushing afterwards is
@@ -225,12 +282,13 @@ RD_API rd_status rd_session_flush(rd_session_t* session, int32_t* finished);
 
 /* A cut (the boundary before the first frame of a new shot), between two pushes: finishes every frame
  * of the current shot as rd_session_flush would finish a stream of that shot alone, then starts a new
- * shot as a fresh session would (same settings and seed); frame indices keep counting. A cut before
- * any frame, or right after another cut, does nothing. */
+ * shot as a fresh session would (same settings and seed); frame indices keep counting. The new shot
+ * starts without a metric fit (its anchors fit its own affine frame). A cut before any frame, or right
+ * after another cut, does nothing. */
 RD_API rd_status rd_session_cut(rd_session_t* session, int32_t* finished);
 
 /* Back to the state of a freshly opened session (same options and seed): drops every unfinished and
- * unpolled frame, clears a broken or cancelled state. */
+ * unpolled frame, clears a broken or cancelled state, and drops the metric fit and its anchors. */
 RD_API rd_status rd_session_reset(rd_session_t* session);
 
 /* Ask a running (or the next) push, flush or cut of this session to stop at its next model call; it
@@ -247,6 +305,17 @@ RD_API rd_status rd_session_poll(rd_session_t* session, float* depth, size_t cap
 /* rd_session_poll with the growing frame struct (timestamp_ns, starts_shot). `frame` may be NULL. */
 RD_API rd_status rd_session_poll_frame(rd_session_t* session, float* depth, size_t capacity, rd_frame_t* frame,
                                        int32_t* available);
+
+/* ABI 2.1: rd_session_poll_frame with the frame's metric depth and confidence. `depth`, `depth_m` and
+ * `confidence` are optional (NULL: not wanted); each buffer given holds `capacity` floats, at least
+ * width * height (rd_session_output_size). `depth_m`: metres along the optical axis, NaN where the fitted
+ * inverse depth is not positive or no fit existed yet (frame->has_metric 0); `confidence`: in [0, 1],
+ * 1 / (1 + spread / 0.02) with `spread` the weighted standard deviation of the aligned snippet entries
+ * merged into the pixel (the units of the relative depth; 0 where one entry covers the frame). Both at
+ * the size of `depth` (the input size with restore_input_size: resized as the relative depth, the fit
+ * taken at the processed size). */
+RD_API rd_status rd_session_poll_outputs(rd_session_t* session, float* depth, float* depth_m, float* confidence,
+                                         size_t capacity, rd_frame_t* frame, int32_t* available);
 
 /* The seed the session's initial noise was drawn with (to repeat a run). */
 RD_API rd_status rd_session_seed(const rd_session_t* session, int64_t* seed);

@@ -43,6 +43,14 @@ struct StreamConfig {
   bool restore_input_size = false;
 };
 
+// The metric fit a frame was converted with: 1 / depth_m = scale * depth + shift.
+struct MetricFit {
+  double scale = 0, shift = 0;  // 1 / metres
+  int64_t samples = 0;          // anchors the fit saw
+  int64_t inliers = 0;          // ... with a nonzero robust weight
+  double sigma = 0;             // robust sigma of the inliers' relative depth error (0.01: 1 %)
+};
+
 struct Frame {
   int64_t index = 0;
   double timestamp = 0;
@@ -51,7 +59,43 @@ struct Frame {
   double latency_s = 0;
   int width = 0, height = 0;
   std::vector<float> depth;  // height * width, row-major
+  // ABI 2.1: metric depth from the anchors pushed with push_ns (docs/native.md)
+  bool has_metric = false;        // a fit existed when the frame finished; false: flagged, depth_m all NaN
+  int64_t anchors = 0;            // anchors pushed with this frame
+  MetricFit fit;                  // the fit depth_m came from (zeros without one)
+  std::vector<float> depth_m;     // height * width metres along the optical axis, NaN where invalid
+  std::vector<float> confidence;  // height * width in [0, 1]
 };
+
+// One frame's sparse metric depth for Stream::push_ns: views of the caller's arrays (kept by nobody after
+// the push). Points in input-frame pixels (centres at integers) with depth in metres; or a sparse depth
+// image of the frame's size, 0 = no sample, uint16 millimetres or float32 metres.
+inline rd_anchors_t anchor_points(const float* x, const float* y, const float* depth, int64_t count) {
+  rd_anchors_t a;
+  rd_anchors_init(&a);
+  a.kind = RD_ANCHORS_POINTS;
+  a.count = count;
+  a.x = x;
+  a.y = y;
+  a.depth = depth;
+  return a;
+}
+inline rd_anchors_t anchor_image_mm(const uint16_t* image, int width, int height, int64_t row_stride = 0) {
+  rd_anchors_t a;
+  rd_anchors_init(&a);
+  a.kind = RD_ANCHORS_IMAGE_U16_MM;
+  a.image = image;
+  a.width = width;
+  a.height = height;
+  a.row_stride = row_stride;
+  return a;
+}
+inline rd_anchors_t anchor_image_m(const float* image, int width, int height, int64_t row_stride = 0) {
+  rd_anchors_t a = anchor_image_mm(nullptr, width, height, row_stride);
+  a.kind = RD_ANCHORS_IMAGE_F32_M;
+  a.image = image;
+  return a;
+}
 
 // A loaded engine folder; copies share it. Streams keep it loaded.
 class EngineHandle {
@@ -103,8 +147,10 @@ class Stream {
     return finished;
   }
 
-  // Push with an int64 stamp (e.g. ROS nanoseconds), returned exactly in Frame::timestamp_ns.
-  int push_ns(const uint8_t* rgb, int width, int height, int64_t timestamp_ns, int64_t row_stride = 0) {
+  // Push with an int64 stamp (e.g. ROS nanoseconds), returned exactly in Frame::timestamp_ns, and
+  // optionally the frame's sparse metric anchors (anchor_points, anchor_image_mm, anchor_image_m).
+  int push_ns(const uint8_t* rgb, int width, int height, int64_t timestamp_ns, int64_t row_stride = 0,
+              const rd_anchors_t* anchors = nullptr) {
     rd_frame_input_t f;
     rd_frame_input_init(&f);
     f.rgb = rgb;
@@ -112,6 +158,7 @@ class Stream {
     f.height = height;
     f.row_stride = row_stride;
     f.timestamp_ns = timestamp_ns;
+    f.anchors = anchors;
     int32_t finished = 0;
     check(rd_session_push_frame(handle_.get(), &f, &finished));
     return finished;
@@ -137,12 +184,19 @@ class Stream {
   bool poll(Frame& frame) {
     int32_t w = 0, h = 0;
     if (rd_session_output_size(handle_.get(), &w, &h) == RD_ERR_STATE) return false;  // nothing pushed yet
-    frame.depth.resize(static_cast<size_t>(w) * static_cast<size_t>(h));
+    const size_t n = static_cast<size_t>(w) * static_cast<size_t>(h);
+    frame.depth.resize(n);
+    frame.depth_m.resize(n);
+    frame.confidence.resize(n);
     rd_frame_t info;
     rd_frame_init(&info);
     int32_t available = 0;
-    check(rd_session_poll_frame(handle_.get(), frame.depth.data(), frame.depth.size(), &info, &available));
+    check(rd_session_poll_outputs(handle_.get(), frame.depth.data(), frame.depth_m.data(), frame.confidence.data(), n,
+                                  &info, &available));
     if (!available) return false;
+    frame.has_metric = info.has_metric != 0;
+    frame.anchors = info.anchors;
+    frame.fit = {info.metric_scale, info.metric_shift, info.metric_samples, info.metric_inliers, info.metric_sigma};
     frame.index = info.index;
     frame.timestamp = info.timestamp;
     frame.timestamp_ns = info.timestamp_ns;
