@@ -25,28 +25,6 @@ from rd_engine.errors import UserError
 from rd_engine.io.files import atomic_output
 
 
-def _padded_yuv(rgb: av.VideoFrame, pix_fmt: str) -> av.VideoFrame:
-    """`rgb` converted to the encoder's `pix_fmt`, in a frame whose rows are padded to an aligned stride
-    with zeros.
-
-    x264 reads whole aligned blocks of each row. A converted frame's rows are packed (stride = width),
-    so those reads run into the next row and, on the last row, past the picture into whatever memory
-    follows: the encoded bytes then depend on the process's heap (measured here: 12 different files
-    from 25 encodes of the same 138x48 frames). With zeroed padding the same frames always give the
-    same file, so the side-by-side video of a cluster worker equals the single-process one.
-    """
-    conv = rgb.reformat(format=pix_fmt)
-    out = av.VideoFrame(conv.width, conv.height, pix_fmt)  # rows of an aligned stride
-    sample = 2 if pix_fmt.endswith(("le", "be")) else 1
-    for dst, src in zip(out.planes, conv.planes):
-        used = src.width * sample
-        rows = np.frombuffer(memoryview(src), np.uint8).reshape(src.height, src.line_size)[:, :used]
-        full = np.zeros((dst.height, dst.line_size), np.uint8)
-        full[:, :used] = rows
-        dst.update(full)
-    return out
-
-
 def _even_pad(frame: np.ndarray) -> np.ndarray:
     """Pad [H, W, 3] to even H and W by repeating the last row/column."""
     h, w = frame.shape[:2]
@@ -150,7 +128,12 @@ class VideoWriter:
             if self.path.suffix.lower() in (".mp4", ".mov"):
                 stream.codec_tag = "hvc1"  # what Apple's players want
         elif "libx264" in av.codecs_available:
-            stream = self._container.add_stream("libx264", rate=rate, options={"crf": str(self.crf)})
+            # mbtree off: x264's macroblock tree made the same frames encode to different bytes from one
+            # run to the next (it reads memory it never wrote: 25 encodes of the same 144x48 frames gave up
+            # to 20 different files, 0 without it), so a cluster worker's video differed from a single
+            # process's; the tree only trades bits between frames, at a few percent of size at equal quality
+            options = {"crf": str(self.crf), "x264-params": "mbtree=0"}
+            stream = self._container.add_stream("libx264", rate=rate, options=options)
             stream.pix_fmt = "yuv420p10le" if self.ten_bit else "yuv420p"
         else:
             # MPEG-4 Part 2 allows time base denominators up to 65535 only.
@@ -250,8 +233,6 @@ class VideoWriter:
         else:
             padded = _even_pad(frame) if self._even else frame
             av_frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(padded), format="rgb24")
-            if self.codec != "ffv1":
-                av_frame = _padded_yuv(av_frame, self._stream.codec_context.pix_fmt)
         if timestamp is None:
             av_frame.pts = self._count
             self._end_time = (self._count + 1) / float(self.fps)

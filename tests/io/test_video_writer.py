@@ -71,38 +71,18 @@ def test_video_writer_mpeg4_fallback(tmp_path, monkeypatch):
     assert len(list(iter_frames(path))) == 3
 
 
-def test_encoder_frames_have_zeroed_aligned_rows():
-    """x264 reads whole aligned blocks of each row: frames with packed rows made its output depend on the
-    heap (25 encodes of the same 138x48 frames gave 12 files; 11 of 40 pipeline runs wrote another
-    side-by-side video). The writer hands it rows of an aligned stride, zero past the picture.
-    """
-    import av
-
-    from rd_engine.io.video_writer import _padded_yuv
-
-    rng = np.random.default_rng(0)
-    rgb = av.VideoFrame.from_ndarray(rng.integers(0, 256, (48, 138, 3), dtype=np.uint8), format="rgb24")
-    for pix_fmt, sample in (("yuv420p", 1), ("yuv420p10le", 2)):
-        packed = rgb.reformat(format=pix_fmt)
-        out = _padded_yuv(rgb, pix_fmt)
-        assert out.format.name == pix_fmt and (out.width, out.height) == (138, 48)
-        for dst, src in zip(out.planes, packed.planes):
-            used = src.width * sample
-            assert dst.line_size % 16 == 0 and dst.line_size > used  # 138 and 69 are not multiples of 16
-            d = np.frombuffer(memoryview(dst), np.uint8).reshape(dst.height, dst.line_size)
-            s = np.frombuffer(memoryview(src), np.uint8).reshape(src.height, src.line_size)
-            np.testing.assert_array_equal(d[:, :used], s[:, :used])
-            assert not d[:, used:].any()
-
-
 def test_same_frames_give_the_same_h264_bytes(tmp_path):
-    """The same frames, encoded again and again with the heap churned in between, give one file."""
+    """The same frames, encoded again and again with the heap churned in between, give one file.
+
+    x264's macroblock tree reads memory it never wrote: with it on, these 25 encodes gave 5 different
+    files on the development machine (up to 20 at 144x48 through PyAV directly); the writer turns it off.
+    """
     import hashlib
 
-    rng = np.random.default_rng(138)
+    rng = np.random.default_rng(186)
     frames = [rng.integers(0, 256, (48, 138, 3), dtype=np.uint8) for _ in range(20)]
     digests = set()
-    for k in range(12):
+    for k in range(25):
         junk = [np.random.default_rng(k).integers(0, 256, 138 * 48 * (j + 1), dtype=np.uint8) for j in range(4)]
         del junk
         p = tmp_path / "v.mp4"
