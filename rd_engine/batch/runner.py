@@ -157,8 +157,10 @@ def run_cluster(
         sequence: Options of image-sequence inputs (`rd_engine.io.sequence.SequenceOptions` fields: fps,
             transform, allow_gaps); None: their defaults.
         on_event: Called with ("started", job, worker info) when a worker takes a video (or a range).
-        shots: How videos are cut into shots (None: off). A video cut into shots runs shot by shot on
-            one worker, exactly as `rd-engine run` runs it, and is not split into frame ranges.
+        shots: How videos are cut into shots (None: off). A long video with cuts (as `split` picks long
+            videos) is split at them: its shots run on the free workers, each exactly as `rd-engine run`
+            computes it (no co-alignment across a cut), and one worker writes the video's files; a shot
+            is not split further. Shorter videos run shot by shot on one worker.
 
     Returns:
         The jobs with their outcome, the seconds, the workers and the summary's location.
@@ -215,10 +217,10 @@ def run_cluster(
         )
         jobs = _survey(ray, actors, jobs, dest, opts, resume)
         todo = sorted((j for j in jobs if j.status == "pending"), key=lambda j: -(j.frames or 0))
+        by_shots = shots is not None and not shots.off
         why_not = (
-            splittable(settings)
+            (None if by_shots else splittable(settings))  # shots need no co-alignment across workers
             or ("snippets are saved" if opts.snippets else None)
-            or (None if shots is None or shots.off else "videos run shot by shot (--shots off splits them)")
         )
         to_split = []
         if split != "never" and len(actors) > 1 and why_not is None:
@@ -229,8 +231,12 @@ def run_cluster(
         bar = _Bar(progress, sum(j.frames or 0 for j in todo), len(todo), len(actors))
         try:
             for job in to_split:
-                if not _run_split(ray, actors, infos, job, settings, dest, opts, max_attempts, on_event, bar):
-                    whole.appendleft(job)  # the container's frame count was wrong: run it whole
+                if by_shots:
+                    done = _run_shots(ray, actors, infos, job, settings, dest, opts, max_attempts, on_event, bar)
+                else:
+                    done = _run_split(ray, actors, infos, job, settings, dest, opts, max_attempts, on_event, bar)
+                if not done:
+                    whole.appendleft(job)  # no cut, or the container's frame count was wrong: run it whole
             _run_whole(ray, actors, infos, whole, dest, opts, max_attempts, on_event, bar)
         finally:
             bar.close()
@@ -458,6 +464,82 @@ def _run_split(ray, actors, infos, job: VideoJob, s, dest, opts, max_attempts, o
         finally:
             for i, w in enumerate(workers):
                 w.range_drop.remote(f"{key}-{i}")
+            dest.remove(parts_dir)
+            dest.remove_partials(job.stem)
+
+
+def _run_shots(ray, actors, infos, job: VideoJob, s, dest, opts, max_attempts, on_event, bar: _Bar) -> bool:
+    """One edited video split at its cuts: its shots (each exactly what a single-process run computes for
+    it) run on the free workers, longest first, and one worker writes the video's outputs. False when the
+    video has no cut (it runs whole, as a plain run).
+    """
+    seed = s.seed if s.seed is not None else pick_seed(None)
+    while True:
+        job.attempts += 1
+        key = f"{job.stem}-{secrets.token_hex(4)}"
+        parts_dir = f".rd-engine-parts-{key}"
+        t0 = time.perf_counter()
+        try:
+            bounds = ray.get(actors[0].find_cuts.remote(job))  # the cuts, then the window's length
+            starts = [0, *bounds[:-1]]
+            shots = [(a, b - a) for a, b in zip(starts, bounds)]
+            if len(shots) < 2:
+                job.attempts -= 1
+                return False
+            parts = [f"{parts_dir}/shot-{i:05d}.npy" for i in range(len(shots))]
+            todo = deque(sorted(range(len(shots)), key=lambda i: -shots[i][1]))
+            free = deque(range(len(actors)))
+            inflight: dict = {}
+            results: dict[int, dict] = {}
+            while todo or inflight:
+                while todo and free:
+                    i, wi = todo.popleft(), free.popleft()
+                    if on_event is not None:
+                        on_event("started", job, infos[wi])
+                    first, n = shots[i]
+                    inflight[actors[wi].shot_infer.remote(job, seed, first, n, dest, parts[i])] = (i, wi)
+                bar.show(len(inflight))
+                ready, _ = ray.wait(list(inflight), num_returns=1)
+                i, wi = inflight.pop(ready[0])
+                results[i] = ray.get(ready[0])
+                free.append(wi)
+            res = [results[i] for i in range(len(shots))]
+            meta = {
+                "params": [],
+                "dilations": list(s.dilations),
+                "groups": [],
+                "timestamps": [t for r in res for t in r["timestamps"]],
+                "size": res[0]["size"],
+                "seed": seed,
+                "shots": [r["shot"] for r in res],
+            }
+            job.seconds = 0.0
+            out = ray.get(actors[0].assemble.remote(job, dest, opts, parts, meta))
+            job.status, job.error = "done", None
+            job.ranges = [(a, a + n) for a, n in shots]
+            job.worker = ",".join(sorted({r["worker"] for r in res}))
+            job.seconds = time.perf_counter() - t0
+            job.frames = out.frames
+            bar.finished(job, 0)
+            return True
+        except Exception as e:
+            cause = getattr(e, "cause", None) or e
+            if _actor_died(ray, e):
+                log.warning("%s: a worker died (%s); running its shots again", job.input, type(e).__name__)
+                log.debug("%s", e)
+                for wi in range(len(actors)):
+                    _refresh(ray, actors, infos, wi)
+                if job.attempts < max_attempts:
+                    continue
+                job.status, job.error = "error", f"{job.input}: a worker died {job.attempts} times"
+            elif isinstance(cause, UserError):
+                job.status, job.error = "error", str(cause)
+            else:
+                raise
+            job.seconds = time.perf_counter() - t0
+            bar.finished(job, 0)
+            return True
+        finally:
             dest.remove(parts_dir)
             dest.remove_partials(job.stem)
 

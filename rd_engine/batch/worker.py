@@ -27,7 +27,7 @@ from rd_engine.io.video import as_sequence, probe
 from rd_engine.outputs.offline import OutputOptions, write_outputs
 from rd_engine.pipeline.offline import Budgets, Pipeline, Prediction
 from rd_engine.pipeline.ranges import FrameRange
-from rd_engine.pipeline.shots import ShotOptions, predict_shots
+from rd_engine.pipeline.shots import ShotOptions, find_cuts, predict_shot, predict_shots, shot_entry
 from rd_engine.pipeline.stores import OutputBuffer
 from rd_engine.progress import StageClock
 from rd_engine.settings import Settings, pick_device, resolve
@@ -208,7 +208,9 @@ class Worker:
             self.range_drop(key)
 
     def assemble(self, job: VideoJob, dest: Destination, opts: OutputOptions, parts: list[str], meta: dict) -> VideoJob:
-        """Phase 4: the video's outputs from its parts (in range order), as a whole run writes them."""
+        """Phase 4: the video's outputs from its parts (in range or shot order), as a whole run writes them
+        (`meta["shots"]`: the shot table of a video split at its cuts).
+        """
         t0 = time.perf_counter()
         info = probe(self._input(job))
         arrays = []
@@ -234,6 +236,7 @@ class Worker:
             size=tuple(meta["size"]),
             seed=meta["seed"],
             settings=self.settings,
+            shots=meta.get("shots"),
         )
         try:
             self._write(pred, job, dest, opts)
@@ -242,6 +245,27 @@ class Worker:
         job.worker = self.name
         job.seconds += time.perf_counter() - t0
         return job
+
+    # -- one edited video split at its cuts (driver: rd_engine.batch.runner._run_shots) ----------
+    def find_cuts(self, job: VideoJob) -> list[int]:
+        """The window positions where the video's shots start after the first, then its length."""
+        return find_cuts(self._input(job), self.settings, self.spec.shots)
+
+    def shot_infer(self, job: VideoJob, seed: int, first: int, n: int, dest: Destination, part: str) -> dict:
+        """One shot of the video, as a single-process run computes it; its depth is stored as a part."""
+        t0 = time.perf_counter()
+        pred = predict_shot(self.pipeline, self._input(job), self.settings, seed, first, n)
+        try:
+            dest.put_array(part, pred.depth)
+            return {
+                "shot": shot_entry(pred),
+                "timestamps": list(pred.timestamps),
+                "size": list(pred.size),
+                "worker": self.name,
+                "seconds": time.perf_counter() - t0,
+            }
+        finally:
+            pred.close()
 
     def range_drop(self, key: str) -> None:
         fr = self.ranges.pop(key, None)

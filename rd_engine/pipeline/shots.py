@@ -26,7 +26,7 @@ import numpy as np
 from rd_engine.errors import UserError
 from rd_engine.io.anchors import Anchors
 from rd_engine.io.shots import DEFAULT_MIN_SHOT_LEN, DEFAULT_THRESHOLD, FLASH_FRAMES, ShotDetector, read_cut_list
-from rd_engine.io.video import iter_frames
+from rd_engine.io.video import iter_frames, probe
 from rd_engine.pipeline.inference import pick_seed
 from rd_engine.pipeline.metric import MetricVideo, fit_video
 from rd_engine.pipeline.offline import Pipeline, Prediction, Shot
@@ -217,8 +217,7 @@ def predict_shots(
                     _detect_seconds(pred.stage_seconds, cutter)
                     return pred
                 pred.settings = dataclasses.replace(s, start_frame=s.start_frame + first, frame_count=n)
-                lo, hi = pred.norm
-                table.append(Shot(s.start_frame + first, s.start_frame + first + n - 1, lo, hi, list(pred.dilations)))
+                table.append(shot_entry(pred))
                 timestamps.extend(pred.timestamps)
                 for k, v in pred.stage_seconds.items():
                     seconds[k] = seconds.get(k, 0.0) + v
@@ -261,6 +260,55 @@ def predict_shots(
         )
     finally:
         source.close()
+
+
+def find_cuts(path, settings: Settings, shots: ShotOptions) -> list[int]:
+    """Where the shots of `settings`' window start (window positions, the first shot's 0 left out), as
+    `predict_shots` finds them: the same detector on the same decoded frames, without the model (a
+    cluster splits an edited video at them before any worker runs a shot).
+    """
+    s = settings
+    info = probe(path)
+    cutter = shots.cutter(s.start_frame, info.fps)
+    cuts: set[int] = set()
+    n = 0
+    frames = iter_frames(path, s.start_frame, s.frame_count)
+    try:
+        for fr in frames:
+            cuts.update(cutter.push(fr.rgb))
+            n += 1
+    finally:
+        frames.close()
+    cuts.update(cutter.finish())
+    return sorted(c for c in cuts if 0 < c < n) + [n]  # ... and the window's length last
+
+
+def predict_shot(
+    pipe: Pipeline, path, settings: Settings, seed: int, first: int, n: int, keep_snippets: bool = False
+) -> Prediction:
+    """Shot `[first, first + n)` of `settings`' window, exactly as `predict_shots` computes it (the same
+    call on the same frames): a cluster worker's share of an edited video. Its settings are the window's,
+    completed with the shot's frames as `predict_shots` completes them.
+    """
+    s = settings
+    info, size = pipe.check_video(path, s)
+    frames = iter_frames(path, s.start_frame + first, n)
+    try:
+        pred = pipe.predict_frames(frames, info, size, s, seed, None, keep_snippets, progress=pipe.progress)
+    finally:
+        frames.close()
+    if pred.num_frames != n:
+        pred.close()
+        raise UserError(f"{path}: shot at frame {s.start_frame + first} has {pred.num_frames} frames, not {n}")
+    pred.settings = dataclasses.replace(s, start_frame=s.start_frame + first, frame_count=n)
+    return pred
+
+
+def shot_entry(pred: Prediction) -> Shot:
+    """A finished shot's row of the video's shot table."""
+    lo, hi = pred.norm
+    a = pred.settings.start_frame
+    return Shot(a, a + pred.num_frames - 1, lo, hi, list(pred.dilations))
 
 
 def _read_back(raw, keep: bool, n: int, h: int, w: int, budget: int) -> np.ndarray:

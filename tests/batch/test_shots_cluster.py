@@ -1,4 +1,6 @@
-"""A multi-shot video on the cluster: run shot by shot on a worker, the single-process files exactly."""
+"""A multi-shot video on the cluster: split at its cuts across the workers (or run shot by shot on one),
+the single-process files exactly.
+"""
 
 from __future__ import annotations
 
@@ -12,18 +14,29 @@ from rd_engine.testing.media import multishot_cuts, multishot_frames, write_fram
 from .conftest import CLI_SETTINGS
 
 LENGTHS = [9, 11, 8]
+NAMES = ("edited_pred.npy", "edited.npz", "edited_shots.csv", "edited_Spectral_r.mp4", "edited_rgbd.mp4")
 
 
-def test_cluster_runs_an_edited_video_shot_by_shot_as_one_process_does(tmp_path, ray_cluster, tiny_ckpt, capsys):
+def test_cluster_splits_an_edited_video_at_its_cuts_as_one_process_runs_it(tmp_path, ray_cluster, tiny_ckpt, capsys):
     clip = tmp_path / "in" / "edited.mp4"
     clip.parent.mkdir()
     write_frames_video(clip, multishot_frames(LENGTHS, 64, 48), fps=10)
-    single, cluster = tmp_path / "single", tmp_path / "cluster"
+    single = tmp_path / "single"
     assert cli.main(["run", str(clip), "-c", str(tiny_ckpt), "-o", str(single), *CLI_SETTINGS]) == 0
-    args = ["run", str(clip), "-c", str(tiny_ckpt), "-o", str(cluster), *CLI_SETTINGS, "--cluster", "ray"]
-    assert cli.main([*args, "--split", "always"]) == 0, capsys.readouterr().err
-    meta = json.loads(str(np.load(cluster / "edited.npz")["metadata"]))
     cuts = multishot_cuts(LENGTHS)
-    assert [s["first"] for s in meta["shots"]] == [0, *cuts]  # detected on the worker, not split across cuts
-    for name in ("edited_pred.npy", "edited_shots.csv", "edited_Spectral_r.mp4"):
-        assert (single / name).read_bytes() == (cluster / name).read_bytes(), name
+    for split, spread in (("always", True), ("never", False)):
+        out = tmp_path / split
+        args = ["run", str(clip), "-c", str(tiny_ckpt), "-o", str(out), *CLI_SETTINGS, "--cluster", "ray"]
+        assert cli.main([*args, "--split", split]) == 0, capsys.readouterr().err
+        meta = json.loads(str(np.load(out / "edited.npz")["metadata"]))
+        assert [s["first"] for s in meta["shots"]] == [0, *cuts]
+        for name in NAMES:
+            assert (single / name).read_bytes() == (out / name).read_bytes(), (split, name)
+        (summary,) = out.glob("rd-engine-run-*.json")
+        (video,) = json.loads(summary.read_text())["videos"]
+        if spread:  # one unit of work per shot, on both workers (each takes one of the two longest first)
+            assert video["ranges"] == [[a, b] for a, b in zip([0, *cuts], [*cuts, sum(LENGTHS)])]
+            assert len(video["worker"].split(",")) == 2
+        else:
+            assert video["ranges"] == [] and "," not in video["worker"]
+        assert not [p for p in out.rglob("*") if ".rd-engine-parts" in str(p) or ".partial" in p.name]
