@@ -34,7 +34,8 @@ def add_cluster_arguments(p: argparse.ArgumentParser) -> None:
         "--split",
         choices=SPLIT_CHOICES,
         default="auto",
-        help="split long videos into frame ranges across the workers (auto: from --split-min-frames frames)",
+        help="split long videos across the workers: at their cuts, else into frame ranges "
+        "(auto: from --split-min-frames frames)",
     )
     c.add_argument("--split-min-frames", type=int_at_least(1), default=SPLIT_MIN_FRAMES)
     c.add_argument(
