@@ -446,18 +446,8 @@ def _run_split(ray, actors, infos, job: VideoJob, s, dest, opts, max_attempts, o
                 log.warning("%s; running it on one worker", cause)
                 job.attempts -= 1
                 return False
-            if _actor_died(ray, e) or isinstance(cause, RuntimeError) and "is not on this worker" in str(cause):
-                log.warning("%s: a worker died (%s); running the split video again", job.input, type(e).__name__)
-                log.debug("%s", e)
-                for wi in range(len(ranges)):
-                    _refresh(ray, actors, infos, wi)
-                if job.attempts < max_attempts:
-                    continue
-                job.status, job.error = "error", f"{job.input}: a worker died {job.attempts} times"
-            elif isinstance(cause, UserError):
-                job.status, job.error = "error", str(cause)
-            else:
-                raise
+            if _run_again(ray, actors, infos, job, e, len(ranges), max_attempts, "the split video"):
+                continue
             job.seconds = time.perf_counter() - t0
             bar.finished(job, 0)
             return True
@@ -466,6 +456,27 @@ def _run_split(ray, actors, infos, job: VideoJob, s, dest, opts, max_attempts, o
                 w.range_drop.remote(f"{key}-{i}")
             dest.remove(parts_dir)
             dest.remove_partials(job.stem)
+
+
+def _run_again(ray, actors, infos, job: VideoJob, e: Exception, n_workers: int, max_attempts: int, what: str) -> bool:
+    """After a split video's failure `e` (inside its `except`): True to run it again (a worker died and
+    attempts are left); else the job records its error (a user's mistake, or too many deaths), and a bug
+    is raised on.
+    """
+    cause = getattr(e, "cause", None) or e
+    if _actor_died(ray, e) or isinstance(cause, RuntimeError) and "is not on this worker" in str(cause):
+        log.warning("%s: a worker died (%s); running %s again", job.input, type(e).__name__, what)
+        log.debug("%s", e)
+        for wi in range(n_workers):
+            _refresh(ray, actors, infos, wi)
+        if job.attempts < max_attempts:
+            return True
+        job.status, job.error = "error", f"{job.input}: a worker died {job.attempts} times"
+    elif isinstance(cause, UserError):
+        job.status, job.error = "error", str(cause)
+    else:
+        raise
+    return False
 
 
 def _run_shots(ray, actors, infos, job: VideoJob, s, dest, opts, max_attempts, on_event, bar: _Bar) -> bool:
@@ -523,19 +534,8 @@ def _run_shots(ray, actors, infos, job: VideoJob, s, dest, opts, max_attempts, o
             bar.finished(job, 0)
             return True
         except Exception as e:
-            cause = getattr(e, "cause", None) or e
-            if _actor_died(ray, e):
-                log.warning("%s: a worker died (%s); running its shots again", job.input, type(e).__name__)
-                log.debug("%s", e)
-                for wi in range(len(actors)):
-                    _refresh(ray, actors, infos, wi)
-                if job.attempts < max_attempts:
-                    continue
-                job.status, job.error = "error", f"{job.input}: a worker died {job.attempts} times"
-            elif isinstance(cause, UserError):
-                job.status, job.error = "error", str(cause)
-            else:
-                raise
+            if _run_again(ray, actors, infos, job, e, len(actors), max_attempts, "its shots"):
+                continue
             job.seconds = time.perf_counter() - t0
             bar.finished(job, 0)
             return True
