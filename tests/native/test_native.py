@@ -123,7 +123,11 @@ def test_rd_stream_equals_python_online_mode(native_build, aoti_engine_dir, clip
 # IRLS converges to one fixed point (to ~1e-10), so depth_m agrees to float32 rounding and confidence (the
 # same ops on the same entries) to float rounding; the bounds asked here are those of the relative depth.
 METRIC_TOL = 1e-4  # relative, on depth_m (metres)
-CONFIDENCE_TOL = 1e-5  # absolute, confidence in [0, 1]
+# absolute, confidence in [0, 1]: 1 / (1 + spread / CONFIDENCE_SPREAD) moves by at most 1 / 0.02 = 50 times
+# the spread of the depth entries, so the depth's parity tolerance (PARITY_TOL, 1e-4) allows 5e-3. Measured:
+# 0 on an idle checkout, 3.6e-4 (lag 0) and 1.7e-4 (lag 4) in one full CI-like run whose C++ and Python
+# depth differed more (depth_m 7.9e-6 relative instead of 1.1e-7), still within PARITY_TOL
+CONFIDENCE_TOL = PARITY_TOL / 0.02
 FIRST_ANCHORED = 6  # frames before it finish before any anchor: flagged on both sides
 
 
