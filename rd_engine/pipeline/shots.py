@@ -19,14 +19,13 @@ import tempfile
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
 from rd_engine.errors import UserError
 from rd_engine.io.anchors import Anchors
 from rd_engine.io.shots import DEFAULT_MIN_SHOT_LEN, DEFAULT_THRESHOLD, FLASH_FRAMES, ShotDetector, read_cut_list
-from rd_engine.io.video import iter_frames, probe
+from rd_engine.io.video import SeekMismatch, iter_frames, probe, seek_frames
 from rd_engine.pipeline.inference import pick_seed
 from rd_engine.pipeline.metric import MetricVideo, fit_video
 from rd_engine.pipeline.offline import Pipeline, Prediction, Shot
@@ -236,7 +235,6 @@ def predict_shots(
             if anchors is not None:
                 anchors.check(info.width, info.height, first, source="anchors")
             _detect_seconds(seconds, cutter)
-            temp: list[Path] = []
             depth = _read_back(raw, keep, first, h, w, pipe.budgets.host_output)
             conf = None if raw_conf is None else _read_back(raw_conf, keep, first, h, w, pipe.budgets.host_output)
         return Prediction(
@@ -256,7 +254,6 @@ def predict_shots(
             shots=table,
             confidence=conf,
             metric=_joined(fits, table, s.start_frame) if anchors is not None else None,
-            _temp_files=temp,
         )
     finally:
         source.close()
@@ -292,11 +289,15 @@ def predict_shot(
     """
     s = settings
     info, size = pipe.check_video(path, s)
-    frames = iter_frames(path, s.start_frame + first, n)
-    try:
-        pred = pipe.predict_frames(frames, info, size, s, seed, None, keep_snippets, progress=pipe.progress)
-    finally:
-        frames.close()
+
+    def run(frames) -> Prediction:
+        with contextlib.closing(frames):
+            return pipe.predict_frames(frames, info, size, s, seed, None, keep_snippets, progress=pipe.progress)
+
+    try:  # from the keyframe before the shot (as a frame range does), not by decoding every frame before it
+        pred = run(seek_frames(path, s.start_frame + first, n))
+    except SeekMismatch:  # the seek misled the decoder: decode from the start
+        pred = run(iter_frames(path, s.start_frame + first, n))
     if pred.num_frames != n:
         pred.close()
         raise UserError(f"{path}: shot at frame {s.start_frame + first} has {pred.num_frames} frames, not {n}")
