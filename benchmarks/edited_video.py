@@ -10,9 +10,15 @@
    fit in inverse depth, AbsRel and delta1: `rd_engine.eval.metrics.score_video`), mean over shots.
 2. Cost: seconds per frame of cut detection (`rd_engine.io.shots.ShotDetector`) next to decoding
    (`rd_engine.io.video.iter_frames`), on generated multi-shot clips at 512, 768 and 1024 px.
+3. Across a cut (`--part overlap`): `pipeline.shots.predict_shots` over a generated multi-shot clip
+   with every shot written as `--split-shots` writes it (`.npy`, `.npz`, a colorized and the
+   side-by-side video), each shot finished (co-alignment, merge, writing) on a second thread while the
+   model runs the next one, against one shot after the other: seconds end to end, alternating repeats,
+   medians, with the depth of both runs compared. The tiny random model (its depth means nothing).
 
     python -m benchmarks.edited_video                  # both parts, the table of docs/edited-video.md
     python -m benchmarks.edited_video --part accuracy --shot-len 24 48 72
+    python -m benchmarks.edited_video --part overlap --overlap-res 256 --repeats 3
     python -m benchmarks.edited_video --make-clip multi_shot.mp4 --samples /path/to/shared/samples
 """
 
@@ -143,6 +149,58 @@ def detection_cost(sizes: list[int], frames: int) -> list[dict]:
     return rows
 
 
+def overlap_cost(res: int, shots: int, shot_len: int, repeats: int) -> dict:
+    from rd_engine.backends.torch_backend import TorchBackend
+    from rd_engine.model.checkpoint import load_checkpoint
+    from rd_engine.model.factory import tiny_checkpoint_cached
+    from rd_engine.outputs.offline import OutputOptions, write_outputs
+    from rd_engine.pipeline.offline import Pipeline
+    from rd_engine.pipeline.shots import ShotOptions, predict_shots
+    from rd_engine.progress import StageClock
+    from rd_engine.settings import resolve
+    from rd_engine.testing.media import multishot_cuts, multishot_frames, write_frames_video
+
+    cpu = torch.device("cpu")
+    pipe = Pipeline(TorchBackend(load_checkpoint(tiny_checkpoint_cached()), cpu, torch.float32), progress=False)
+    s = resolve("fast", dict(res=res, dilations=[1, 10], seed=1), cpu)[0]
+    lengths = [shot_len] * shots
+    cut = ShotOptions("list", multishot_cuts(lengths))
+    times: dict[bool, list[float]] = {True: [], False: []}
+    depth: dict[bool, np.ndarray] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        clip = Path(tmp) / "shots.mp4"
+        write_frames_video(clip, multishot_frames(lengths, res, res * 9 // 16 // 8 * 8), fps=24)
+        for r in range(repeats):
+            for overlap in (r % 2 == 0, r % 2 != 0):  # alternating which goes first
+                out = Path(tmp) / f"out-{overlap}-{r}"
+
+                def on_shot(pred, i, out=out):
+                    write_outputs(pred, out, f"shot{i:03d}", OutputOptions(), "tiny", "pytorch", StageClock(False))
+
+                t0 = time.perf_counter()
+                pred = predict_shots(pipe, clip, s, cut, on_shot=on_shot, overlap=overlap)
+                times[overlap].append(time.perf_counter() - t0)
+                depth[overlap] = np.concatenate([np.load(p) for p in sorted(out.glob("shot*_pred.npy"))])
+                pred.close()
+    row = dict(
+        res=res,
+        shots=shots,
+        shot_len=shot_len,
+        repeats=repeats,
+        serial_s=float(np.median(times[False])),
+        overlap_s=float(np.median(times[True])),
+        same_depth=bool(np.array_equal(depth[True], depth[False])),
+        torch_threads=torch.get_num_threads(),
+    )
+    print(
+        f"{shots} shots x {shot_len} frames at {res} px, written per shot: one after the other "
+        f"{row['serial_s']:.2f} s, overlapped {row['overlap_s']:.2f} s "
+        f"({row['serial_s'] / row['overlap_s']:.2f}x; medians of {repeats}); depth equal: {row['same_depth']}",
+        flush=True,
+    )
+    return row
+
+
 def make_joined_clip(out: Path, samples: Path) -> list[int]:
     """The sample clips cut into pieces and joined into one edited clip at 960x540, 24 fps
     (`rollercoaster[0:35] elephant[0:60] rollercoaster[35:70] elephant[60:180]`); returns its cuts.
@@ -161,13 +219,17 @@ def make_joined_clip(out: Path, samples: Path) -> list[int]:
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--part", choices=["all", "accuracy", "cost"], default="all")
+    p.add_argument("--part", choices=["all", "accuracy", "cost", "overlap"], default="all")
     p.add_argument("--shot-len", type=int, nargs="+", default=[24, 48, 72])
     p.add_argument("--shots", type=int, default=5)
     p.add_argument("--size", type=int, nargs=2, default=[96, 64], metavar=("W", "H"))
     p.add_argument("--dilations", type=int, nargs="+", default=[1, 25])
     p.add_argument("--sizes", type=int, nargs="+", default=[512, 768, 1024])
     p.add_argument("--frames", type=int, default=96, help="frames per clip for the cost part")
+    p.add_argument("--overlap-res", type=int, default=256, help="frame width of the overlap part")
+    p.add_argument("--overlap-shots", type=int, nargs=2, default=[6, 24], metavar=("SHOTS", "FRAMES"))
+    p.add_argument("--repeats", type=int, default=3, help="repeats of each variant in the overlap part")
+    p.add_argument("--json", type=Path, default=None, help="write the overlap part's row here")
     p.add_argument("--make-clip", type=Path, default=None, metavar="OUT.mp4", help="write the joined sample clip")
     p.add_argument("--samples", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "samples")
     a = p.parse_args(argv)
@@ -179,6 +241,14 @@ def main(argv=None) -> None:
         accuracy(a.shot_len, a.shots, a.size[0], a.size[1], a.dilations)
     if a.part in ("all", "cost"):
         detection_cost(a.sizes, a.frames)
+    if a.part in ("all", "overlap"):
+        row = overlap_cost(a.overlap_res, a.overlap_shots[0], a.overlap_shots[1], a.repeats)
+        if a.json is not None:
+            import json
+
+            from benchmarks.cpu_quiet import machine
+
+            a.json.write_text(json.dumps({"overlap": row, "machine": machine()}, indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -145,6 +145,36 @@ class Prediction:
         _unlink(self._temp_files)
 
 
+@dataclass
+class Inferred:
+    """What `Pipeline.infer_frames` computed for `Pipeline.finish_frames`: the snippets (in `store`), the
+    aligner's copies of them, the latents and the noise (for refinement), the frames' timestamps.
+    """
+
+    info: VideoInfo
+    size: tuple[int, int]
+    settings: Settings
+    seed: int
+    clock: StageClock
+    store: SnippetStore
+    copies: dict[tuple[int, int], torch.Tensor]
+    gmin: torch.Tensor
+    rgb_latent: torch.Tensor
+    noise: torch.Tensor | None
+    timestamps: list[float]
+    sched: RollingScheduler
+    temp_files: list[Path]
+
+    @property
+    def num_frames(self) -> int:
+        return int(self.rgb_latent.shape[0])
+
+    def close(self) -> None:
+        """Free the snippets (after a failure: `finish_frames` frees them itself)."""
+        self.store.close()
+        _unlink(self.temp_files)
+
+
 @contextlib.contextmanager
 def cpu_threads(n: int | None):
     """Set the torch CPU thread count to `n` inside the block (unchanged for None)."""
@@ -276,6 +306,24 @@ class Pipeline:
         on the frames of `s`'s window; `seed` draws the initial noise; `confidence`, `anchors` and
         `anchor_window` and `noise` as in `predict`.
         """
+        done = self.infer_frames(frames, info, size, s, seed, total, progress, noise)
+        return self.finish_frames(done, keep_snippets, keep_coaligned, confidence, anchors, anchor_window)
+
+    def infer_frames(
+        self,
+        frames: Iterable,
+        info: VideoInfo,
+        size: tuple[int, int],
+        s: Settings,
+        seed: int,
+        total: int | None,
+        progress: bool = True,
+        noise: torch.Tensor | None = None,
+    ) -> Inferred:
+        """The model's part of `predict_frames` (decode, encode, snippet inference): the snippets of the
+        frames, for `finish_frames`. Only `finish_frames`' refinement calls the model again, so the next
+        video's (or shot's) `infer_frames` may run while this one finishes without refinement.
+        """
         be = self.backend
         clock = StageClock(progress, be.device)
         if be.device.type == "cuda":
@@ -340,7 +388,44 @@ class Pipeline:
                 run_batches(final=True)
             clock.seconds["encode"] -= snippet_seconds[0]
             clock.seconds["snippets"] = snippet_seconds[0]
-            rgb_latent = latents.view()
+            return Inferred(
+                info, size, s, seed, clock, store, copies, gmin, latents.view(), noise, timestamps, sched, temp_files
+            )
+        except BaseException:
+            store.close()
+            _unlink(temp_files)
+            raise
+
+    def finish_frames(
+        self,
+        done: Inferred,
+        keep_snippets: bool = False,
+        keep_coaligned: bool = False,
+        confidence: bool = False,
+        anchors: Anchors | None = None,
+        anchor_window: float = 0.0,
+        progress: bool | None = None,
+    ) -> Prediction:
+        """`predict_frames` after `infer_frames`: co-alignment, merge, re-normalization, refinement (the
+        model again, `s.refine_step` > 0) and the metric fit; the arguments as in `predict`; `progress`
+        False hides the stage bars (None: as `infer_frames` showed them).
+        """
+        be = self.backend
+        info, size, s, seed, clock, store = done.info, done.size, done.settings, done.seed, done.clock, done.store
+        copies, gmin, noise, timestamps, sched, temp_files = (
+            done.copies,
+            done.gmin,
+            done.noise,
+            done.timestamps,
+            done.sched,
+            done.temp_files,
+        )
+        if progress is not None:
+            clock.enabled = progress
+        padded = padded_size(size)
+        w, h = size
+        try:
+            rgb_latent = done.rgb_latent
             n = rgb_latent.shape[0]
             effective = sched.effective
             if effective != list(s.dilations):

@@ -8,7 +8,12 @@ dilation cap, co-alignment, merge, normalization and refinement are the shot's o
 
 Each finished shot goes to `on_shot` (to be written on its own, `--split-shots`) and/or is appended
 to the video's output: its depth is streamed into one raw file (memory-mapped at the end, or read
-back when small), so memory stays that of one shot however many shots the video has.
+back when small), so memory stays bounded however many shots the video has.
+
+The model stays busy across a cut: a shot's co-alignment, merge and writing (`on_shot`) run on a second
+thread while the model runs the next shot (`Pipeline.infer_frames` / `Pipeline.finish_frames`), so at
+most two shots are in memory at once: one finishing, one being inferred. Refinement calls the model
+again, so with it each shot finishes before the next one starts. The results are the same either way.
 """
 
 from __future__ import annotations
@@ -18,9 +23,11 @@ import dataclasses
 import tempfile
 from collections import deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
 
 from rd_engine.errors import UserError
 from rd_engine.io.anchors import Anchors
@@ -28,7 +35,7 @@ from rd_engine.io.shots import DEFAULT_MIN_SHOT_LEN, DEFAULT_THRESHOLD, FLASH_FR
 from rd_engine.io.video import SeekMismatch, iter_frames, probe, seek_frames
 from rd_engine.pipeline.inference import pick_seed
 from rd_engine.pipeline.metric import MetricVideo, fit_video
-from rd_engine.pipeline.offline import Pipeline, Prediction, Shot
+from rd_engine.pipeline.offline import Inferred, Pipeline, Prediction, Shot
 from rd_engine.pipeline.stores import unlinked_temp_file
 from rd_engine.settings import Settings
 
@@ -149,6 +156,7 @@ def predict_shots(
     confidence: bool = False,
     anchors: Anchors | None = None,
     anchor_window: float = 0.0,
+    overlap: bool = True,
 ) -> Prediction:
     """Run the method shot by shot over one video (see the module doc).
 
@@ -167,6 +175,9 @@ def predict_shots(
             (`pipeline.metric.fit_video` with the shots as its ranges), in each shot's prediction and the
             video's.
         anchor_window: Frames of the metric fit's slowly varying correction (0: off).
+        overlap: Finish each shot (co-alignment, merge, `on_shot`'s writing) on a second thread while the
+            model runs the next shot (not with refinement, which calls the model); False: one after the
+            other. The results are the same.
 
     Returns:
         The whole video's prediction: depth of every frame in order (each shot normalized on its
@@ -196,32 +207,40 @@ def predict_shots(
         with raw, contextlib.ExitStack() as stack:
             if raw_conf is not None:
                 stack.enter_context(raw_conf)
-            while frames is not None:
-                # the shot's window: what `rd-engine run --start-frame A --frame-count N` would run
-                # (its length is known once it ended, so its settings are completed afterwards)
-                pred = pipe.predict_frames(
-                    frames, info, size, s, seed, None, keep_snippets, progress=pipe.progress, confidence=confidence
-                )
+            # one thread finishes a shot (co-alignment, merge, writing) while the model runs the next one
+            # (with the caller's torch thread count: a new thread would get OpenMP's default)
+            finisher = stack.enter_context(
+                ThreadPoolExecutor(1, "rd-shot", initializer=torch.set_num_threads, initargs=(torch.get_num_threads(),))
+            )
+            running = None  # the previous shot's finish on the finisher thread
+            pending = None  # this shot's snippets until its finish owns them
+            stack.callback(lambda: pending.close() if pending is not None else None)
+            # after a failure here, the finisher's shot ends (its own error is not raised over this one)
+            stack.callback(lambda: running is not None and wait([running]))
+
+            def finish(done: Inferred, first: int, progress: bool | None) -> Prediction:
+                """Shot `done` (its first frame `first` in the window) aligned and merged, with its own fit."""
+                pred = pipe.finish_frames(done, keep_snippets, confidence=confidence, progress=progress)
                 n = pred.num_frames
                 if anchors is not None:  # the shot's own fit, to its own anchors (frames from its first)
                     ours = anchors.in_range(first, first + n)
                     ours.frame = ours.frame - first
                     pred.metric = fit_video(pred.depth, ours, (info.width, info.height), size, window=anchor_window)
-                    fits.append(pred.metric)
-                frames = source.next_shot()
-                if not table and frames is None:
-                    # no cut: the plain run of the whole window, today's result exactly
-                    if anchors is not None:
-                        anchors.check(info.width, info.height, n, source="anchors")
-                    _detect_seconds(pred.stage_seconds, cutter)
-                    return pred
-                pred.settings = dataclasses.replace(s, start_frame=s.start_frame + first, frame_count=n)
-                table.append(shot_entry(pred))
-                timestamps.extend(pred.timestamps)
-                for k, v in pred.stage_seconds.items():
-                    seconds[k] = seconds.get(k, 0.0) + v
-                peak = max(peak, pred.peak_device_bytes)
+                return pred
+
+            def finish_and_write(done: Inferred, first: int, progress: bool | None) -> None:
+                nonlocal peak
+                pred = finish(done, first, progress)
                 try:
+                    n = pred.num_frames
+                    if anchors is not None:
+                        fits.append(pred.metric)
+                    pred.settings = dataclasses.replace(s, start_frame=s.start_frame + first, frame_count=n)
+                    table.append(shot_entry(pred))
+                    timestamps.extend(pred.timestamps)
+                    for k, v in pred.stage_seconds.items():
+                        seconds[k] = seconds.get(k, 0.0) + v
+                    peak = max(peak, pred.peak_device_bytes)
                     if keep:
                         for a in range(0, n, 64):
                             raw.write(np.ascontiguousarray(pred.depth[a : a + 64], np.float32).tobytes())
@@ -231,7 +250,34 @@ def predict_shots(
                         on_shot(pred, len(table) - 1)
                 finally:
                     pred.close()
+
+            while frames is not None:
+                # the shot's window: what `rd-engine run --start-frame A --frame-count N` would run
+                # (its length is known once it ended, so its settings are completed afterwards)
+                pending = pipe.infer_frames(frames, info, size, s, seed, None, progress=pipe.progress)
+                n = pending.num_frames
+                frames = source.next_shot()
+                if first == 0 and frames is None:
+                    # no cut: the plain run of the whole window, today's result exactly
+                    done, pending = pending, None
+                    pred = finish(done, 0, None)
+                    if anchors is not None:
+                        anchors.check(info.width, info.height, n, source="anchors")
+                    _detect_seconds(pred.stage_seconds, cutter)
+                    return pred
+                if running is not None:  # shots finish in order, at most one besides the one inferred
+                    job, running = running, None
+                    job.result()
+                done, pending = pending, None
+                # refinement calls the model: that shot finishes before the next one starts
+                if overlap and s.refine_step == 0 and frames is not None:
+                    running = finisher.submit(finish_and_write, done, first, False)
+                else:
+                    finish_and_write(done, first, None)
                 first += n
+            if running is not None:
+                job, running = running, None
+                job.result()
             if anchors is not None:
                 anchors.check(info.width, info.height, first, source="anchors")
             _detect_seconds(seconds, cutter)

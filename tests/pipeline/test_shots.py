@@ -167,3 +167,52 @@ def test_each_shot_has_its_own_metric_fit_and_confidence(pipe, edited):
         assert np.abs(z * (a * pred.depth[f0:f1].astype(np.float64) + b) - 1).max() < 1e-4, k
         alone = pipe.predict(edited, dataclasses.replace(s, start_frame=f0, frame_count=f1 - f0), confidence=True)
         np.testing.assert_allclose(pred.confidence[f0:f1], alone.confidence, rtol=0, atol=1e-6)
+
+
+def test_the_model_runs_the_next_shot_while_a_shot_is_written(tiny_models, edited):
+    """Across a cut the next shot's encode starts while the previous shot is being written (`on_shot`
+    holds shot 0 until the model has encoded frames of shot 1; one after the other it would wait in
+    vain), and the overlapped run gives exactly the one-after-the-other run's results.
+    """
+    import threading
+
+    class Watched(TorchBackend):
+        encoded = 0
+
+        def encode(self, frames):
+            Watched.encoded += frames.shape[0]
+            if Watched.encoded > LENGTHS[0]:
+                next_shot_encoding.set()
+            return super().encode(frames)
+
+    next_shot_encoding = threading.Event()
+    seen = []
+
+    def on_shot(p, i):
+        if i == 0:
+            seen.append(next_shot_encoding.wait(timeout=120))  # a timeout only stops a hang: no timing
+        seen_threads.append(threading.current_thread().name)
+
+    seen_threads: list[str] = []
+    pipe = Pipeline(Watched(tiny_models, CPU, torch.float32), progress=False)
+    s = _settings()
+    cuts = ShotOptions("list", multishot_cuts(LENGTHS))
+    both = predict_shots(pipe, edited, s, cuts, on_shot=on_shot, confidence=True)
+    assert seen == [True]
+    # every shot but the last finishes on the finisher thread
+    assert [t.startswith("rd-shot") for t in seen_threads] == [True] * (len(LENGTHS) - 1) + [False]
+    serial = predict_shots(pipe, edited, s, cuts, overlap=False, confidence=True)
+    np.testing.assert_array_equal(both.depth, serial.depth)
+    np.testing.assert_array_equal(both.confidence, serial.confidence)
+    assert both.shots == serial.shots and both.timestamps == serial.timestamps
+
+
+def test_a_failure_while_a_shot_finishes_stops_the_run(pipe, edited):
+    """An error in a shot finishing on the second thread ends the run with that error."""
+
+    def on_shot(p, i):
+        if i == 1:
+            raise ValueError("shot 1 could not be written")
+
+    with pytest.raises(ValueError, match="shot 1 could not be written"):
+        predict_shots(pipe, edited, _settings(), ShotOptions("list", multishot_cuts(LENGTHS)), on_shot=on_shot)
