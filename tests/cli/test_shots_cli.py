@@ -88,3 +88,33 @@ def test_a_bad_cut_list_is_a_one_line_error_before_any_work(tmp_path, edited, ti
     assert code == 1
     assert cap.err.strip().count("\n") == 0 and "line 2" in cap.err and "Traceback" not in cap.err
     assert [p.name for p in out.iterdir()] == []
+
+
+def test_an_image_sequence_is_cut_into_shots_too(tmp_path, tiny_ckpt, capsys):
+    """Detection is on for image sequences as for video files: a PNG sequence of three shots gets the
+    shot table, and each shot's depth is that of a run on the same frames alone (`--shots off` with
+    that window of the sequence).
+    """
+    from PIL import Image
+
+    seq = tmp_path / "plates"
+    seq.mkdir()
+    for i, rgb in enumerate(multishot_frames(LENGTHS, 64, 48)):
+        Image.fromarray(rgb).save(seq / f"plate.{1001 + i:04d}.png")
+    out = tmp_path / "out"
+    code, cap = run([str(seq), "-c", str(tiny_ckpt), "-o", str(out), *FAST, "--cmap", "none", "--no-sbs"], capsys)
+    assert code == 0, cap.err
+    assert "in 3 shots" in cap.out
+    (npz,) = out.glob("*.npz")
+    meta = json.loads(str(np.load(npz)["metadata"]))
+    cuts = multishot_cuts(LENGTHS)
+    bounds = list(zip([0, *cuts], [*cuts, sum(LENGTHS)]))
+    assert [(s["first"], s["last"]) for s in meta["shots"]] == [(a, b - 1) for a, b in bounds]
+    depth = np.load(npz.with_name(npz.stem + "_pred.npy"))
+    a, b = bounds[1]
+    alone = tmp_path / "alone"
+    args = [str(seq), "-c", str(tiny_ckpt), "-o", str(alone), *FAST, "--cmap", "none", "--no-sbs", "--shots", "off"]
+    code, cap = run([*args, "--start-frame", str(a), "--frame-count", str(b - a)], capsys)
+    assert code == 0, cap.err
+    (one,) = alone.glob("*_pred.npy")
+    np.testing.assert_allclose(depth[a:b], np.load(one), rtol=0, atol=1e-6)
