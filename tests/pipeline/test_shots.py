@@ -197,7 +197,7 @@ def test_the_model_runs_the_next_shot_while_a_shot_is_written(tiny_models, edite
     pipe = Pipeline(Watched(tiny_models, CPU, torch.float32), progress=False)
     s = _settings()
     cuts = ShotOptions("list", multishot_cuts(LENGTHS))
-    both = predict_shots(pipe, edited, s, cuts, on_shot=on_shot, confidence=True)
+    both = predict_shots(pipe, edited, s, cuts, on_shot=on_shot, confidence=True, overlap=True)
     assert seen == [True]
     # every shot but the last finishes on the finisher thread
     assert [t.startswith("rd-shot") for t in seen_threads] == [True] * (len(LENGTHS) - 1) + [False]
@@ -215,4 +215,5 @@ def test_a_failure_while_a_shot_finishes_stops_the_run(pipe, edited):
             raise ValueError("shot 1 could not be written")
 
     with pytest.raises(ValueError, match="shot 1 could not be written"):
-        predict_shots(pipe, edited, _settings(), ShotOptions("list", multishot_cuts(LENGTHS)), on_shot=on_shot)
+        cuts = ShotOptions("list", multishot_cuts(LENGTHS))
+        predict_shots(pipe, edited, _settings(), cuts, on_shot=on_shot, overlap=True)
