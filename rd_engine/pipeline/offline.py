@@ -497,8 +497,7 @@ class Pipeline:
                 _temp_files=temp_files,
             )
         except BaseException:
-            store.close()
-            _unlink(temp_files)
+            done.close()
             raise
 
 
