@@ -48,7 +48,8 @@ def wide_engine(tiny_ckpt, build_args, tmp_path_factory):
     args[args.index("--max-res") + 1] = "1024"
     args[args.index("--res") + 1] = "768"
     out = tmp_path_factory.mktemp("engines") / "tiny-aoti-1024"
-    assert cmd_build(_parser().parse_args(["build", "-c", str(tiny_ckpt), "-o", str(out), "-q", *args, "--device", "cpu"])) == 0
+    argv = ["build", "-c", str(tiny_ckpt), "-o", str(out), "-q", *args, "--device", "cpu"]
+    assert cmd_build(_parser().parse_args(argv)) == 0
     return out
 
 
