@@ -4,7 +4,7 @@ lag 12, each max abs difference of the relative depth < 1e-4.
 
 Which branches each case reaches (asserted by watching the Python solver's input, thresholds as in
 `test_native_sizes.py`):
-- per-entry merge (more than 16,384 pixels a frame): every case;
+- per-entry merge (at least 16,384 pixels a frame): every case;
 - window solve: lag 4 and 12 (lag 0 never solves a window);
 - coarse-to-fine solve (solver pixels of a window >= 2 x 2**17): the 1024x576 lag-12 window (dilations
   1 and 2: up to 26 snippets of 3 x 5,916 solver pixels, 461,448; the 768x432 lag-12 window peaks at
@@ -24,6 +24,7 @@ import pytest
 import rd_engine.online.aligner as online_aligner
 from rd_engine.cli.main import main as rd_main
 from rd_engine.io.video import iter_frames
+from rd_engine.kernels.average import _PER_ENTRY_MIN_ELEMS
 from rd_engine.testing.media import write_test_video
 
 PARITY_TOL = 1e-4  # the issue's bound; C++ and Python run the same packages and op sequence
@@ -40,7 +41,7 @@ CASES = [
 
 @pytest.fixture(scope="module")
 def wide_engine(tiny_ckpt, build_args, tmp_path_factory):
-    """The tiny checkpoint's AOTInductor packages for frame sides 32..1024 px (~2 min)."""
+    """The tiny checkpoint's AOTInductor packages for frame sides 32..1024 px (~3 min here)."""
     from rd_engine.cli.build import cmd_build
     from tests.conftest import _parser
 
@@ -79,7 +80,7 @@ def test_rd_stream_equals_python_at_user_sizes(
         expected = z["depth"]
     assert expected.shape == (frames, height, width)
 
-    reached = {"per_entry"} if width * height > 1 << 14 else set()
+    reached = {"per_entry"} if width * height >= _PER_ENTRY_MIN_ELEMS else set()  # the merge's own threshold
     if numels:
         reached.add("window")
     if numels and max(numels) >= COARSE:
