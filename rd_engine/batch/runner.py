@@ -42,7 +42,7 @@ from rd_engine.errors import UserError
 from rd_engine.io.video import list_inputs
 from rd_engine.outputs.offline import OutputOptions
 from rd_engine.pipeline.inference import pick_seed
-from rd_engine.pipeline.offline import coalign
+from rd_engine.pipeline.offline import Shot, coalign
 from rd_engine.pipeline.ranges import RangeMismatch, snippet_batches, split_ranges, splittable
 from rd_engine.pipeline.shots import ShotOptions
 from rd_engine.settings import resolve
@@ -159,8 +159,9 @@ def run_cluster(
         on_event: Called with ("started", job, worker info) when a worker takes a video (or a range).
         shots: How videos are cut into shots (None: off). A long video with cuts (as `split` picks long
             videos) is split at them: its shots run on the free workers, each exactly as `rd-engine run`
-            computes it (no co-alignment across a cut), and one worker writes the video's files; a shot
-            is not split further. Shorter videos run shot by shot on one worker.
+            computes it (no co-alignment across a cut), and one worker writes the video's files; a long
+            shot (as `split` picks long videos) is split into frame ranges across the workers, as a long
+            video without cuts is. Shorter videos run shot by shot on one worker.
 
     Returns:
         The jobs with their outcome, the seconds, the workers and the summary's location.
@@ -228,11 +229,19 @@ def run_cluster(
         elif split == "always" and why_not is not None:
             log.warning("not splitting videos across workers: %s", why_not)
         whole = deque(j for j in todo if j not in to_split)
+        ranged = by_shots and splittable(settings) is None and not opts.snippets and len(actors) > 1
+
+        def long_shot(n: int) -> bool:  # a shot split into frame ranges, as a long video without cuts is
+            long = split == "always" or n >= split_min_frames
+            return ranged and long and len(split_ranges(n, len(actors), settings)) > 1
+
         bar = _Bar(progress, sum(j.frames or 0 for j in todo), len(todo), len(actors))
         try:
             for job in to_split:
                 if by_shots:
-                    done = _run_shots(ray, actors, infos, job, settings, dest, opts, max_attempts, on_event, bar)
+                    done = _run_shots(
+                        ray, actors, infos, job, settings, dest, opts, max_attempts, on_event, bar, long_shot
+                    )
                 else:
                     done = _run_split(ray, actors, infos, job, settings, dest, opts, max_attempts, on_event, bar)
                 if not done:
@@ -388,6 +397,47 @@ def _copy_outcome(job: VideoJob, result: VideoJob) -> None:
         setattr(job, name, getattr(result, name))
 
 
+def _split_window(ray, workers, key: str, job: VideoJob, s, n: int, seed: int, dest, prefix: str, window=None) -> dict:
+    """Phases 1-3 of a split run on `n` frames across `workers`: the video's processed window, or (`window`
+    = (first, n)) one shot of it, as a single-process run of that window computes it. Each range's
+    re-normalized depth is stored as a part named from `prefix`, in frame order.
+    """
+    ranges = split_ranges(n, len(workers), s)
+    workers = workers[: len(ranges)]
+    keys = [f"{key}-{i}" for i in range(len(ranges))]
+    try:
+        res = ray.get(
+            [w.range_infer.remote(k, job, n, seed, a, b, window) for k, w, (a, b) in zip(keys, workers, ranges)]
+        )
+        copies: dict = {}
+        for r in res:
+            copies.update(r["copies"])
+        driver_bytes = sum(c.numel() * c.element_size() for c in copies.values())
+        driver_bytes += sum(8 * len(r["timestamps"]) for r in res)
+        gmin = torch.tensor(min(r["gmin"] for r in res), dtype=torch.float32)
+        _, plan, effective = snippet_batches(n, s)
+        params, delta = coalign(plan, copies, gmin, s, torch.device("cpu"), None, n)
+        spans = ray.get([w.range_merge.remote(k, params, float(gmin), delta) for k, w in zip(keys, workers)])
+        lo, hi = min(x[0] for x in spans), max(x[1] for x in spans)
+        parts = [f"{prefix}-{i:04d}.npy" for i in range(len(ranges))]
+        ray.get([w.range_finish.remote(k, lo, hi, dest, p) for k, w, p in zip(keys, workers, parts)])
+    finally:
+        for k, w in zip(keys, workers):
+            w.range_drop.remote(k)
+    return {
+        "ranges": ranges,
+        "parts": parts,
+        "params": params,
+        "dilations": effective,
+        "groups": [(g.dilation, g.weight) for g in plan],
+        "timestamps": [t for r in res for t in r["timestamps"]],
+        "size": res[0]["size"],
+        "norm": (lo, hi),
+        "workers": [r["worker"] for r in res],
+        "driver_bytes": driver_bytes,
+    }
+
+
 def _run_split(ray, actors, infos, job: VideoJob, s, dest, opts, max_attempts, on_event, bar: _Bar) -> bool:
     """One video across all workers; False when the video must run whole instead."""
     n = job.frames
@@ -398,44 +448,19 @@ def _run_split(ray, actors, infos, job: VideoJob, s, dest, opts, max_attempts, o
         parts_dir = f".rd-engine-parts-{key}"
         t0 = time.perf_counter()
         ranges = split_ranges(n, len(actors), s)
-        workers = actors[: len(ranges)]
         try:
             for wi in range(len(ranges)):
                 if on_event is not None:
                     on_event("started", job, infos[wi])
             bar.show(len(ranges))
-            res = ray.get(
-                [
-                    w.range_infer.remote(f"{key}-{i}", job, n, seed, a, b)
-                    for i, (w, (a, b)) in enumerate(zip(workers, ranges))
-                ]
-            )
-            copies: dict = {}
-            for r in res:
-                copies.update(r["copies"])
-            job.driver_bytes = sum(c.numel() * c.element_size() for c in copies.values())
-            job.driver_bytes += sum(8 * len(r["timestamps"]) for r in res)
-            gmin = torch.tensor(min(r["gmin"] for r in res), dtype=torch.float32)
-            _, plan, effective = snippet_batches(n, s)
-            params, delta = coalign(plan, copies, gmin, s, torch.device("cpu"), None, n)
-            spans = ray.get(
-                [w.range_merge.remote(f"{key}-{i}", params, float(gmin), delta) for i, w in enumerate(workers)]
-            )
-            lo, hi = min(x[0] for x in spans), max(x[1] for x in spans)
-            parts = [f"{parts_dir}/part-{i:04d}.npy" for i in range(len(ranges))]
-            ray.get([w.range_finish.remote(f"{key}-{i}", lo, hi, dest, parts[i]) for i, w in enumerate(workers)])
-            meta = {
-                "params": params,
-                "dilations": effective,
-                "groups": [(g.dilation, g.weight) for g in plan],
-                "timestamps": [t for r in res for t in r["timestamps"]],
-                "size": res[0]["size"],
-                "seed": seed,
-            }
+            w = _split_window(ray, actors, key, job, s, n, seed, dest, f"{parts_dir}/part")
+            job.driver_bytes = w["driver_bytes"]
+            meta = {k: w[k] for k in ("params", "dilations", "groups", "timestamps", "size")}
+            meta["seed"] = seed
             job.seconds = 0.0
-            out = ray.get(workers[0].assemble.remote(job, dest, opts, parts, meta))
-            job.status, job.error, job.ranges = "done", None, ranges
-            job.worker = ",".join(r["worker"] for r in res)
+            out = ray.get(actors[0].assemble.remote(job, dest, opts, w["parts"], meta))
+            job.status, job.error, job.ranges = "done", None, w["ranges"]
+            job.worker = ",".join(w["workers"])
             job.seconds = time.perf_counter() - t0
             job.frames = out.frames
             bar.finished(job, 0)
@@ -452,8 +477,6 @@ def _run_split(ray, actors, infos, job: VideoJob, s, dest, opts, max_attempts, o
             bar.finished(job, 0)
             return True
         finally:
-            for i, w in enumerate(workers):
-                w.range_drop.remote(f"{key}-{i}")
             dest.remove(parts_dir)
             dest.remove_partials(job.stem)
 
@@ -479,10 +502,14 @@ def _run_again(ray, actors, infos, job: VideoJob, e: Exception, n_workers: int, 
     return False
 
 
-def _run_shots(ray, actors, infos, job: VideoJob, s, dest, opts, max_attempts, on_event, bar: _Bar) -> bool:
+def _run_shots(
+    ray, actors, infos, job: VideoJob, s, dest, opts, max_attempts, on_event, bar: _Bar, long_shot=None
+) -> bool:
     """One edited video split at its cuts: its shots (each exactly what a single-process run computes for
-    it) run on the free workers, longest first, and one worker writes the video's outputs. False when the
-    video has no cut (it runs whole, as a plain run).
+    it) run on the free workers, longest first, and one worker writes the video's outputs. A shot for which
+    `long_shot(frames)` holds is itself split into frame ranges across all workers first (as `_run_split`
+    splits a video, its co-alignment on the driver). False when the video has no cut (it runs whole, as
+    a plain run).
     """
     seed = s.seed if s.seed is not None else pick_seed(None)
     while True:
@@ -497,22 +524,42 @@ def _run_shots(ray, actors, infos, job: VideoJob, s, dest, opts, max_attempts, o
             if len(shots) < 2:
                 job.attempts -= 1
                 return False
-            parts = [f"{parts_dir}/shot-{i:05d}.npy" for i in range(len(shots))]
-            todo = deque(sorted(range(len(shots)), key=lambda i: -shots[i][1]))
+            parts: dict[int, list[str]] = {}
+            ranges: dict[int, list[tuple[int, int]]] = {}
+            results: dict[int, dict] = {}
+            workers: set[str] = set()
+            split = [i for i, (_, n) in enumerate(shots) if long_shot is not None and long_shot(n)]
+            for i in split:  # one long shot at a time on every worker
+                first, n = shots[i]
+                for wi in range(min(len(actors), len(split_ranges(n, len(actors), s)))):
+                    if on_event is not None:
+                        on_event("started", job, infos[wi])
+                bar.show(len(actors))
+                w = _split_window(
+                    ray, actors, f"{key}-{i}", job, s, n, seed, dest, f"{parts_dir}/shot-{i:05d}", (first, n)
+                )
+                a = s.start_frame + first
+                lo, hi = w["norm"]
+                results[i] = {"shot": Shot(a, a + n - 1, lo, hi, list(w["dilations"])), **w}
+                parts[i], ranges[i] = w["parts"], [(first + x, first + y) for x, y in w["ranges"]]
+                job.driver_bytes = max(job.driver_bytes or 0, w["driver_bytes"])
+                workers.update(w["workers"])
+            todo = deque(sorted((i for i in range(len(shots)) if i not in results), key=lambda i: -shots[i][1]))
             free = deque(range(len(actors)))
             inflight: dict = {}
-            results: dict[int, dict] = {}
             while todo or inflight:
                 while todo and free:
                     i, wi = todo.popleft(), free.popleft()
                     if on_event is not None:
                         on_event("started", job, infos[wi])
                     first, n = shots[i]
-                    inflight[actors[wi].shot_infer.remote(job, seed, first, n, dest, parts[i])] = (i, wi)
+                    parts[i], ranges[i] = [f"{parts_dir}/shot-{i:05d}.npy"], [(first, first + n)]
+                    inflight[actors[wi].shot_infer.remote(job, seed, first, n, dest, parts[i][0])] = (i, wi)
                 bar.show(len(inflight))
                 ready, _ = ray.wait(list(inflight), num_returns=1)
                 i, wi = inflight.pop(ready[0])
                 results[i] = ray.get(ready[0])
+                workers.add(results[i]["worker"])
                 free.append(wi)
             res = [results[i] for i in range(len(shots))]
             meta = {
@@ -525,10 +572,11 @@ def _run_shots(ray, actors, infos, job: VideoJob, s, dest, opts, max_attempts, o
                 "shots": [r["shot"] for r in res],
             }
             job.seconds = 0.0
-            out = ray.get(actors[0].assemble.remote(job, dest, opts, parts, meta))
+            every = [p for i in range(len(shots)) for p in parts[i]]
+            out = ray.get(actors[0].assemble.remote(job, dest, opts, every, meta))
             job.status, job.error = "done", None
-            job.ranges = [(a, a + n) for a, n in shots]
-            job.worker = ",".join(sorted({r["worker"] for r in res}))
+            job.ranges = [r for i in range(len(shots)) for r in ranges[i]]
+            job.worker = ",".join(sorted(workers))
             job.seconds = time.perf_counter() - t0
             job.frames = out.frames
             bar.finished(job, 0)

@@ -8,6 +8,7 @@ the run's numbers do.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import socket
@@ -186,10 +187,15 @@ class Worker:
             dest.publish(Path(tmp), names)
 
     # -- one video split into frame ranges (driver: rd_engine.batch.runner.run_split) -----------
-    def range_infer(self, key: str, job: VideoJob, n: int, seed: int, a: int, b: int) -> dict:
-        """Phase 1 of a frame range: snippet inference; returns the solver copies it owns and more."""
+    def range_infer(self, key: str, job: VideoJob, n: int, seed: int, a: int, b: int, window=None) -> dict:
+        """Phase 1 of a frame range: snippet inference; returns the solver copies it owns and more.
+        `window` (first, n): the range lies in that shot of the processed window, split as a video is.
+        """
         self.range_drop(key)
-        fr = FrameRange(self.backend, self._input(job), self.settings, n, seed, a, b, self.budgets)
+        s = self.settings
+        if window is not None:
+            s = dataclasses.replace(s, start_frame=s.start_frame + window[0], frame_count=window[1])
+        fr = FrameRange(self.backend, self._input(job), s, n, seed, a, b, self.budgets)
         self.ranges[key] = fr
         out = fr.infer()
         out["worker"] = self.name
