@@ -134,13 +134,22 @@ def cuda_reference(tiny_ckpt):
     return TorchBackend(load_checkpoint(tiny_ckpt), torch.device("cuda"), torch.float32)
 
 
+# The AOTInductor session engine serves frame sides up to 768 px, so that the C++ session is compared with
+# the Python one at the size users run (tests/native/test_native_parity_sizes.py) without a second build;
+# the packages' kernels do not depend on the range, and the build takes as long as for 128 px.
+AOTI_MAX_RES = 768
+
+
 @pytest.fixture(scope="session")
 def aoti_engine_dir(tiny_ckpt, tmp_path_factory):
-    """The session engine's profile with fp32 AOTInductor packages for the CPU (built once: ~2 min)."""
+    """The session engine's profile, frame sides up to `AOTI_MAX_RES`, with fp32 AOTInductor packages for the
+    CPU (built once: ~2 min).
+    """
     from rd_engine.cli.build import cmd_build
 
     out = tmp_path_factory.mktemp("engines") / "tiny-aoti"
     args = [a if a != "onnxruntime" else "aoti" for a in BUILD_ARGS] + ["--device", "cpu"]
+    args[args.index("--max-res") + 1] = str(AOTI_MAX_RES)
     assert cmd_build(_parser().parse_args(["build", "-c", str(tiny_ckpt), "-o", str(out), "-q", *args])) == 0
     return out
 

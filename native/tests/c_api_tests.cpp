@@ -213,8 +213,9 @@ void with_engine(const fs::path& engine) {
   EXPECT_STATUS(rd_session_open(e, &so, &s), RD_ERR_INVALID_ARGUMENT);
   EXPECT_STATUS(rd_session_open(e, &so, nullptr), RD_ERR_INVALID_ARGUMENT);
 
-  // a size outside the profile (the preset's 768 px against a small engine)
+  // a size outside the profile (1024 px against the test engine's 32..768)
   rd_session_options_init(&so);
+  so.res = 1024;
   EXPECT_STATUS(rd_session_open(e, &so, &s), RD_OK);
   auto px = frame(96, 64, 96 * 3, 0);
   EXPECT_STATUS(rd_session_push(s, px.data(), 96, 64, 96 * 3, 0.0, nullptr), RD_ERR_PROFILE);
