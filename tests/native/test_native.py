@@ -293,10 +293,11 @@ def test_shared_library_abi(native_build):
     tags = _readelf_dynamic(lib)
     assert tags["SONAME"] == ["librd_engine.so.2"]
     runpath = ":".join(tags.get("RUNPATH", []) + tags.get("RPATH", []))
-    # CMake ends a build-tree run path it rewrites at install with one empty entry (the installed one is
-    # checked in the consumer test); every other entry is a folder that exists (no stray MKL/Windows ones)
-    entries = runpath.removesuffix(":").split(":")
-    assert all(Path(e).is_dir() for e in entries), runpath
+    # every entry a folder that exists: no stray MKL/Windows ones, and no empty one (the loader would search
+    # the working directory; CMake's own build run path ends in one). The installed path is checked in the
+    # consumer test.
+    entries = runpath.split(":")
+    assert entries and all(e and Path(e).is_dir() for e in entries), runpath
     nm = subprocess.run(["nm", "-D", "--defined-only", str(lib)], capture_output=True, text=True, check=True)
     names = [line.split()[-1].split("@")[0] for line in nm.stdout.splitlines() if line.strip()]
     exported = [n for n in names if n != "RD_ENGINE_2"]
@@ -322,6 +323,7 @@ def test_find_package_consumer_relocated(native_build, aoti_engine_dir, tmp_path
     lib = moved / "lib" / "librd_engine.so.2"
     tags = _readelf_dynamic(lib)
     assert tags.get("RUNPATH") == ["$ORIGIN"], tags.get("RUNPATH")  # nothing of the build machine
+    assert _readelf_dynamic(moved / "bin" / "rd_stream").get("RUNPATH") == ["$ORIGIN/../lib"]
     cmake_dir = moved / "lib" / "cmake" / "rd_engine"
     text = "".join(p.read_text() for p in cmake_dir.iterdir())
     for machine_path in (str(ROOT), str(native_build), str(Path(torch.__file__).parent), str(prefix)):
