@@ -164,10 +164,11 @@ def test_end_to_end_matches_pytorch(torch_backend, ort_backend, clip):
     """Pipeline(OrtBackend) vs Pipeline(TorchBackend) on a generated clip: same depth within 1e-3,
     both the co-aligned depth and the refined output (refine_step 1: add_noise + denoise + averaging).
     """
-    # the reference solver with 30 iterations: what is compared here is the backend, not the solver
-    settings, _ = resolve(
-        "fast", dict(res=64, dilations=[1, 3], seed=1, align="reference", align_iters=30, refine_step=1), CPU
-    )
+    # the `fast` solver: its closed-form steps carry the backends' snippet difference (about 1e-5) into the
+    # co-aligned depth as about 3e-5. The reference solver's Adam amplified it 50-100x, to 4.6e-4..1.2e-3
+    # depending on the torch thread count (measured at 1 and 2 threads), which measured the solver, not the
+    # backend, and failed the bound in a full CI run
+    settings, _ = resolve("fast", dict(res=64, dilations=[1, 3], seed=1, refine_step=1), CPU)
     ref = _predict(torch_backend, clip, settings)
     got = _predict(ort_backend, clip, settings)
     assert got.keys() == ref.keys()
