@@ -9,7 +9,8 @@
    shot ("whole"), or each shot on its own ("per shot"); each shot is scored on its own (one affine
    fit in inverse depth, AbsRel and delta1: `rd_engine.eval.metrics.score_video`), mean over shots.
 2. Cost: seconds per frame of cut detection (`rd_engine.io.shots.ShotDetector`) next to decoding
-   (`rd_engine.io.video.iter_frames`), on generated multi-shot clips at 512, 768 and 1024 px.
+   (`rd_engine.io.video.iter_frames`), medians of 3, at 512, 768 and 1024 px: on generated multi-shot
+   clips, and on the sample clips joined as `--make-clip` joins them (when `--samples` has them).
 3. Across a cut (`--part overlap`): `pipeline.shots.predict_shots` over a generated multi-shot clip
    with every shot written as `--split-shots` writes it (`.npy`, `.npz`, a colorized and the
    side-by-side video), each shot finished (co-alignment, merge, writing) on a second thread while the
@@ -120,32 +121,58 @@ def accuracy(shot_lens: list[int], shots: int, width: int, height: int, dilation
     return rows
 
 
-def detection_cost(sizes: list[int], frames: int) -> list[dict]:
+def _clip_cost(path: Path, repeats: int) -> tuple[float, float, int]:
+    """Median seconds per frame of decoding `path` and of detecting its cuts, and the cuts found."""
     from rd_engine.io.shots import ShotDetector
+    from rd_engine.io.video import iter_frames
+
+    t_dec, t_det = [], []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        decoded = [f.rgb for f in iter_frames(path, 0, 0)]
+        t_dec.append((time.perf_counter() - t0) / len(decoded))
+        det = ShotDetector()
+        for rgb in decoded:
+            det.push(rgb)
+        det.finish()
+        t_det.append(det.seconds / len(decoded))
+    return float(np.median(t_dec)), float(np.median(t_det)), len(det.cuts)
+
+
+def detection_cost(sizes: list[int], frames: int, samples: Path, repeats: int = 3) -> list[dict]:
+    """Cut detection against decoding at each frame width: on generated multi-shot clips (3 cuts), and on
+    the sample clips joined as `make_joined_clip` joins them (real content, 3 cuts) when they are present.
+    """
+    import cv2
+
     from rd_engine.io.video import iter_frames
     from rd_engine.testing.media import multishot_frames, write_frames_video
 
+    real = None
+    if (samples / "elephant.mp4").exists() and (samples / "davis_rollercoaster.mp4").exists():
+        a = [f.rgb for f in iter_frames(samples / "davis_rollercoaster.mp4", 0, 0)]
+        b = [f.rgb for f in iter_frames(samples / "elephant.mp4", 0, 0)]
+        real = [a[:35], b[:60], a[35:], b[60:]]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for size in sizes:
             w, h = size, (size * 9 // 16) // 2 * 2
-            path = Path(tmp) / f"clip{size}.mp4"
             per = frames // 4
-            write_frames_video(path, multishot_frames([per, per, per, frames - 3 * per], w, h), fps=24)
-            t0 = time.perf_counter()
-            decoded = [f.rgb for f in iter_frames(path, 0, 0)]
-            t_dec = (time.perf_counter() - t0) / len(decoded)
-            det = ShotDetector()
-            for rgb in decoded:
-                det.push(rgb)
-            det.finish()
-            t_det = det.seconds / len(decoded)
-            rows.append(dict(size=f"{w}x{h}", decode_ms=t_dec * 1e3, detect_ms=t_det * 1e3, cuts=len(det.cuts)))
-            print(
-                f"{w}x{h}: decode {t_dec * 1e3:.2f} ms/frame, detection {t_det * 1e3:.2f} ms/frame "
-                f"({t_det / t_dec:.0%} of decode), {len(det.cuts)} cuts of 3",
-                flush=True,
-            )
+            clips = [("generated", multishot_frames([per, per, per, frames - 3 * per], w, h))]
+            if real is not None:
+                clips.append(
+                    ("sample clips", [cv2.resize(f, (w, h), interpolation=cv2.INTER_AREA) for s in real for f in s])
+                )
+            for kind, frames_ in clips:
+                path = Path(tmp) / f"{kind[:3]}{size}.mp4"
+                write_frames_video(path, frames_, fps=24)
+                t_dec, t_det, cuts = _clip_cost(path, repeats)
+                rows.append(dict(clip=kind, size=f"{w}x{h}", decode_ms=t_dec * 1e3, detect_ms=t_det * 1e3, cuts=cuts))
+                print(
+                    f"{kind:12s} {w}x{h}: decode {t_dec * 1e3:.2f} ms/frame, detection {t_det * 1e3:.2f} ms/frame "
+                    f"({t_det / t_dec:.0%} of decode), {cuts} cuts of 3 (median of {repeats})",
+                    flush=True,
+                )
     return rows
 
 
@@ -240,7 +267,7 @@ def main(argv=None) -> None:
     if a.part in ("all", "accuracy"):
         accuracy(a.shot_len, a.shots, a.size[0], a.size[1], a.dilations)
     if a.part in ("all", "cost"):
-        detection_cost(a.sizes, a.frames)
+        detection_cost(a.sizes, a.frames, a.samples)
     if a.part in ("all", "overlap"):
         row = overlap_cost(a.overlap_res, a.overlap_shots[0], a.overlap_shots[1], a.repeats)
         if a.json is not None:
