@@ -10,11 +10,11 @@ about K + 1 snippets of each dilation):
 - coarse-to-fine solve (solver pixels of a window >= 2 x 2**17): lag 12 with dilations 1, 2 and 3 over 14
   frames (the window peaks at 30 snippets of 3 x 3,311 solver pixels, 297,990; with dilations 1 and 2 it
   peaks at 25 snippets, 248,325, below it).
-Strided sampling of the residuals (>= 2 x 2**18) needs about 53 snippets in a window at this size: lag 12
-with five dilations over 24 frames (`768x432-lag12-strided`), minutes more of the two online runs than the
-suite's budget allows on a 2-core CPU. It runs only with RD_ENGINE_LONG_TESTS=1 (docs/testing.md gives
-the command and its measured cost); the model-free golden test (`test_native_sizes.py`) covers that branch
-in the default run, at 1024x576.
+Strided sampling of the residuals (>= 2 x 2**18) needs at least 53 snippets in a window at this size:
+`768x432-lag12-strided`, lag 12 with five dilations over 24 frames (its window peaks at 65 snippets, 645,645
+solver pixels), took 252 s on the idle 2-core machine, more than the suite's budget allows. It runs only
+with RD_ENGINE_LONG_TESTS=1 (docs/testing.md); the model-free golden test (`test_native_sizes.py`) covers
+that branch in the default run, at 1024x576.
 """
 
 from __future__ import annotations
