@@ -51,6 +51,11 @@ def native_build(aoti_engine_dir, tmp_path_factory) -> Path:
     return cmake_build(tmp_path_factory.mktemp("native") / "build", f"-DRD_TEST_ENGINE_DIR={aoti_engine_dir}")
 
 
+# the sanitizer builds' flags: line tables only (-g1) are all the sanitizers' file:line reports need, and
+# compile in two thirds of -g's time (measured: the ASan+UBSan build 115 s against 170 s on 2 cores)
+SANITIZER_BUILD = ("-DCMAKE_BUILD_TYPE=RelWithDebInfo", "-DCMAKE_CXX_FLAGS_RELWITHDEBINFO=-O2 -g1 -DNDEBUG")
+
+
 @pytest.fixture(scope="session")
 def native_sanitized(aoti_engine_dir, tmp_path_factory) -> Path:
     """The tests built with AddressSanitizer and UndefinedBehaviorSanitizer (no examples)."""
@@ -58,7 +63,7 @@ def native_sanitized(aoti_engine_dir, tmp_path_factory) -> Path:
         tmp_path_factory.mktemp("native-asan") / "build",
         "-DRD_SANITIZE=ON",
         "-DRD_BUILD_EXAMPLES=OFF",
-        "-DCMAKE_BUILD_TYPE=RelWithDebInfo",
+        *SANITIZER_BUILD,
         f"-DRD_TEST_ENGINE_DIR={aoti_engine_dir}",
     )
 
@@ -70,6 +75,6 @@ def native_tsan(aoti_engine_dir, tmp_path_factory) -> Path:
         tmp_path_factory.mktemp("native-tsan") / "build",
         "-DRD_TSAN=ON",
         "-DRD_BUILD_EXAMPLES=OFF",
-        "-DCMAKE_BUILD_TYPE=RelWithDebInfo",
+        *SANITIZER_BUILD,
         f"-DRD_TEST_ENGINE_DIR={aoti_engine_dir}",
     )
