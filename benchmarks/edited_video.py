@@ -141,18 +141,14 @@ def _clip_cost(path: Path, repeats: int) -> tuple[float, float, int]:
 
 def detection_cost(sizes: list[int], frames: int, samples: Path, repeats: int = 3) -> list[dict]:
     """Cut detection against decoding at each frame width: on generated multi-shot clips (3 cuts), and on
-    the sample clips joined as `make_joined_clip` joins them (real content, 3 cuts) when they are present.
+    the sample clips joined as `_joined_segments` cuts them (real content, 3 cuts) when they are present.
     """
     import cv2
 
-    from rd_engine.io.video import iter_frames
     from rd_engine.testing.media import multishot_frames, write_frames_video
 
-    real = None
-    if (samples / "elephant.mp4").exists() and (samples / "davis_rollercoaster.mp4").exists():
-        a = [f.rgb for f in iter_frames(samples / "davis_rollercoaster.mp4", 0, 0)]
-        b = [f.rgb for f in iter_frames(samples / "elephant.mp4", 0, 0)]
-        real = [a[:35], b[:60], a[35:], b[60:]]
+    have_samples = (samples / "elephant.mp4").exists() and (samples / "davis_rollercoaster.mp4").exists()
+    real = _joined_segments(samples) if have_samples else None
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for size in sizes:
@@ -228,18 +224,26 @@ def overlap_cost(res: int, shots: int, shot_len: int, repeats: int) -> dict:
     return row
 
 
+def _joined_segments(samples: Path) -> list[list[np.ndarray]]:
+    """The sample clips cut into the edited clip's four shots, at their own sizes:
+    `rollercoaster[0:35] elephant[0:60] rollercoaster[35:70] elephant[60:180]`.
+    """
+    from rd_engine.io.video import iter_frames
+
+    a = [f.rgb for f in iter_frames(samples / "davis_rollercoaster.mp4", 0, 0)]
+    b = [f.rgb for f in iter_frames(samples / "elephant.mp4", 0, 0)]
+    return [a[:35], b[:60], a[35:], b[60:]]
+
+
 def make_joined_clip(out: Path, samples: Path) -> list[int]:
     """The sample clips cut into pieces and joined into one edited clip at 960x540, 24 fps
     (`rollercoaster[0:35] elephant[0:60] rollercoaster[35:70] elephant[60:180]`); returns its cuts.
     """
     import cv2
 
-    from rd_engine.io.video import iter_frames
     from rd_engine.testing.media import write_frames_video
 
-    a = [cv2.resize(f.rgb, (960, 540)) for f in iter_frames(samples / "davis_rollercoaster.mp4", 0, 0)]
-    b = [cv2.resize(f.rgb, (960, 540)) for f in iter_frames(samples / "elephant.mp4", 0, 0)]
-    segments = [a[:35], b[:60], a[35:], b[60:]]
+    segments = [[cv2.resize(f, (960, 540)) for f in s] for s in _joined_segments(samples)]
     write_frames_video(out, [f for s in segments for f in s], fps=24)
     return [int(c) for c in np.cumsum([len(s) for s in segments])[:-1]]
 
