@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The one command run on a lent GPU machine (benchmarks/gpu/README.md says how to call it); results land in $OUT.
-# Each step is time-boxed so that a failure does not eat the rest; the boxes add up to 510 s (README.md).
+# Each step is time-boxed so that a failure does not eat the rest; the boxes add up to 525 s (docs/gpu-check.md).
 #   bash benchmarks/gpu/check.sh                     on the GPU machine (after prepare.sh here)
 #   bash benchmarks/gpu/check.sh --only bench,write  a rerun of some steps (preflight always runs)
 #   bash benchmarks/gpu/check.sh --dry-run           on a CPU (CI): tiny model, small sizes, CUDA-only steps skipped
@@ -96,8 +96,9 @@ wanted fastpaths && step fastpaths 140 "${FAST[@]}" --set eager --out "$OUT/fast
 if [ "$DRY" = 0 ] && wanted compile; then  # on a CPU, tests/backends/test_fast_paths.py checks compile
     step compile 90 "${FAST[@]}" --set compile --out "$OUT/compile.json"
 fi
-# writing costs the same whatever model made the depth: the tiny one keeps the step short
-wanted write && step write 30 "$PY" -m benchmarks.gpu.fastpaths --device "$DEV" --model tiny --res "$RES" \
+# writing costs the same whatever model made the depth: the tiny one keeps the step short. Offline: the
+# writers serial against parallel; online (24 frames): writing inline against on threads beside the model
+wanted write && step write 45 "$PY" -m benchmarks.gpu.fastpaths --device "$DEV" --model tiny --res "$RES" \
     --frames "$FRAMES" --set write --out "$OUT/write.json"
 echo "results in $OUT:" && ls "$OUT"
 # a dry run fails if any step failed; on the GPU every step's result is kept whatever the others did

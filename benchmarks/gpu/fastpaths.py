@@ -14,7 +14,8 @@ push-to-depth latency.
 Sets: `eager` (layouts, cuDNN autotuning, batch sizes, precision, attention kernels, host solver threads,
 the device snippet budget, online lag 0), `compile` (torch.compile "default" offline, and
 "reduce-overhead", i.e. CUDA graphs, for the online per-frame calls), `write` (the writers serial
-against parallel, `OutputOptions.write_threads`: measurable on a CPU too). Variants a device cannot run
+against parallel, `OutputOptions.write_threads`, and an online run's writing inline against on background
+threads beside the model: measurable on a CPU too). Variants a device cannot run
 (cuDNN's on a CPU) are listed under `skipped` with the reason.
 """
 
@@ -143,6 +144,43 @@ def write_overlap(models, device, base_settings, clip: Path, threads: int) -> di
     return out
 
 
+def stream_write_overlap(models, device, base_settings, clip: Path, threads: int, save=None, lag: int = 2) -> dict:
+    """An online run (`run_stream`) three ways, twice each, alternating: the model alone (no outputs), the
+    default outputs written inline, and written on `threads` background threads beside the model.
+
+    Writing inline costs `inline - model_only`; written beside the model, end to end can approach
+    `max(model_only, that)` instead of the sum. `save` is called after every run (a cut keeps what ran).
+    """
+    from rd_engine.backends.torch_backend import TorchBackend
+    from rd_engine.outputs.offline import OutputOptions
+    from rd_engine.outputs.stream import run_stream
+    from rd_engine.pipeline.offline import Pipeline
+
+    pipe = Pipeline(TorchBackend(models, device, base_settings.torch_dtype()), progress=False)
+    ways = {
+        "model_only": OutputOptions(npy=False, npz=False, cmaps=[], sbs=False),
+        "inline": OutputOptions(write_threads=1),
+        "background": OutputOptions(write_threads=threads),
+    }
+    out: dict = {"lag": lag, "threads": threads, "torch_threads": torch.get_num_threads(), "seconds": {}}
+    for _ in range(2):
+        for name, opts in ways.items():
+            with tempfile.TemporaryDirectory(prefix="rd-stream-write-") as tmp:
+                t = time.perf_counter()
+                run_stream(pipe, base_settings, lag, clip, Path(tmp), "w", opts, "bench")
+                out["seconds"].setdefault(name, []).append(time.perf_counter() - t)
+            if save is not None:
+                save(out)
+    best = {k: min(v) for k, v in out["seconds"].items()}
+    writing = max(best["inline"] - best["model_only"], 0.0)
+    out["writing_inline_seconds"] = writing
+    out["ideal_background_seconds"] = max(best["model_only"], writing)
+    out["speedup"] = best["inline"] / best["background"]
+    if save is not None:
+        save(out)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python3 -m benchmarks.gpu.fastpaths", description=__doc__.split("\n\n")[0])
     p.add_argument("--out", type=Path, required=True)
@@ -153,6 +191,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--set", dest="which", choices=sorted(SETS), default="eager")
     p.add_argument("--only", nargs="+", default=None, help="these variants of the set (eager always runs first)")
     p.add_argument("--write-threads", type=int, default=4, help="parallel writers of the write set")
+    p.add_argument("--stream-frames", type=int, default=24, help="frames of the write set's online runs (0: none)")
+    p.add_argument(
+        "--torch-threads",
+        type=int,
+        default=0,
+        help="torch's intra-op threads (0: its default); 1 on a CPU leaves the other cores to the writers, "
+        "as a GPU does",
+    )
     a = p.parse_args(argv)
 
     from rd_engine.bench.flops import FlopTable, measure_peak_tflops
@@ -164,6 +210,8 @@ def main(argv: list[str] | None = None) -> int:
     from rd_engine.testing.media import write_test_video
 
     quiet_libraries()
+    if a.torch_threads:
+        torch.set_num_threads(a.torch_threads)
     device = torch.device(a.device)
     dtype = torch.float16 if device.type == "cuda" else torch.float32
     t0 = time.perf_counter()
@@ -200,7 +248,16 @@ def main(argv: list[str] | None = None) -> int:
         if a.which == "write":
             result["write_overlap"] = write_overlap(models, device, settings, clip, a.write_threads)
             save()
-            print(json.dumps(result["write_overlap"]))
+            print(json.dumps(result["write_overlap"]), flush=True)
+            if a.stream_frames:
+
+                def keep(part: dict) -> None:
+                    result["stream_write_overlap"] = part
+                    save()
+
+                online = dataclasses.replace(settings, frame_count=min(a.stream_frames, a.frames)).validate()
+                part = stream_write_overlap(models, device, online, clip, a.write_threads, keep)
+                print(json.dumps(part), flush=True)
             return 0
         from rd_engine.backends.torch_backend import TorchBackend
 

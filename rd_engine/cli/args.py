@@ -138,7 +138,8 @@ def add_fast_arguments(parser: argparse.ArgumentParser) -> None:
         "--write-threads",
         type=int_at_least(1),
         default=1,
-        help="outputs written in parallel (each file colorized and encoded on its own thread)",
+        help="threads that write outputs: offline, each file on its own thread once the depth is done; "
+        "with --stream, the colorized videos and the per-frame outputs on background threads beside the model",
     )
 
 

@@ -20,6 +20,7 @@ from rd_engine.io.video import processed_size
 from rd_engine.io.video_writer import VideoWriter
 from rd_engine.online.session import StreamSession
 from rd_engine.outputs.frames import FrameOut, PointCloudSink, masked_metric
+from rd_engine.outputs.lanes import WriteLanes
 from rd_engine.outputs.offline import CONFIDENCE_MEANING, OutputOptions
 from rd_engine.outputs.pointcloud import processed_intrinsics
 from rd_engine.outputs.render import colorize, write_png16_mm_sequence
@@ -53,11 +54,16 @@ class _Raw:
 
 
 class _Sink:
-    """Appends finished frames to the raw temp files, the colorized videos and the per-frame sinks."""
+    """Appends finished frames to the raw temp files, the colorized videos and the per-frame sinks.
 
-    def __init__(self, out_dir: Path, stem: str, writers, cmaps, opts: OutputOptions, frame_sinks, size, camera):
+    The raw files are appended at once; the colorized videos (a lane each) and the frame sinks (one lane,
+    in frame order) go through `lanes`, on background threads with `--write-threads` 2 or more.
+    """
+
+    def __init__(self, out_dir: Path, stem: str, writers, cmaps, opts: OutputOptions, frame_sinks, size, camera, lanes):
         self.out_dir, self.stem, self.opts, self.camera = out_dir, stem, opts, camera
         self.writers, self.cmaps, self.frame_sinks, self.size = writers, cmaps, frame_sinks, size
+        self.lanes: WriteLanes = lanes
         self.raw = {"depth": _Raw(out_dir, stem, "depth")}
         self.timestamps: list[float] = []
         self.latencies: list[float] = []
@@ -91,25 +97,32 @@ class _Sink:
             self.timestamps.append(np.nan if f.timestamp is None else f.timestamp)
             self.latencies.append(np.nan if f.latency is None else f.latency)
             self.starts.append(f.starts_shot)
-            for c, w in zip(self.cmaps, self.writers):
-                w.write(colorize(f.depth, *STREAM_RANGE, c))
+            for lane, (c, w) in enumerate(zip(self.cmaps, self.writers)):
+                self.lanes.submit(lane, _colorized, w, f.depth, c)
             if self.frame_sinks:
-                fo = FrameOut(
-                    f.index,
-                    f.timestamp,
-                    processed_rgb(self.rgb.pop(f.index), self.size),
-                    f.depth,
+                self.lanes.submit(
+                    len(self.cmaps),
+                    self._frame_out,
+                    f,
+                    self.rgb.pop(f.index),
                     depth_m,
-                    f.confidence,
                     self.sources.pop(f.index),
-                    self.camera,
                 )
-                for sk in self.frame_sinks:
-                    sk.emit(fo)
+
+    def _frame_out(self, f, rgb: np.ndarray, depth_m, source) -> None:
+        fo = FrameOut(
+            f.index, f.timestamp, processed_rgb(rgb, self.size), f.depth, depth_m, f.confidence, source, self.camera
+        )
+        for sk in self.frame_sinks:
+            sk.emit(fo)
 
     def remove(self) -> None:
         for r in self.raw.values():
             r.remove()
+
+
+def _colorized(writer: VideoWriter, depth: np.ndarray, cmap: str) -> None:
+    writer.write(colorize(depth, *STREAM_RANGE, cmap))
 
 
 def processed_rgb(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -188,7 +201,9 @@ def run_stream(
                         sinks.insert(0, PointCloudSink(folder, stem, opts.depth_range, opts.voxel, opts.confidence_min))
                     for sk in sinks:
                         outputs.enter_context(sk)
-                    sink = _Sink(out_dir, stem, writers, opts.cmaps, opts, sinks, size, k)
+                    # entered last, so it is closed first: every queued write lands before its file closes
+                    lanes = outputs.enter_context(WriteLanes(len(opts.cmaps) + bool(sinks), opts.write_threads))
+                    sink = _Sink(out_dir, stem, writers, opts.cmaps, opts, sinks, size, k, lanes)
                 sink.pushed(i, rgb, header)
                 sink.emit(session.push(rgb, ts, anchors=fa))
                 n_pushed = i + 1

@@ -183,6 +183,8 @@ def test_check_dry_run_runs_every_step_and_writes_its_results(dry_run):
     assert all(v["speedup"]["pipeline"] > 0 for k, v in fast["variants"].items() if k != "eager" and "online" not in k)
     write = json.loads((out / "write.json").read_text())["write_overlap"]
     assert write["speedup"] > 0 and len(write["write_seconds"]["1"]) == 2
+    online = json.loads((out / "write.json").read_text())["stream_write_overlap"]
+    assert online["speedup"] > 0 and all(len(online["seconds"][k]) == 2 for k in ("model_only", "inline", "background"))
     assert json.loads((out / "env.json").read_text())["libraries"]["torch"]
 
 
