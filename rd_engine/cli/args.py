@@ -138,8 +138,9 @@ def add_fast_arguments(parser: argparse.ArgumentParser) -> None:
         "--write-threads",
         type=int_at_least(1),
         default=1,
-        help="threads that write outputs: offline, each file on its own thread once the depth is done; "
-        "with --stream, the colorized videos and the per-frame outputs on background threads beside the model",
+        help="threads that write outputs: offline, each file on its own thread once the depth is done, and "
+        "with several videos a video's outputs while the model runs the next; with --stream, the colorized "
+        "videos and the per-frame outputs on background threads beside the model (the same files whatever N)",
     )
 
 

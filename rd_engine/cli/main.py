@@ -321,9 +321,8 @@ def cmd_run(args) -> int:
 
     from rd_engine.model.checkpoint import load_checkpoint
     from rd_engine.model.factory import tiny_checkpoint_cached
-    from rd_engine.outputs.offline import write_outputs
     from rd_engine.pipeline.offline import Budgets, Pipeline
-    from rd_engine.progress import StageClock, human_bytes, peak_host_bytes
+    from rd_engine.progress import StageClock
     from rd_engine.settings import pick_device, resolve
 
     if args.engine is not None:
@@ -407,6 +406,19 @@ def cmd_run(args) -> int:
 
     failures = unusable
     stems: dict[str, int] = {}
+    # --write-threads 2 or more and several videos: a video's outputs are written on a thread while the model
+    # runs the next one (at most one video waiting to be written: two predictions in memory at once)
+    writer, pending = None, None
+    if opts.write_threads > 1 and len(inputs) > 1 and not args.stream and not bags:
+        from concurrent.futures import ThreadPoolExecutor
+
+        # the writers resize with torch: with this thread's count, as a serial write does
+        writer = ThreadPoolExecutor(
+            1,
+            thread_name_prefix="rd-write-video",
+            initializer=torch.set_num_threads,
+            initargs=(torch.get_num_threads(),),
+        )
     for path in inputs:
         stem = input_stem(path)
         stems[stem] = stems.get(stem, 0) + 1
@@ -504,53 +516,91 @@ def cmd_run(args) -> int:
                     confidence=confidence,
                     anchors=anchors,
                 )
-            n_frames = len(pred.timestamps)
-            try:
-                if not args.split_shots or pred.shots is None:
-                    write_outputs(pred, out_dir, stem, opts, model_name, backend.name, clock, sinks=viewer_sinks(args))
-            finally:
-                pred.close()
-            secs = {**pred.stage_seconds, **clock.seconds}
-            stages = " ".join(f"{k} {v:.1f}s" for k, v in secs.items())
-            mem = f"peak host {human_bytes(peak_host_bytes())}"
-            if pred.peak_device_bytes:
-                mem += f", peak device {human_bytes(pred.peak_device_bytes)}"
-            name = Path(str(path)).name or str(path)
-            cut = "" if pred.shots is None else f" in {len(pred.shots)} shot{'s' * (len(pred.shots) != 1)}"
-            print(
-                f"{name}: {n_frames} frames{cut} {pred.size[0]}x{pred.size[1]} | {stages} | {mem} "
-                f"| -> {out_dir}/{stem}*",
-                flush=True,
-            )
-        except UserError as e:
-            failures += 1
-            print(f"rd-engine: error: {worded(e)}", file=sys.stderr, flush=True)
-        except (MemoryError, torch.cuda.OutOfMemoryError) as e:
-            failures += 1
-            print(
-                f"rd-engine: error: {path}: out of memory ({type(e).__name__}); "
-                "lower --res, --snippet-batch or --vae-batch",
-                file=sys.stderr,
-                flush=True,
-            )
+            write = not args.split_shots or pred.shots is None
+            if writer is None:
+                _finish_video(pred, path, out_dir, stem, opts, model_name, backend.name, clock, write, args)
+            else:  # written while the model runs the next video; its line comes when it is written
+                failures += _settle(pending, args.verbose)
+                quiet = StageClock(False)  # no bars beside the next video's, no device syncs on this thread
+                quiet.seconds = clock.seconds
+                job = (pred, path, out_dir, stem, opts, model_name, backend.name, quiet, write, args)
+                pending = (path, writer.submit(_finish_video, *job))
         except KeyboardInterrupt:
             raise
-        except Exception as e:  # a bug: report it, keep going with the other videos
+        except Exception as e:
             failures += 1
-            print(
-                f"rd-engine: error: {path}: internal error: {type(e).__name__}: {e}"
-                + ("" if args.verbose else " (run with --verbose for the traceback)"),
-                file=sys.stderr,
-                flush=True,
-            )
-            if args.verbose:
-                traceback.print_exc()
+            _report_failure(path, e, args.verbose)
+    if writer is not None:
+        failures += _settle(pending, args.verbose)
+        writer.shutdown()
     if args.demo:
         log.warning("DEMO finished: outputs in %s (random-weight model: the depth is NOT meaningful)", out_dir)
     if failures:
         print(f"rd-engine: {failures} of {len(inputs) + unusable} videos failed", file=sys.stderr)
         return 1
     return 0
+
+
+def _finish_video(pred, path, out_dir, stem, opts, model_name, backend_name, clock, write: bool, args) -> None:
+    """Write a video's outputs (unless its shots were written already), free it, print its line."""
+    from rd_engine.cli.robotics import viewer_sinks
+    from rd_engine.outputs.offline import write_outputs
+    from rd_engine.progress import human_bytes, peak_host_bytes
+
+    n_frames = len(pred.timestamps)
+    try:
+        if write:
+            write_outputs(pred, out_dir, stem, opts, model_name, backend_name, clock, sinks=viewer_sinks(args))
+    finally:
+        pred.close()
+    secs = {**pred.stage_seconds, **clock.seconds}
+    stages = " ".join(f"{k} {v:.1f}s" for k, v in secs.items())
+    mem = f"peak host {human_bytes(peak_host_bytes())}"
+    if pred.peak_device_bytes:
+        mem += f", peak device {human_bytes(pred.peak_device_bytes)}"
+    name = Path(str(path)).name or str(path)
+    cut = "" if pred.shots is None else f" in {len(pred.shots)} shot{'s' * (len(pred.shots) != 1)}"
+    print(
+        f"{name}: {n_frames} frames{cut} {pred.size[0]}x{pred.size[1]} | {stages} | {mem} | -> {out_dir}/{stem}*",
+        flush=True,
+    )
+
+
+def _settle(pending, verbose: bool) -> int:
+    """Wait for the video being written on the writer thread; 1 if it failed (reported), else 0."""
+    if pending is None:
+        return 0
+    path, future = pending
+    try:
+        future.result()
+    except Exception as e:
+        _report_failure(path, e, verbose)
+        return 1
+    return 0
+
+
+def _report_failure(path, e: Exception, verbose: bool) -> None:
+    """One line on stderr for a video that failed; the run goes on with the others."""
+    import torch
+
+    if isinstance(e, UserError):
+        print(f"rd-engine: error: {worded(e)}", file=sys.stderr, flush=True)
+    elif isinstance(e, (MemoryError, torch.cuda.OutOfMemoryError)):
+        print(
+            f"rd-engine: error: {path}: out of memory ({type(e).__name__}); "
+            "lower --res, --snippet-batch or --vae-batch",
+            file=sys.stderr,
+            flush=True,
+        )
+    else:  # a bug: report it, keep going with the other videos
+        print(
+            f"rd-engine: error: {path}: internal error: {type(e).__name__}: {e}"
+            + ("" if verbose else " (run with --verbose for the traceback)"),
+            file=sys.stderr,
+            flush=True,
+        )
+        if verbose:
+            traceback.print_exception(e)
 
 
 def run_shots(
