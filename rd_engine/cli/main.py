@@ -419,45 +419,68 @@ def cmd_run(args) -> int:
             initializer=torch.set_num_threads,
             initargs=(torch.get_num_threads(),),
         )
-    for path in inputs:
-        stem = input_stem(path)
-        stems[stem] = stems.get(stem, 0) + 1
-        if stems[stem] > 1:
-            stem = f"{stem}_{stems[stem]}"  # two inputs with one name must not overwrite each other
-        try:
-            if bags:
-                from rd_engine.io.anchors import load_anchors
-                from rd_engine.io.rosbag import image_stamps
-                from rd_engine.outputs.bagrun import run_bag
+    try:
+        for path in inputs:
+            stem = input_stem(path)
+            stems[stem] = stems.get(stem, 0) + 1
+            if stems[stem] > 1:
+                stem = f"{stem}_{stems[stem]}"  # two inputs with one name must not overwrite each other
+            try:
+                if bags:
+                    from rd_engine.io.anchors import load_anchors
+                    from rd_engine.io.rosbag import image_stamps
+                    from rd_engine.outputs.bagrun import run_bag
 
-                anchors = None
-                if args.anchors is not None:
-                    _, in_size = image_stamps(path, args.topic, settings.start_frame, 1)
-                    anchors = load_anchors(args.anchors, in_size)
-                line = run_bag(
-                    pipe,
-                    settings,
-                    path,
-                    args.topic,
-                    out_dir,
-                    stem,
-                    opts,
-                    model_name,
-                    backend.name,
-                    anchors_topic=args.anchors_topic,
-                    anchors=anchors,
-                    stream=args.stream,
-                    lag=args.lag,
-                    progress=not args.quiet,
-                    sinks=viewer_sinks(args),
-                )
-                print(line, flush=True)
-                continue
-            if not isinstance(path, str):
-                path = as_sequence(path, seq_opts) or path
-            if args.stream:
-                from rd_engine.outputs.stream import run_stream
+                    anchors = None
+                    if args.anchors is not None:
+                        _, in_size = image_stamps(path, args.topic, settings.start_frame, 1)
+                        anchors = load_anchors(args.anchors, in_size)
+                    line = run_bag(
+                        pipe,
+                        settings,
+                        path,
+                        args.topic,
+                        out_dir,
+                        stem,
+                        opts,
+                        model_name,
+                        backend.name,
+                        anchors_topic=args.anchors_topic,
+                        anchors=anchors,
+                        stream=args.stream,
+                        lag=args.lag,
+                        progress=not args.quiet,
+                        sinks=viewer_sinks(args),
+                    )
+                    print(line, flush=True)
+                    continue
+                if not isinstance(path, str):
+                    path = as_sequence(path, seq_opts) or path
+                if args.stream:
+                    from rd_engine.outputs.stream import run_stream
 
+                    anchors = None
+                    if args.anchors is not None:
+                        from rd_engine.io.anchors import load_anchors
+                        from rd_engine.io.video import probe
+
+                        info = probe(path)
+                        anchors = load_anchors(args.anchors, (info.width, info.height))
+                    line = run_stream(
+                        pipe,
+                        settings,
+                        args.lag,
+                        path,
+                        out_dir,
+                        stem,
+                        opts,
+                        model_name,
+                        anchors=anchors,
+                        frame_sinks=viewer_sinks(args),
+                        shots=shots,
+                    )
+                    print(line, flush=True)
+                    continue
                 anchors = None
                 if args.anchors is not None:
                     from rd_engine.io.anchors import load_anchors
@@ -465,74 +488,54 @@ def cmd_run(args) -> int:
 
                     info = probe(path)
                     anchors = load_anchors(args.anchors, (info.width, info.height))
-                line = run_stream(
-                    pipe,
-                    settings,
-                    args.lag,
-                    path,
-                    out_dir,
-                    stem,
-                    opts,
-                    model_name,
-                    anchors=anchors,
-                    frame_sinks=viewer_sinks(args),
-                    shots=shots,
-                )
-                print(line, flush=True)
-                continue
-            anchors = None
-            if args.anchors is not None:
-                from rd_engine.io.anchors import load_anchors
-                from rd_engine.io.video import probe
-
-                info = probe(path)
-                anchors = load_anchors(args.anchors, (info.width, info.height))
-                if info.num_frames:  # a frame past the video's end fails before any work
-                    anchors.check(info.width, info.height, max(0, info.num_frames - settings.start_frame))
-            clock = StageClock(not args.quiet)
-            confidence = opts.needs_confidence or args.rerun is not None
-            if shots.off:
-                pred = pipe.predict(
-                    path,
-                    settings,
-                    keep_snippets=opts.snippets,
-                    confidence=confidence,
-                    anchors=anchors,
-                    anchor_window=args.anchor_window,
-                )
-            else:
-                pred = run_shots(
-                    pipe,
-                    path,
-                    settings,
-                    shots,
-                    out_dir,
-                    stem,
-                    opts,
-                    model_name,
-                    backend.name,
-                    clock,
-                    args,
-                    confidence=confidence,
-                    anchors=anchors,
-                )
-            write = not args.split_shots or pred.shots is None
-            if writer is None:
-                _finish_video(pred, path, out_dir, stem, opts, model_name, backend.name, clock, write, args)
-            else:  # written while the model runs the next video; its line comes when it is written
-                failures += _settle(pending, args.verbose)
-                quiet = StageClock(False)  # no bars beside the next video's, no device syncs on this thread
-                quiet.seconds = clock.seconds
-                job = (pred, path, out_dir, stem, opts, model_name, backend.name, quiet, write, args)
-                pending = (path, writer.submit(_finish_video, *job))
-        except KeyboardInterrupt:
-            raise
-        except Exception as e:
-            failures += 1
-            _report_failure(path, e, args.verbose)
-    if writer is not None:
-        failures += _settle(pending, args.verbose)
-        writer.shutdown()
+                    if info.num_frames:  # a frame past the video's end fails before any work
+                        anchors.check(info.width, info.height, max(0, info.num_frames - settings.start_frame))
+                clock = StageClock(not args.quiet)
+                confidence = opts.needs_confidence or args.rerun is not None
+                if shots.off:
+                    pred = pipe.predict(
+                        path,
+                        settings,
+                        keep_snippets=opts.snippets,
+                        confidence=confidence,
+                        anchors=anchors,
+                        anchor_window=args.anchor_window,
+                    )
+                else:
+                    pred = run_shots(
+                        pipe,
+                        path,
+                        settings,
+                        shots,
+                        out_dir,
+                        stem,
+                        opts,
+                        model_name,
+                        backend.name,
+                        clock,
+                        args,
+                        confidence=confidence,
+                        anchors=anchors,
+                    )
+                write = not args.split_shots or pred.shots is None
+                if writer is None:
+                    _finish_video(pred, path, out_dir, stem, opts, model_name, backend.name, clock, write, args)
+                else:  # written while the model runs the next video; its line comes when it is written
+                    failures, pending = failures + _settle(pending, args.verbose), None
+                    quiet = StageClock(False)  # no bars beside the next video's, no device syncs on this thread
+                    quiet.seconds = clock.seconds
+                    job = (pred, path, out_dir, stem, opts, model_name, backend.name, quiet, write, args)
+                    pending = (path, writer.submit(_finish_video, *job))
+            except KeyboardInterrupt:
+                raise
+            except Exception as e:
+                failures += 1
+                _report_failure(path, e, args.verbose)
+        if writer is not None:
+            failures += _settle(pending, args.verbose)
+    finally:
+        if writer is not None:  # an interrupted run still finishes writing the video it was writing
+            writer.shutdown()
     if args.demo:
         log.warning("DEMO finished: outputs in %s (random-weight model: the depth is NOT meaningful)", out_dir)
     if failures:
