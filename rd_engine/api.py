@@ -55,6 +55,7 @@ class Engine:
         fast: execution options of the PyTorch backend (`rd_engine.backends.fast.FastPaths`: channels_last,
             cudnn_benchmark, compile, attention); all off by default.
         align_threads: CPU threads of the host co-alignment solve (None: torch's setting).
+        align_on: where the fast and robust solvers run: "host" or "device" (the GPU; `Pipeline`).
     """
 
     def __init__(
@@ -69,6 +70,7 @@ class Engine:
         backend: str = "auto",
         fast: FastPaths | None = None,
         align_threads: int | None = None,
+        align_on: str = "host",
     ):
         from rd_engine.backends.select import open_backend
         from rd_engine.model.checkpoint import load_checkpoint
@@ -83,7 +85,9 @@ class Engine:
         self.backend = open_backend(
             None if engine is None else Path(engine), models, backend, self.device, torch_dtype, fast=fast
         )
-        self.pipeline = Pipeline(self.backend, progress=progress, budgets=budgets, align_threads=align_threads)
+        self.pipeline = Pipeline(
+            self.backend, progress=progress, budgets=budgets, align_threads=align_threads, align_on=align_on
+        )
         self.model_name = models.name if models is not None else str(engine)
 
     @classmethod

@@ -40,6 +40,7 @@ class Variant:
     overrides: dict = dataclasses.field(default_factory=dict)  # settings
     fast: dict = dataclasses.field(default_factory=dict)  # FastPaths fields
     align_threads: int | None = None
+    align_on: str = "host"
     device_budget: float | str = 4.0
     online: bool = False
     cuda_only: bool = False
@@ -58,6 +59,7 @@ SETS: dict[str, list[Variant]] = {
         Variant("snippet_batch16", overrides={"snippet_batch": 16}),
         Variant("bf16", overrides={"dtype": "bf16"}),
         Variant("align_threads1", align_threads=1),
+        Variant("align_on_device", align_on="device", cuda_only=True),
         Variant("device_budget_auto", device_budget="auto", cuda_only=True),
         Variant("online_eager", online=True),
         Variant("attention_efficient", fast={"attention": "efficient"}, cuda_only=True),
@@ -103,6 +105,7 @@ def run_variant(v: Variant, models, device, base_settings, clip: Path, flops, pe
         peak=peak,
         mode="optimized",
         align_threads=v.align_threads,
+        align_on=v.align_on,
         budgets=Budgets(device_snippets=Budgets.device_value(v.device_budget)),
     )
     summary.pop("_shapes", None)
@@ -277,6 +280,7 @@ def main(argv: list[str] | None = None) -> int:
                 save()
                 continue
             r["fast"], r["overrides"], r["align_threads"] = v.fast, v.overrides, v.align_threads
+            r["align_on"] = v.align_on
             r["device_budget"] = v.device_budget
             base = result["variants"].get("online_eager" if v.online else EAGER)
             if base is not None and not v.online:

@@ -131,6 +131,7 @@ def measure(
     peak: dict,
     mode: str,
     align_threads: int | None = None,
+    align_on: str = "host",
     write_threads: int = 1,
     budgets=None,
     on_repeat=None,
@@ -149,6 +150,7 @@ def measure(
         peak: `measure_peak_tflops` result for the run's device and precision.
         mode: "optimized" or "baseline".
         align_threads: CPU threads of the host co-alignment (`Pipeline(align_threads=...)`).
+        align_on: Where the fast and robust solvers run (`Pipeline(align_on=...)`).
         write_threads: Outputs written in parallel (`OutputOptions.write_threads`).
         budgets: The pipeline's memory budgets (default `Budgets()`).
         on_repeat: Called with the summary so far after every timed repeat (the caller writes it, so a run
@@ -161,7 +163,7 @@ def measure(
     timer = StageTimer(device)
     timed = TimedBackend(backend, timer)
     pipe = Pipeline(  # refinement's backend calls are tagged
-        timed, progress=False, on_phase=timed.set_phase, align_threads=align_threads, budgets=budgets
+        timed, progress=False, on_phase=timed.set_phase, align_threads=align_threads, align_on=align_on, budgets=budgets
     )
     from rd_engine.io.video import probe, processed_size
 

@@ -129,6 +129,13 @@ def add_fast_arguments(parser: argparse.ArgumentParser) -> None:
         "a busy machine)",
     )
     g.add_argument(
+        "--align-on",
+        choices=["host", "device"],
+        default="host",
+        help="where the fast and robust co-alignment solvers run: the host's CPU, or the GPU the model runs on "
+        "(the same as host on a CPU run)",
+    )
+    g.add_argument(
         "--device-snippet-budget",
         type=device_budget_value,
         default=4.0,

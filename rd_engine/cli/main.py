@@ -400,7 +400,9 @@ def cmd_run(args) -> int:
     budgets = Budgets(device_snippets=device_snippet_bytes(args.device_snippet_budget))
     if args.max_memory is not None:
         budgets.host_snippets = int(args.max_memory * (1 << 30))
-    pipe = Pipeline(backend, progress=not args.quiet, budgets=budgets, align_threads=args.align_threads)
+    pipe = Pipeline(
+        backend, progress=not args.quiet, budgets=budgets, align_threads=args.align_threads, align_on=args.align_on
+    )
 
     from rd_engine.io.video import as_sequence, input_stem
 

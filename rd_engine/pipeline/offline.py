@@ -29,7 +29,7 @@ from rd_engine.backends.base import Backend
 from rd_engine.coalign.merge import confidence_from_spread, entries_per_frame, merge_deltas, merge_frames
 from rd_engine.coalign.problem import Params, back_to_back, check_finite, solver_copy
 from rd_engine.coalign.solve import solve
-from rd_engine.errors import UserError
+from rd_engine.errors import SettingError, UserError
 from rd_engine.io.anchors import Anchors
 from rd_engine.io.video import VideoInfo, iter_frames, probe, processed_size
 from rd_engine.pipeline.inference import (
@@ -48,6 +48,8 @@ from rd_engine.progress import StageClock
 from rd_engine.settings import Settings
 from rd_engine.snippets.plan import SnippetGroup, snippet_indices
 from rd_engine.snippets.scheduler import RollingScheduler, Snippet, batches
+
+ALIGN_ON = ("host", "device")  # where the fast and robust co-alignment solvers run (Pipeline(align_on=))
 
 log = logging.getLogger("rd_engine")
 
@@ -206,6 +208,9 @@ class Pipeline:
             benchmark tags backend calls with it).
         align_threads: torch CPU threads of the co-alignment solve when it runs on the host (None:
             torch's setting; a solver of many small ops slows down when its threads outnumber free cores).
+        align_on: Where the `fast` and `robust` solvers run: "host" (the CPU), or "device" (the backend's
+            GPU, with the solver copies moved there; on a CPU backend the same as "host"). The reference
+            solver runs on the device on a GPU, as the public implementation runs it.
     """
 
     def __init__(
@@ -215,12 +220,16 @@ class Pipeline:
         budgets: Budgets | None = None,
         on_phase: Callable[[str], None] | None = None,
         align_threads: int | None = None,
+        align_on: str = "host",
     ):
+        if align_on not in ALIGN_ON:
+            raise SettingError("align_on", f"must be one of {', '.join(ALIGN_ON)}, not {align_on!r}")
         self.backend = backend
         self.progress = progress
         self.budgets = budgets or Budgets()
         self.on_phase = on_phase
         self.align_threads = align_threads
+        self.align_on = align_on
 
     def _initial_noise(self, seed: int, latent: torch.Tensor, given: torch.Tensor | None) -> torch.Tensor:
         if given is None:
@@ -435,7 +444,7 @@ class Pipeline:
             # 3. co-alignment on the small copies; the global minimum is subtracted in the run dtype
             with clock.stage("align", total=s.align_iters if s.align == "reference" else None, unit="it") as tick:
                 with cpu_threads(self.align_threads):
-                    params, delta = coalign(plan, copies, gmin, s, be.device, tick, n)
+                    params, delta = coalign(plan, copies, gmin, s, be.device, tick, n, self.align_on)
 
             # 4. merge at full resolution over chunks of frames, then re-normalize
             out = OutputBuffer((n, h, w), self.budgets.host_output, self.budgets.spill_dir, temp_files)
@@ -512,6 +521,7 @@ def coalign(
     device: torch.device,
     tick,
     n: int,
+    align_on: str = "host",
 ) -> tuple[Params, torch.Tensor | None]:
     """Scale and shift per snippet from the aligner's copies (consumed), minus the global minimum.
 
@@ -524,13 +534,15 @@ def coalign(
         for k in range(g.size):
             c = copies.pop((g.dilation, k))
             v[k] = c - gmin.to(c.dtype)
-    solve_groups = [g.with_depth(v) for g, v in zip(plan, views)]
-    if s.align == "reference" and device.type == "cuda":
-        # the reference's Adam runs where its snippets are: on the GPU (2000 small steps)
-        solve_groups = [g.with_depth(g.depth.to(device)) for g in solve_groups]
+    host_groups = [g.with_depth(v) for g, v in zip(plan, views)]
+    solve_groups = host_groups
+    if device.type == "cuda" and (s.align == "reference" or align_on == "device"):
+        # the reference's Adam runs where its snippets are: on the GPU (2000 small steps); the others on
+        # the GPU when asked (`align_on`)
+        solve_groups = [g.with_depth(g.depth.to(device)) for g in host_groups]
     params = solve(solve_groups, n, s.align, iters=s.align_iters, progress=tick)
     params = [(sc.cpu(), sh.cpu()) for sc, sh in params]
-    delta = merge_deltas(solve_groups, params, n) if s.align == "robust" else None
+    delta = merge_deltas(host_groups, params, n) if s.align == "robust" else None  # on the host copies
     return params, delta
 
 

@@ -84,7 +84,7 @@ def test_run_and_bench_take_the_fast_path_options():
     from rd_engine.cli.main import build_parser
 
     flags = ["--channels-last", "--cudnn-benchmark", "--compile", "reduce-overhead", "--attention", "cudnn"]
-    flags += ["--align-threads", "1", "--write-threads", "3", "--device-snippet-budget", "auto"]
+    flags += ["--align-threads", "1", "--write-threads", "3", "--device-snippet-budget", "auto", "--align-on", "device"]
     run = build_parser().parse_args(["run", "x.mp4", *flags])
     p = argparse.ArgumentParser()
     add_bench_parser(p.add_subparsers(dest="command"))
@@ -92,6 +92,7 @@ def test_run_and_bench_take_the_fast_path_options():
     for args in (run, bench):
         assert FastPaths.from_args(args) == FastPaths(True, True, "reduce-overhead", "cudnn")
         assert (args.align_threads, args.write_threads, args.device_snippet_budget) == (1, 3, "auto")
+        assert args.align_on == "device"
     with pytest.raises(SystemExit):
         build_parser().parse_args(["run", "x.mp4", "--device-snippet-budget", "lots"])
 
@@ -110,6 +111,16 @@ def test_host_options_keep_the_result(tiny_models, clip, tmp_path):
     assert torch.get_num_threads() == threads
     default = Pipeline(be, progress=False).predict(clip, s)
     assert np.abs(one.depth - default.depth).max() < 1e-6  # a reduction order, nothing else
+    # the solvers on "the device": on a CPU backend that is the host, so the same depth bit for bit (on a
+    # GPU the check's align_on_device variant compares them); the robust solver too, whose merge scales
+    # are computed from the host copies either way
+    for align in ("fast", "robust"):
+        sa, _ = resolve("fast", {"res": 64, "seed": 1, "refine_step": 0, "align": align}, torch.device("cpu"))
+        host = Pipeline(be, progress=False, align_on="host").predict(clip, sa)
+        dev = Pipeline(be, progress=False, align_on="device").predict(clip, sa)
+        np.testing.assert_array_equal(host.depth, dev.depth)
+    with pytest.raises(SettingError, match="align_on must be one of host, device"):
+        Pipeline(be, align_on="gpu")
     files = {}
     for n in (1, 3):
         out = tmp_path / f"w{n}"
