@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The one command run on a lent GPU machine (benchmarks/gpu/README.md says how to call it); results land in $OUT.
-# Each step is time-boxed so that a failure does not eat the rest; the boxes add up to 525 s (docs/gpu-check.md).
+# Each step is time-boxed so that a failure does not eat the rest; the boxes add up to 545 s (docs/gpu-check.md).
 #   bash benchmarks/gpu/check.sh                     on the GPU machine (after prepare.sh here)
 #   bash benchmarks/gpu/check.sh --only bench,write  a rerun of some steps (preflight always runs)
 #   bash benchmarks/gpu/check.sh --dry-run           on a CPU (CI): tiny model, small sizes, CUDA-only steps skipped
@@ -92,7 +92,7 @@ wanted bench && step bench 115 "$PY" -m rd_engine.cli bench --model "$MODEL" --d
 # every fast path against eager in one process (one warm-up and one run each, no writing), then the compiled
 # ones (torch.compile default offline, CUDA graphs for online lag 0), then serial against parallel writers
 FAST=("$PY" -m benchmarks.gpu.fastpaths --device "$DEV" --model "$MODEL" --res "$RES" --frames "$FRAMES")
-wanted fastpaths && step fastpaths 140 "${FAST[@]}" --set eager --out "$OUT/fastpaths.json"
+wanted fastpaths && step fastpaths 160 "${FAST[@]}" --set eager --out "$OUT/fastpaths.json"
 if [ "$DRY" = 0 ] && wanted compile; then  # on a CPU, tests/backends/test_fast_paths.py checks compile
     step compile 90 "${FAST[@]}" --set compile --out "$OUT/compile.json"
 fi
