@@ -37,8 +37,8 @@ SEED = 5
 COARSE, STRIDED = 2 << 17, 2 << 18
 # name, width, height, lag, dilations, frames, branches
 CASES = [
-    ("768x432-lag0", 768, 432, 0, ("1", "2"), 8, {"per_entry"}),
-    ("768x432-lag4", 768, 432, 4, ("1", "2"), 10, {"per_entry", "window"}),
+    ("768x432-lag0", 768, 432, 0, ("1", "2"), 6, {"per_entry"}),
+    ("768x432-lag4", 768, 432, 4, ("1", "2"), 7, {"per_entry", "window"}),
     ("768x432-lag12", 768, 432, 12, ("1", "2", "3"), 13, {"per_entry", "window", "coarse"}),
     pytest.param(
         "768x432-lag12-strided",
