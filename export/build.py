@@ -172,9 +172,13 @@ def build_engine(opts: BuildOptions, echo: Callable[[str], None] = _echo) -> Pat
     t_start = time.perf_counter()
     backends = "onnxruntime" + (f" + tensorrt ({precision})" if with_trt else "")
     backends += f" + aoti ({precision} on {aoti_device})" if with_aoti else ""
+    # with AOTInductor and no --min-res, the smallest side is known once the checkpoint is loaded
+    raised = (
+        " (the smallest raised to what the UNet's packages serve, if more)" if with_aoti and opts.auto_min_res else ""
+    )
     echo(
         f"rd-engine build: {opts.checkpoint} -> {out} ({backends}; snippet lengths {lens}; frame sides "
-        f"{profile.min_res}..{profile.max_res} px, tuned for {profile.opt_res}; batch <= {profile.max_batch} "
+        f"{profile.min_res}..{profile.max_res} px{raised}, tuned for {profile.opt_res}; batch <= {profile.max_batch} "
         f"snippets, <= {profile.max_vae_batch} frames)"
     )
     if not with_trt and opts.backend == "auto":
@@ -363,7 +367,10 @@ def build_engine(opts: BuildOptions, echo: Callable[[str], None] = _echo) -> Pat
             stage("checking the TensorRT plans against PyTorch (fp32) on random inputs")
             _check_tensorrt(tmp, models, torch.device("cuda" if opts.device == "auto" else opts.device), echo)
     total = time.perf_counter() - t_start
-    echo(f"engine written to {out} in {total:.1f} s; run it with: rd-engine run VIDEO --engine {out}")
+    echo(
+        f"engine written to {out} in {total:.1f} s (frame sides {profile.min_res}..{profile.max_res} px); "
+        f"run it with: rd-engine run VIDEO --engine {out}"
+    )
     return out
 
 

@@ -68,6 +68,7 @@ def test_build_with_no_size_options_builds_and_runs(small_ckpt, clip, tmp_path):
     )
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "smallest frame side 72 px" in r.stdout
+    assert "(frame sides 72..768 px)" in r.stdout  # the last line says the profile that was built
     m = json.loads((engine / "manifest.json").read_text())
     assert m["profile"]["min_res"] == 72 and m["profile"]["max_res"] == 768
     assert m["aoti"]["dynamic"]["h"] == [9, 96]
