@@ -317,7 +317,6 @@ def cmd_run(args) -> int:
         return 1
     if checkpoint is not None:
         check_checkpoint(checkpoint)
-    import torch
 
     from rd_engine.model.checkpoint import load_checkpoint
     from rd_engine.model.factory import tiny_checkpoint_cached
@@ -412,15 +411,9 @@ def cmd_run(args) -> int:
     # runs the next one (at most one video waiting to be written: two predictions in memory at once)
     writer, pending = None, None
     if opts.write_threads > 1 and len(inputs) > 1 and not args.stream and not bags:
-        from concurrent.futures import ThreadPoolExecutor
+        from rd_engine.outputs.lanes import writer_pool
 
-        # the writers resize with torch: with this thread's count, as a serial write does
-        writer = ThreadPoolExecutor(
-            1,
-            thread_name_prefix="rd-write-video",
-            initializer=torch.set_num_threads,
-            initargs=(torch.get_num_threads(),),
-        )
+        writer = writer_pool(1, "rd-write-video")
     try:
         for path in inputs:
             stem = input_stem(path)

@@ -12,17 +12,27 @@ from __future__ import annotations
 import queue
 import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
 _STOP = object()
 
 
+def writer_pool(workers: int, name: str) -> ThreadPoolExecutor:
+    """A pool for writers: its threads use the caller's torch thread count (the writers resize with torch,
+    and a new thread starts with OpenMP's default count, with which some resizes round differently).
+    """
+    return ThreadPoolExecutor(
+        workers, thread_name_prefix=name, initializer=torch.set_num_threads, initargs=(torch.get_num_threads(),)
+    )
+
+
 class WriteLanes:
     """`lanes` ordered lanes on `min(threads, lanes)` threads; with `threads <= 1` every write runs inline."""
 
     def __init__(self, lanes: int, threads: int, depth: int = 8):
-        self.n = min(max(threads, 0), lanes) if threads > 1 else 0
+        self.n = min(threads, lanes) if threads > 1 else 0
         self.error: BaseException | None = None
         self._queues = [queue.Queue(maxsize=depth) for _ in range(self.n)]
         torch_threads = torch.get_num_threads()  # a new thread would start with OpenMP's default count

@@ -7,7 +7,6 @@ import dataclasses
 import json
 import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from rd_engine.io.sequence import ImageSequence
 from rd_engine.io.video import iter_frames, preprocess
 from rd_engine.io.video_writer import VideoWriter
 from rd_engine.outputs.frames import FrameOut, PointCloudSink
+from rd_engine.outputs.lanes import writer_pool
 from rd_engine.outputs.pointcloud import processed_intrinsics
 from rd_engine.outputs.render import colorize, side_by_side, write_png16_mm_sequence, write_png16_sequence
 from rd_engine.outputs.sequences import write_depth_sequence, write_ffv1_depth
@@ -391,14 +391,7 @@ def write_outputs(
             for _, write in tasks:
                 write()
         else:
-            # the writers resize frames with torch: with the caller's thread count, as a serial write does
-            # (a new thread starts with OpenMP's default count, and some resizes round differently with it)
-            with ThreadPoolExecutor(
-                max_workers=opts.write_threads,
-                thread_name_prefix="rd-write",
-                initializer=torch.set_num_threads,
-                initargs=(torch.get_num_threads(),),
-            ) as pool:
+            with writer_pool(opts.write_threads, "rd-write") as pool:
                 for future in [pool.submit(write) for _, write in tasks]:
                     future.result()  # the first failure propagates; the others' temporary files are removed
         written.extend(path for path, _ in tasks)
